@@ -1,0 +1,203 @@
+package sluice
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Stream names what a sink consumes. A sink is configured with exactly one.
+type Stream uint8
+
+const (
+	// StreamRecords carries the records rules derive from messages.
+	StreamRecords Stream = iota + 1
+	// StreamAlerts carries alert transitions (firing, resolved).
+	StreamAlerts
+	// StreamRaw carries every message routed to a pipeline, undecoded.
+	StreamRaw
+	// StreamDeadLetters carries messages that could not be processed, with the reason.
+	StreamDeadLetters
+)
+
+var streamNames = map[Stream]string{
+	StreamRecords:     "records",
+	StreamAlerts:      "alerts",
+	StreamRaw:         "raw",
+	StreamDeadLetters: "dead_letters",
+}
+
+// Streams lists the stream names accepted in configuration.
+func Streams() []string { return []string{"records", "alerts", "raw", "dead_letters"} }
+
+func (s Stream) String() string {
+	if n, ok := streamNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("stream(%d)", uint8(s))
+}
+
+// ParseStream turns a configured stream name into a Stream.
+func ParseStream(name string) (Stream, error) {
+	for s, n := range streamNames {
+		if n == name {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown stream %q (want one of records, alerts, raw, dead_letters)", name)
+}
+
+// Record is what a rule derives from a message: tags (named topic segments and
+// rule labels) and fields (decoded payload values and derived values).
+type Record struct {
+	Rule   string
+	Topic  string
+	Time   time.Time
+	Tags   map[string]string
+	Fields map[string]any
+}
+
+// Lookup resolves a name used in a sink template: a tag first, then a field.
+func (r *Record) Lookup(name string) (string, bool) {
+	if v, ok := r.Tags[name]; ok {
+		return v, true
+	}
+	if v, ok := r.Fields[name]; ok {
+		return FormatValue(v), true
+	}
+	if name == "rule" {
+		return r.Rule, true
+	}
+	return "", false
+}
+
+// MarshalJSON renders the record as downstream consumers see it in Kafka and MQTT.
+func (r *Record) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Rule   string            `json:"rule"`
+		Topic  string            `json:"topic"`
+		Time   time.Time         `json:"time"`
+		Tags   map[string]string `json:"tags"`
+		Fields map[string]any    `json:"fields"`
+	}{r.Rule, r.Topic, r.Time.UTC(), r.Tags, r.Fields})
+}
+
+// Alert states.
+const (
+	AlertFiring   = "firing"
+	AlertResolved = "resolved"
+)
+
+// Alert is one transition of an alert for one series: it started firing, or it resolved.
+type Alert struct {
+	Rule     string
+	Severity string
+	Status   string // AlertFiring or AlertResolved
+	// Series is the series key the alert belongs to (by default the device segment).
+	Series string
+	// Device is the "device" tag when the rule names one, otherwise the series key.
+	Device  string
+	Value   any
+	Message string
+	// Time is when this transition happened; Since is when the episode started firing.
+	Time  time.Time
+	Since time.Time
+	Topic string
+	Tags  map[string]string
+}
+
+// Lookup resolves a name used in a sink template: an alert attribute, then a tag.
+func (a *Alert) Lookup(name string) (string, bool) {
+	switch name {
+	case "rule":
+		return a.Rule, true
+	case "severity":
+		return a.Severity, true
+	case "status":
+		return a.Status, true
+	case "series":
+		return a.Series, true
+	case "device":
+		return a.Device, true
+	}
+	v, ok := a.Tags[name]
+	return v, ok
+}
+
+// MarshalJSON renders the alert as it appears on alert topics and in Kafka.
+func (a *Alert) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Rule     string            `json:"rule"`
+		Severity string            `json:"severity"`
+		Status   string            `json:"status"`
+		Device   string            `json:"device"`
+		Series   string            `json:"series"`
+		Value    any               `json:"value"`
+		Message  string            `json:"message"`
+		Time     time.Time         `json:"time"`
+		Since    time.Time         `json:"since"`
+		Topic    string            `json:"topic"`
+		Tags     map[string]string `json:"tags,omitempty"`
+	}{a.Rule, a.Severity, a.Status, a.Device, a.Series, a.Value, a.Message,
+		a.Time.UTC(), a.Since.UTC(), a.Topic, a.Tags})
+}
+
+// DeadLetter says why a message could not be processed, and where.
+type DeadLetter struct {
+	// Stage is where it failed: "decode", "rule", or "sink".
+	Stage  string
+	Rule   string
+	Sink   string
+	Reason string
+}
+
+// Event is one unit a sink writes. Message is always set (for the raw stream it
+// is the whole event); Record, Alert or DeadLetter is set for its own stream.
+type Event struct {
+	Stream     Stream
+	Message    *Message
+	Record     *Record
+	Alert      *Alert
+	DeadLetter *DeadLetter
+	// Ack is the source message's ack; the sink side completes one share of it.
+	Ack *Ack
+}
+
+// Lookup resolves a template name against the event's record or alert, then the
+// source message ("topic", "client_id").
+func (e *Event) Lookup(name string) (string, bool) {
+	switch {
+	case e.Record != nil:
+		if v, ok := e.Record.Lookup(name); ok {
+			return v, true
+		}
+	case e.Alert != nil:
+		if v, ok := e.Alert.Lookup(name); ok {
+			return v, true
+		}
+	}
+	switch name {
+	case "topic":
+		return e.Message.Topic, true
+	case "client_id":
+		return e.Message.ClientID, true
+	}
+	return "", false
+}
+
+// FormatValue renders a field value the way templates and keys show it.
+func FormatValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		if x == float64(int64(x)) && x < 1e15 && x > -1e15 {
+			return fmt.Sprintf("%d", int64(x))
+		}
+		return fmt.Sprintf("%g", x)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(x)
+	}
+}

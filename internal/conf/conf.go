@@ -1,0 +1,412 @@
+// Package conf decodes sluice's YAML files (the main config and rule files)
+// strictly, and reports every problem with the file, line, column and key path,
+// the way an operator editing the file by hand needs it:
+//
+//	sluice.yaml:14:7: sinks[0].kafka.brokrs: unknown key (did you mean "brokers"?)
+//
+// Decoding is goccy/go-yaml in strict mode (unknown keys and duplicate keys are
+// errors); validation is the Validate method of the decoded value, whose
+// problems name key paths that this package places back on their lines.
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
+)
+
+// Error is one problem in a file, at a position, for a key.
+type Error struct {
+	File   string
+	Line   int
+	Column int
+	// Key is the path of the key, e.g. "sinks[1].kafka.brokers"; empty for
+	// syntax errors.
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+		if e.Column > 0 {
+			fmt.Fprintf(&b, ":%d", e.Column)
+		}
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ErrorList is every problem found in one or more files, in file and line order.
+type ErrorList []*Error
+
+func (l ErrorList) Error() string {
+	lines := make([]string, len(l))
+	for i, e := range l {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Validator is implemented by config values that check themselves after
+// decoding. Validate returns nil, or Problems (possibly nested) naming key
+// paths relative to the value.
+type Validator interface {
+	Validate() error
+}
+
+// DecodeFile reads path and decodes it into v; see Decode.
+func DecodeFile(path string, v any) (*Doc, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(path, data, v)
+}
+
+// Doc is a decoded file: it knows where each key and value sits, so that
+// problems found later (an expression that does not compile) can be placed.
+type Doc struct {
+	File string
+	idx  *index
+}
+
+// ErrorAt returns an Error for the value at path. line and col (1-based)
+// locate the problem inside the value's text, as an expression compiler
+// reports it; 0 means the start of the value.
+func (d *Doc) ErrorAt(path string, line, col int, msg string) *Error {
+	e := &Error{File: d.File, Key: path, Msg: msg}
+	v, ok := d.idx.vals[path]
+	if !ok {
+		if at, ok := d.idx.keys[path]; ok {
+			e.Line, e.Column = at.line, at.col
+		}
+		return e
+	}
+	e.Line, e.Column = v.line, v.col
+	if v.block {
+		// The text starts on the next line, at the block's indentation.
+		e.Line, e.Column = v.line+1, v.indent+1
+	}
+	if v.quoted {
+		e.Column++
+	}
+	if line > 1 {
+		e.Line += line - 1
+		e.Column = v.indent + col
+		if !v.block {
+			e.Column = col
+		}
+	} else if col > 0 {
+		e.Column += col - 1
+	}
+	return e
+}
+
+// Decode parses data strictly into v. A syntax error, an unknown key, a
+// duplicate key or a value of the wrong type is returned as an ErrorList with
+// one entry. Then, if v is a Validator, every problem it reports is returned,
+// each at the line of its key (or of the parent, for a missing key).
+func Decode(file string, data []byte, v any) (*Doc, error) {
+	f, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
+	if err != nil {
+		return nil, ErrorList{fromYAML(file, nil, v, err)}
+	}
+	idx := newIndex(f)
+	doc := &Doc{File: file, idx: idx}
+	if len(idx.dups) > 0 {
+		for _, e := range idx.dups {
+			e.File = file
+		}
+		return doc, idx.dups
+	}
+	var body ast.Node
+	if len(f.Docs) > 0 {
+		body = f.Docs[0].Body
+	}
+	if len(f.Docs) > 1 {
+		return doc, ErrorList{{File: file, Line: docLine(f.Docs[1]), Msg: "more than one YAML document; put everything in one"}}
+	}
+	if body != nil {
+		if err := yaml.NodeToValue(body, v, yaml.Strict()); err != nil {
+			return doc, ErrorList{fromYAML(file, idx, v, err)}
+		}
+	}
+	if val, ok := v.(Validator); ok {
+		if err := val.Validate(); err != nil {
+			return doc, idx.place(file, err)
+		}
+	}
+	return doc, nil
+}
+
+func docLine(d *ast.DocumentNode) int {
+	if d.Start != nil {
+		return d.Start.Position.Line
+	}
+	if d.Body != nil {
+		return d.Body.GetToken().Position.Line
+	}
+	return 0
+}
+
+var (
+	reUnknown = regexp.MustCompile(`^unknown field "(.*)"$`)
+	reStruct  = regexp.MustCompile(`Go struct field [^ ]+ of type `)
+	reQuoted  = regexp.MustCompile(`"([^"]+)"`)
+)
+
+// fromYAML turns a goccy error into an Error at its token.
+func fromYAML(file string, idx *index, v any, err error) *Error {
+	var ye yaml.Error
+	if !errors.As(err, &ye) || ye.GetToken() == nil {
+		// Some decoders (durations, for one) report no position, but quote the
+		// offending value: find the scalar that holds it.
+		e := &Error{File: file, Msg: err.Error()}
+		if m := reQuoted.FindAllStringSubmatch(e.Msg, -1); m != nil && idx != nil {
+			if at, ok := idx.values[m[len(m)-1][1]]; ok {
+				e.Line, e.Column, e.Key = at.line, at.col, idx.at[at]
+			}
+		}
+		return e
+	}
+	tk := ye.GetToken()
+	e := &Error{File: file, Line: tk.Position.Line, Column: tk.Position.Column, Msg: ye.GetMessage()}
+	if idx != nil {
+		e.Key = idx.pathAt(tk.Position.Line, tk.Position.Column)
+	}
+	var unknown *yaml.UnknownFieldError
+	var typ *yaml.TypeError
+	switch {
+	case errors.As(err, &unknown):
+		if m := reUnknown.FindStringSubmatch(ye.GetMessage()); m != nil {
+			e.Msg = "unknown key"
+			if e.Key == "" {
+				e.Key = m[1]
+			}
+			if alt := suggest(v, e.Key); alt != "" {
+				e.Msg += fmt.Sprintf(" (did you mean %q?)", alt)
+			}
+		}
+	case errors.As(err, &typ):
+		e.Msg = fmt.Sprintf("want %s, got %s %q", describeType(typ.DstType), describeType(typ.SrcType), tk.Value)
+	default:
+		e.Msg = reStruct.ReplaceAllString(e.Msg, "")
+	}
+	return e
+}
+
+func describeType(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	switch t.String() {
+	case "time.Duration":
+		return "a duration such as 5s or 250ms"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a mapping"
+	}
+	return t.String()
+}
+
+// index maps key paths to positions in a parsed file, and back.
+type index struct {
+	keys   map[string]pos // path -> position of its key (or item)
+	at     map[pos]string // position of a key or scalar value -> path
+	values map[string]pos // scalar text -> position of its first use
+	vals   map[string]valuePos // path -> where its scalar value's text starts
+	dups   ErrorList           // keys set twice in one mapping
+}
+
+type valuePos struct {
+	line, col int
+	indent    int  // column (0-based) where continuation lines start
+	quoted    bool // the text starts one column after the token
+	block     bool // a | or > block: the text starts on the next line
+}
+
+type pos struct{ line, col int }
+
+func newIndex(f *ast.File) *index {
+	idx := &index{keys: map[string]pos{}, at: map[pos]string{}, values: map[string]pos{}, vals: map[string]valuePos{}}
+	for _, d := range f.Docs {
+		if d.Body != nil {
+			idx.walk("", d.Body)
+		}
+		break
+	}
+	return idx
+}
+
+func (idx *index) walk(path string, n ast.Node) {
+	switch n := n.(type) {
+	case *ast.MappingNode:
+		for _, mv := range n.Values {
+			idx.walkPair(path, mv)
+		}
+	case *ast.MappingValueNode:
+		idx.walkPair(path, n)
+	case *ast.SequenceNode:
+		for i, item := range n.Values {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			at := startPos(item)
+			idx.keys[p] = at
+			if _, ok := idx.at[at]; !ok {
+				idx.at[at] = p
+			}
+			idx.walk(p, item)
+		}
+	case *ast.AnchorNode:
+		idx.walk(path, n.Value)
+	case *ast.TagNode:
+		idx.walk(path, n.Value)
+	case *ast.LiteralNode:
+		tk := n.Start
+		vp := valuePos{line: tk.Position.Line, col: tk.Position.Column, block: true, indent: tk.Position.Column - 1}
+		if n.Value != nil && n.Value.GetToken() != nil {
+			// The block's indentation is that of its first content line.
+			vp.indent = blockIndent(n.Value.GetToken().Origin)
+		}
+		idx.vals[path] = vp
+		idx.at[pos{tk.Position.Line, tk.Position.Column}] = path
+	default:
+		if n != nil && n.GetToken() != nil {
+			tk := n.GetToken()
+			at := pos{tk.Position.Line, tk.Position.Column}
+			if _, ok := idx.at[at]; !ok {
+				idx.at[at] = path
+			}
+			if _, ok := idx.values[tk.Value]; !ok {
+				idx.values[tk.Value] = at
+			}
+			if _, ok := idx.vals[path]; !ok {
+				idx.vals[path] = valuePos{line: at.line, col: at.col, indent: at.col - 1,
+					quoted: tk.Type == token.DoubleQuoteType || tk.Type == token.SingleQuoteType}
+			}
+		}
+	}
+}
+
+func (idx *index) walkPair(path string, mv *ast.MappingValueNode) {
+	key := mv.Key.GetToken().Value
+	p := key
+	if path != "" {
+		p = path + "." + key
+	}
+	tp := mv.Key.GetToken().Position
+	if first, ok := idx.keys[p]; ok {
+		idx.dups = append(idx.dups, &Error{Line: tp.Line, Column: tp.Column, Key: p,
+			Msg: fmt.Sprintf("duplicate key (first set on line %d)", first.line)})
+		return
+	}
+	idx.keys[p] = pos{tp.Line, tp.Column}
+	idx.at[pos{tp.Line, tp.Column}] = p
+	idx.walk(p, mv.Value)
+}
+
+// startPos is where a node begins as the reader sees it: for a mapping, its
+// first key (goccy's token for a mapping is the first ':').
+func startPos(n ast.Node) pos {
+	switch m := n.(type) {
+	case *ast.MappingNode:
+		if len(m.Values) > 0 {
+			n = m.Values[0].Key
+		}
+	case *ast.MappingValueNode:
+		n = m.Key
+	}
+	tp := n.GetToken().Position
+	return pos{tp.Line, tp.Column}
+}
+
+func (idx *index) pathAt(line, col int) string {
+	if p, ok := idx.at[pos{line, col}]; ok {
+		return p
+	}
+	// The token may be inside a value (a flow sequence, say): take the
+	// nearest key at or before it on the same line.
+	best, bestCol := "", -1
+	for k, p := range idx.at {
+		if k.line == line && k.col <= col && k.col > bestCol {
+			best, bestCol = p, k.col
+		}
+	}
+	return best
+}
+
+// place puts validation problems at the lines of their keys.
+func (idx *index) place(file string, err error) error {
+	var probs Problems
+	if !errors.As(err, &probs) {
+		return ErrorList{{File: file, Msg: err.Error()}}
+	}
+	list := make(ErrorList, 0, len(probs))
+	for _, p := range probs {
+		e := &Error{File: file, Key: p.Path, Msg: p.Msg}
+		if at, ok := idx.keys[p.Path]; ok {
+			e.Line, e.Column = at.line, at.col
+		} else {
+			// A missing key: point at the nearest parent that exists.
+			parent := p.Path
+			for parent != "" {
+				parent = parentPath(parent)
+				if at, ok := idx.keys[parent]; ok {
+					e.Line, e.Column = at.line, at.col
+					break
+				}
+			}
+			if e.Line == 0 {
+				e.Line = 1
+			}
+		}
+		list = append(list, e)
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Line < list[j].Line })
+	return list
+}
+
+func blockIndent(origin string) int {
+	for _, line := range strings.Split(origin, "\n") {
+		if strings.TrimSpace(line) != "" {
+			return len(line) - len(strings.TrimLeft(line, " "))
+		}
+	}
+	return 0
+}
+
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
