@@ -87,6 +87,9 @@ type Doc struct {
 	idx  *index
 }
 
+// Place puts validation problems (see Problems) at the lines of their keys.
+func (d *Doc) Place(err error) error { return d.idx.place(d.File, err) }
+
 // ErrorAt returns an Error for the value at path. line and col (1-based)
 // locate the problem inside the value's text, as an expression compiler
 // reports it; 0 means the start of the value.
@@ -128,7 +131,7 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 	if err != nil {
 		return nil, ErrorList{fromYAML(file, nil, v, err)}
 	}
-	idx := newIndex(f)
+	idx := newIndex(f, data)
 	doc := &Doc{File: file, idx: idx}
 	if len(idx.dups) > 0 {
 		for _, e := range idx.dups {
@@ -245,6 +248,7 @@ type index struct {
 	values map[string]pos // scalar text -> position of its first use
 	vals   map[string]valuePos // path -> where its scalar value's text starts
 	dups   ErrorList           // keys set twice in one mapping
+	lines  []string
 }
 
 type valuePos struct {
@@ -256,8 +260,9 @@ type valuePos struct {
 
 type pos struct{ line, col int }
 
-func newIndex(f *ast.File) *index {
-	idx := &index{keys: map[string]pos{}, at: map[pos]string{}, values: map[string]pos{}, vals: map[string]valuePos{}}
+func newIndex(f *ast.File, src []byte) *index {
+	idx := &index{keys: map[string]pos{}, at: map[pos]string{}, values: map[string]pos{}, vals: map[string]valuePos{},
+		lines: strings.Split(string(src), "\n")}
 	for _, d := range f.Docs {
 		if d.Body != nil {
 			idx.walk("", d.Body)
@@ -331,6 +336,21 @@ func (idx *index) walkPair(path string, mv *ast.MappingValueNode) {
 	idx.keys[p] = pos{tp.Line, tp.Column}
 	idx.at[pos{tp.Line, tp.Column}] = p
 	idx.walk(p, mv.Value)
+	// goccy's column for a plain scalar is not always where its text starts;
+	// for a value on the key's line, read it off the line itself.
+	if v, ok := idx.vals[p]; ok && !v.block && v.line == tp.Line && tp.Line <= len(idx.lines) {
+		line := idx.lines[tp.Line-1]
+		if from := tp.Column - 1; from >= 0 && from < len(line) {
+			if colon := strings.IndexByte(line[from:], ':'); colon >= 0 {
+				start := from + colon + 1
+				for start < len(line) && line[start] == ' ' {
+					start++
+				}
+				v.col, v.indent = start+1, start
+				idx.vals[p] = v
+			}
+		}
+	}
 }
 
 // startPos is where a node begins as the reader sees it: for a mapping, its
