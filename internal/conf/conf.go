@@ -243,9 +243,9 @@ func describeType(t reflect.Type) string {
 
 // index maps key paths to positions in a parsed file, and back.
 type index struct {
-	keys   map[string]pos // path -> position of its key (or item)
-	at     map[pos]string // position of a key or scalar value -> path
-	values map[string]pos // scalar text -> position of its first use
+	keys   map[string]pos      // path -> position of its key (or item)
+	at     map[pos]string      // position of a key or scalar value -> path
+	values map[string]pos      // scalar text -> position of its first use
 	vals   map[string]valuePos // path -> where its scalar value's text starts
 	dups   ErrorList           // keys set twice in one mapping
 	lines  []string
