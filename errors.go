@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// ErrBadPayload is the ack error of a message whose payload none of the
+// rules it matched could decode or evaluate. Ingest tells an MQTT 5 client
+// with reason code 0x99 (payload format invalid).
+var ErrBadPayload = errors.New("payload could not be processed")
+
 // RetryableError marks a failure that may succeed when tried again: a lost
 // connection, a timeout, a 5xx, throttling. After, when set, is the delay the
 // remote asked for (Retry-After).

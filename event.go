@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Stream names what a sink consumes. A sink is configured with exactly one.
@@ -200,4 +201,49 @@ func FormatValue(v any) string {
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// Encode returns the bytes byte-oriented sinks (Kafka, MQTT, files) write
+// for the event: the original payload for the raw stream, JSON otherwise.
+func (e *Event) Encode() ([]byte, error) {
+	switch e.Stream {
+	case StreamRaw:
+		return e.Message.Payload, nil
+	case StreamRecords:
+		return json.Marshal(e.Record)
+	case StreamAlerts:
+		return json.Marshal(e.Alert)
+	case StreamDeadLetters:
+		return json.Marshal(deadLetterJSON(e))
+	}
+	return nil, fmt.Errorf("event of unknown stream %d", e.Stream)
+}
+
+type deadLetterDoc struct {
+	Reason   string    `json:"reason"`
+	Stage    string    `json:"stage"`
+	Rule     string    `json:"rule,omitempty"`
+	Sink     string    `json:"sink,omitempty"`
+	Topic    string    `json:"topic"`
+	ClientID string    `json:"client_id"`
+	QoS      byte      `json:"qos"`
+	Received time.Time `json:"received"`
+	// Payload is the original payload when it is valid UTF-8 text,
+	// otherwise PayloadBase64 holds it.
+	Payload       *string `json:"payload,omitempty"`
+	PayloadBase64 []byte  `json:"payload_base64,omitempty"`
+}
+
+func deadLetterJSON(e *Event) deadLetterDoc {
+	d := deadLetterDoc{
+		Reason: e.DeadLetter.Reason, Stage: e.DeadLetter.Stage, Rule: e.DeadLetter.Rule, Sink: e.DeadLetter.Sink,
+		Topic: e.Message.Topic, ClientID: e.Message.ClientID, QoS: e.Message.QoS, Received: e.Message.Received.UTC(),
+	}
+	if utf8.Valid(e.Message.Payload) {
+		s := string(e.Message.Payload)
+		d.Payload = &s
+	} else {
+		d.PayloadBase64 = e.Message.Payload
+	}
+	return d
 }

@@ -64,6 +64,12 @@ func (l ErrorList) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// Defaulter is implemented by config values that fill in defaults after
+// decoding, before Validate.
+type Defaulter interface {
+	SetDefaults()
+}
+
 // Validator is implemented by config values that check themselves after
 // decoding. Validate returns nil, or Problems (possibly nested) naming key
 // paths relative to the value.
@@ -124,7 +130,8 @@ func (d *Doc) ErrorAt(path string, line, col int, msg string) *Error {
 
 // Decode parses data strictly into v. A syntax error, an unknown key, a
 // duplicate key or a value of the wrong type is returned as an ErrorList with
-// one entry. Then, if v is a Validator, every problem it reports is returned,
+// one entry. Then, if v is a Defaulter, its defaults are set, and if v is a
+// Validator, every problem it reports is returned,
 // each at the line of its key (or of the parent, for a missing key).
 func Decode(file string, data []byte, v any) (*Doc, error) {
 	f, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
@@ -150,6 +157,9 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 		if err := yaml.NodeToValue(body, v, yaml.Strict()); err != nil {
 			return doc, ErrorList{fromYAML(file, idx, v, err)}
 		}
+	}
+	if d, ok := v.(Defaulter); ok {
+		d.SetDefaults()
 	}
 	if val, ok := v.(Validator); ok {
 		if err := val.Validate(); err != nil {

@@ -1,0 +1,226 @@
+// Package ingest runs the embedded MQTT broker (mochi-mqtt) and hands every
+// PUBLISH to the pipelines from mochi's OnPublish hook, which runs on the
+// client's read goroutine before the broker sends PUBACK or PUBREC. That makes
+// the hook the place where a message becomes safe and where backpressure
+// happens: while the hook waits, that one client is slowed over TCP.
+//
+// This is the only package that imports mochi.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/metrics"
+)
+
+// Handler receives every PUBLISH a client sends, before it is acknowledged.
+type Handler interface {
+	// Handle takes msg and returns once it is accepted; it blocks while the
+	// pipelines are full (backpressure) and gives up when ctx ends. The
+	// handler completes ack when the message is safe (every sink of every
+	// pipeline it went to has written it). An error means msg was not
+	// accepted and ack will not complete.
+	Handle(ctx context.Context, msg *sluice.Message, ack *sluice.Ack) error
+}
+
+// Config is the broker section of the configuration.
+type Config struct {
+	Listeners []ListenerConfig `yaml:"listeners"`
+}
+
+// ListenerConfig is one network listener.
+type ListenerConfig struct {
+	// Name identifies the listener in logs and metrics.
+	Name string `yaml:"name"`
+	// Type is the transport: tcp.
+	Type string `yaml:"type"`
+	// Address is host:port to bind; port 0 picks a free port.
+	Address string `yaml:"address"`
+}
+
+// DefaultAddress is where the broker listens when no listener is configured:
+// loopback only, as mosquitto 2 does, until an operator opens it up.
+const DefaultAddress = "127.0.0.1:1883"
+
+// SetDefaults fills in what the operator left out.
+func (c *Config) SetDefaults() {
+	if len(c.Listeners) == 0 {
+		c.Listeners = []ListenerConfig{{Name: "tcp", Type: "tcp", Address: DefaultAddress}}
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.Type == "" {
+			l.Type = "tcp"
+		}
+		if l.Name == "" {
+			l.Name = fmt.Sprintf("%s-%d", l.Type, i)
+		}
+	}
+}
+
+// Validate checks the broker section.
+func (c *Config) Validate() error {
+	var p conf.Problems
+	names := map[string]bool{}
+	for i, l := range c.Listeners {
+		at := fmt.Sprintf("listeners[%d]", i)
+		if names[l.Name] {
+			p.Addf(at+".name", "listener name %q is used twice", l.Name)
+		}
+		names[l.Name] = true
+		if l.Type != "tcp" {
+			p.Addf(at+".type", "unknown listener type %q (want tcp)", l.Type)
+		}
+		if l.Address == "" {
+			p.Missing(at + ".address")
+		} else if _, _, err := net.SplitHostPort(l.Address); err != nil {
+			p.Addf(at+".address", "%q is not host:port", l.Address)
+		}
+	}
+	return p.Err()
+}
+
+// Broker is the embedded MQTT broker.
+type Broker struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	server  *mqtt.Server
+
+	// ctx ends when publishes still waiting in the hook must give up.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// mu guards closing against new publishes entering the hook.
+	mu       sync.RWMutex
+	closing  bool
+	inflight sync.WaitGroup
+
+	closed atomic.Bool
+}
+
+// New returns a broker that hands publishes to h. It does no I/O; Start
+// binds the listeners.
+func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
+	cfg.SetDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{cfg: cfg, handler: h, log: log, metrics: m, ctx: ctx, cancel: cancel}
+	b.server = mqtt.New(&mqtt.Options{
+		InlineClient: true, // sinks publish alerts through the broker
+		Logger:       log.With("component", "broker"),
+	})
+	return b
+}
+
+// Start binds every listener and starts serving. A listener that cannot
+// bind (address in use) fails Start.
+func (b *Broker) Start(ctx context.Context) error {
+	if err := b.server.AddHook(&hook{b: b}, nil); err != nil {
+		return fmt.Errorf("broker: add hook: %w", err)
+	}
+	for _, l := range b.cfg.Listeners {
+		tcp := listeners.NewTCP(listeners.Config{ID: l.Name, Address: l.Address})
+		if err := b.server.AddListener(tcp); err != nil {
+			b.server.Listeners.CloseAll(func(string) {})
+			return fmt.Errorf("broker: listener %q on %s: %w", l.Name, l.Address, err)
+		}
+	}
+	if err := b.server.Serve(); err != nil {
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener ("" if unknown), so
+// a listener configured on port 0 can be found.
+func (b *Broker) Addr(listener string) string {
+	l, ok := b.server.Listeners.Get(listener)
+	if !ok {
+		return ""
+	}
+	return l.Address()
+}
+
+// Listeners lists the configured listener names.
+func (b *Broker) Listeners() []string {
+	names := make([]string, len(b.cfg.Listeners))
+	for i, l := range b.cfg.Listeners {
+		names[i] = l.Name
+	}
+	return names
+}
+
+// Publish publishes a message through the broker to its subscribers, as
+// sluice itself (alerts). It does not go through the pipelines.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if b.closed.Load() {
+		return errors.New("broker is closed")
+	}
+	return b.server.Publish(topic, payload, retain, qos)
+}
+
+// StopIngest stops accepting publishes and connections, then waits until
+// every publish already in the hook has been handled and acknowledged, or
+// ctx ends. Publishes still waiting then are given up: they are not
+// acknowledged, so their clients keep them and send them again.
+func (b *Broker) StopIngest(ctx context.Context) error {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	done := make(chan struct{})
+	go func() { b.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		b.cancel()
+		<-done
+		return fmt.Errorf("broker: publishes still waiting for their sinks were not acknowledged: %w", ctx.Err())
+	}
+}
+
+// Close disconnects every client and closes the listeners. It is safe to
+// call more than once.
+func (b *Broker) Close(ctx context.Context) error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	b.cancel()
+	return b.server.Close()
+}
+
+// enter registers a publish entering the hook; false while closing.
+func (b *Broker) enter() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closing {
+		return false
+	}
+	b.inflight.Add(1)
+	return true
+}
+
+func (b *Broker) isClosing() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.closing
+}
+
+// isSysTopic reports whether topic is a broker topic ($SYS), not telemetry.
+func isSysTopic(topic string) bool { return strings.HasPrefix(topic, "$") }

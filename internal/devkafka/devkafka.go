@@ -1,0 +1,73 @@
+// Package devkafka runs an in-process Kafka-protocol cluster (franz-go's
+// kfake) for tests and the demo. It is a stand-in, not Kafka: it speaks the
+// protocol well enough for kafka-go's Writer and Reader, keeps data in
+// memory (or a folder, to survive a restart), and has no replication or
+// durability guarantees. Production uses a real Kafka (docker-compose.yml).
+package devkafka
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Cluster is a running stand-in Kafka.
+type Cluster struct {
+	c *kfake.Cluster
+}
+
+// Options for Start.
+type Options struct {
+	// Port to listen on (127.0.0.1); 0 picks a free one.
+	Port int
+	// Partitions per auto-created topic (default 3).
+	Partitions int
+	// Topics to create up front.
+	Topics []string
+	// DataDir, when set, persists the cluster's data there, so it can be
+	// stopped and started again with its records.
+	DataDir string
+}
+
+// Start starts a one-broker cluster that auto-creates topics.
+func Start(opts Options) (*Cluster, error) {
+	if opts.Partitions == 0 {
+		opts.Partitions = 3
+	}
+	kopts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(opts.Port),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(opts.Partitions),
+	}
+	if len(opts.Topics) > 0 {
+		kopts = append(kopts, kfake.SeedTopics(int32(opts.Partitions), opts.Topics...))
+	}
+	if opts.DataDir != "" {
+		kopts = append(kopts, kfake.DataDir(opts.DataDir), kfake.SyncWrites())
+	}
+	c, err := kfake.NewCluster(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("start dev kafka: %w", err)
+	}
+	return &Cluster{c: c}, nil
+}
+
+// Addrs returns the brokers' host:port addresses.
+func (c *Cluster) Addrs() []string { return c.c.ListenAddrs() }
+
+// Port returns the first broker's port.
+func (c *Cluster) Port() int {
+	a := c.Addrs()[0]
+	for i := len(a) - 1; i >= 0; i-- {
+		if a[i] == ':' {
+			p, _ := strconv.Atoi(a[i+1:])
+			return p
+		}
+	}
+	return 0
+}
+
+// Close stops the cluster.
+func (c *Cluster) Close() { c.c.Close() }

@@ -1,0 +1,119 @@
+// Package metrics defines every Prometheus metric sluice exports, in one
+// place, on a registry the caller owns (no global registry). Labels are of
+// bounded cardinality: listener, pipeline, rule, sink, severity, class — never
+// a device, client or topic.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds sluice's collectors.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// ingest
+	MessagesIn *prometheus.CounterVec // listener, qos
+	BytesIn    *prometheus.CounterVec // listener
+	Rejected   *prometheus.CounterVec // reason: publishes not accepted (shutting down, timed out)
+
+	// pipelines
+	Routed      *prometheus.CounterVec // pipeline
+	Unrouted    prometheus.Counter     // messages no pipeline subscribed to
+	Dropped     *prometheus.CounterVec // pipeline, reason: unmatched, filtered
+	DeadLetters *prometheus.CounterVec // pipeline, stage
+	Records     *prometheus.CounterVec // pipeline, rule
+	Alerts      *prometheus.CounterVec // rule, severity, status
+	RuleErrors  *prometheus.CounterVec // rule
+	QueueDepth  *prometheus.GaugeVec   // pipeline
+	AckLatency  prometheus.Histogram   // receipt to the last sink acknowledgement
+
+	// sinks
+	SinkWritten    *prometheus.CounterVec   // sink
+	SinkBatches    *prometheus.CounterVec   // sink
+	SinkFailures   *prometheus.CounterVec   // sink, class: retryable, permanent
+	SinkRetries    *prometheus.CounterVec   // sink
+	SinkLatency    *prometheus.HistogramVec // sink: one batch write
+	SinkQueueDepth *prometheus.GaugeVec     // sink
+}
+
+// New creates the collectors and registers them, with the Go runtime and
+// process collectors, on a new registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &Metrics{Registry: reg}
+
+	m.MessagesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_messages_received_total", Help: "PUBLISH packets received from clients, by listener and QoS.",
+	}, []string{"listener", "qos"})
+	m.BytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_received_bytes_total", Help: "Payload bytes received from clients, by listener.",
+	}, []string{"listener"})
+	m.Rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_messages_rejected_total", Help: "Publishes not acknowledged (the client keeps and resends them), by reason.",
+	}, []string{"reason"})
+
+	m.Routed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_pipeline_messages_total", Help: "Messages routed to a pipeline.",
+	}, []string{"pipeline"})
+	m.Unrouted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_unrouted_messages_total", Help: "Messages that matched no pipeline's topics.",
+	})
+	m.Dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_pipeline_dropped_total", Help: "Messages a pipeline produced nothing for, by reason (unmatched: no rule matched the topic; filtered: every matching rule's where was false).",
+	}, []string{"pipeline", "reason"})
+	m.DeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_dead_letters_total", Help: "Messages that could not be processed, by pipeline and stage (decode, rule, sink).",
+	}, []string{"pipeline", "stage"})
+	m.Records = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_records_total", Help: "Records produced by rules.",
+	}, []string{"pipeline", "rule"})
+	m.Alerts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_alert_transitions_total", Help: "Alert transitions (firing, resolved), by rule and severity.",
+	}, []string{"rule", "severity", "status"})
+	m.RuleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_rule_errors_total", Help: "Rule evaluations that failed (decode or expression error).",
+	}, []string{"rule"})
+	m.QueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_pipeline_queue_depth", Help: "Messages waiting in a pipeline's queues.",
+	}, []string{"pipeline"})
+	m.AckLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sluice_ack_latency_seconds",
+		Help:    "Time from receipt of a message to the acknowledgement of its last sink write.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})
+
+	m.SinkWritten = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_sink_events_written_total", Help: "Events a sink wrote successfully.",
+	}, []string{"sink"})
+	m.SinkBatches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_sink_batches_total", Help: "Batches a sink wrote successfully.",
+	}, []string{"sink"})
+	m.SinkFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_sink_failures_total", Help: "Failed sink writes, by class (retryable, permanent).",
+	}, []string{"sink", "class"})
+	m.SinkRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_sink_retries_total", Help: "Batch writes retried after a retryable failure.",
+	}, []string{"sink"})
+	m.SinkLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sluice_sink_write_seconds",
+		Help:    "Time one batch write took.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
+	}, []string{"sink"})
+	m.SinkQueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_sink_queue_depth", Help: "Events waiting to be written by a sink.",
+	}, []string{"sink"})
+
+	for _, c := range []prometheus.Collector{
+		m.MessagesIn, m.BytesIn, m.Rejected,
+		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.QueueDepth, m.AckLatency,
+		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkQueueDepth,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		f(c)
+	}
+	return m
+}

@@ -1,0 +1,188 @@
+// Package testsvc starts the real services tests run against, and stops them
+// when the test ends: a real influxd, the in-process Kafka stand-in, and MQTT
+// clients (paho.golang) over TCP. Everything binds 127.0.0.1 on a free port.
+package testsvc
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/sluicehq/sluice/internal/devkafka"
+	"github.com/sluicehq/sluice/internal/influxd"
+)
+
+// Influxd starts a real influxd for the test. It fails the test, with the
+// command to run, when the binary has not been built.
+func Influxd(t testing.TB) *influxd.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := influxd.Start(ctx, influxd.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start influxd: %v", err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// Kafka starts the in-process Kafka stand-in for the test.
+func Kafka(t testing.TB, topics ...string) *devkafka.Cluster {
+	t.Helper()
+	c, err := devkafka.Start(devkafka.Options{Topics: topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// ReadKafka reads want records from the start of topic, failing the test if
+// they do not all arrive within the deadline.
+func ReadKafka(t testing.TB, brokers []string, topic string, want int, deadline time.Duration) []kafkago.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	conn, err := kafkago.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		t.Fatalf("kafka: partitions of %q: %v", topic, err)
+	}
+	var mu sync.Mutex
+	var got []kafkago.Message
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxWait: 100 * time.Millisecond})
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, m)
+				n := len(got)
+				mu.Unlock()
+				if n >= want {
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) < want {
+		t.Fatalf("kafka topic %q: got %d records within %v, want %d", topic, len(got), deadline, want)
+	}
+	return got
+}
+
+// Client is a paho.golang MQTT 5 client connected over TCP, collecting what
+// it receives.
+type Client struct {
+	*paho.Client
+	mu       sync.Mutex
+	received []*paho.Publish
+	notify   chan struct{}
+}
+
+// MQTT connects an MQTT 5 client to addr.
+func MQTT(t testing.TB, addr, clientID string) *Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("mqtt: dial %s: %v", addr, err)
+	}
+	c := &Client{notify: make(chan struct{}, 1)}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn:     conn,
+		ClientID: clientID,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.mu.Lock()
+			c.received = append(c.received, pr.Packet)
+			c.mu.Unlock()
+			select {
+			case c.notify <- struct{}{}:
+			default:
+			}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true})
+	if err != nil {
+		t.Fatalf("mqtt: connect: %v", err)
+	}
+	if ca.ReasonCode != 0 {
+		t.Fatalf("mqtt: connect refused: reason %d", ca.ReasonCode)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// Subscribe subscribes to filter at QoS 1.
+func (c *Client) Subscribe(t testing.TB, filter string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sa, err := c.Client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	if err != nil {
+		t.Fatalf("mqtt: subscribe %q: %v", filter, err)
+	}
+	if len(sa.Reasons) != 1 || sa.Reasons[0] > 2 {
+		t.Fatalf("mqtt: subscribe %q refused: %v", filter, sa.Reasons)
+	}
+}
+
+// Publish publishes at qos and, for QoS 1 and 2, waits for the broker's
+// acknowledgement. It returns the reason code of the acknowledgement.
+func (c *Client) Publish(t testing.TB, topic string, qos byte, payload []byte) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := c.Client.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	if resp != nil {
+		return resp.ReasonCode // paho also returns an error for codes >= 0x80
+	}
+	if err != nil {
+		t.Fatalf("mqtt: publish to %q: %v", topic, err)
+	}
+	return 0
+}
+
+// WaitFor waits until a message on topic has been received and returns
+// everything received before it (not including it).
+func (c *Client) WaitFor(t testing.TB, topic string, deadline time.Duration) []*paho.Publish {
+	t.Helper()
+	timeout := time.After(deadline)
+	for {
+		c.mu.Lock()
+		for i, p := range c.received {
+			if p.Topic == topic {
+				before := append([]*paho.Publish(nil), c.received[:i]...)
+				c.mu.Unlock()
+				return before
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-timeout:
+			t.Fatalf("mqtt: nothing on %q within %v", topic, deadline)
+		}
+	}
+}

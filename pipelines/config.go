@@ -1,0 +1,342 @@
+package pipelines
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/rules"
+	"github.com/sluicehq/sluice/sinks/influxdb"
+	"github.com/sluicehq/sluice/sinks/kafka"
+	"github.com/sluicehq/sluice/sinks/mqtt"
+)
+
+// Config is sluice.yaml. docs/configuration.md describes every key.
+type Config struct {
+	Log       LogConfig        `yaml:"log"`
+	Broker    ingest.Config    `yaml:"broker"`
+	Pipelines []PipelineConfig `yaml:"pipelines"`
+	Sinks     []SinkConfig     `yaml:"sinks"`
+
+	// dir is the directory of the config file; relative rule paths are
+	// resolved against it.
+	dir string
+}
+
+// LogConfig sets up logging.
+type LogConfig struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is text (default) or json.
+	Format string `yaml:"format"`
+}
+
+// PipelineConfig routes messages from topics through rules to sinks.
+type PipelineConfig struct {
+	Name string `yaml:"name"`
+	// Topics are MQTT topic filters; a message goes to every pipeline whose
+	// filters match its topic.
+	Topics []string `yaml:"topics"`
+	// Rules are rule files, directories or globs, relative to the config file.
+	Rules []string `yaml:"rules"`
+	// Sinks are the names of the sinks this pipeline writes to. Each sink
+	// receives the stream it is configured for.
+	Sinks []string `yaml:"sinks"`
+	// Workers evaluate rules in parallel; messages are sharded by topic, so
+	// one device's messages stay in order on one worker. Default: the number
+	// of CPUs.
+	Workers int `yaml:"workers"`
+	// Queue bounds the messages waiting for a worker (default 1024). When
+	// it is full, publishers are slowed, never dropped.
+	Queue int `yaml:"queue"`
+}
+
+// SinkConfig is one sink: what it consumes, how it batches, and exactly one
+// of the destination sections.
+type SinkConfig struct {
+	Name string `yaml:"name"`
+	// Stream is what the sink consumes: records, alerts, raw or
+	// dead_letters. Default: alerts for mqtt, records otherwise.
+	Stream   string           `yaml:"stream"`
+	Batch    BatchConfig      `yaml:"batch"`
+	Retry    RetryConfig      `yaml:"retry"`
+	Kafka    *kafka.Config    `yaml:"kafka"`
+	InfluxDB *influxdb.Config `yaml:"influxdb"`
+	MQTT     *mqtt.Config     `yaml:"mqtt"`
+}
+
+// BatchConfig is a sink's batching policy: a batch is written when it holds
+// Size events, or Interval after its first event, whichever comes first.
+type BatchConfig struct {
+	Size     int           `yaml:"size"`
+	Interval time.Duration `yaml:"interval"`
+	// Queue bounds the events waiting for this sink (default 4 batches).
+	Queue int `yaml:"queue"`
+}
+
+// RetryConfig is a sink's retry policy for retryable failures: exponential
+// backoff with full jitter from Initial up to Max, for as long as it takes.
+type RetryConfig struct {
+	Initial time.Duration `yaml:"initial"`
+	Max     time.Duration `yaml:"max"`
+}
+
+// Type names the sink's destination section.
+func (s *SinkConfig) Type() string {
+	switch {
+	case s.Kafka != nil:
+		return "kafka"
+	case s.InfluxDB != nil:
+		return "influxdb"
+	case s.MQTT != nil:
+		return "mqtt"
+	}
+	return ""
+}
+
+// Load reads and validates a config file. Errors name file, line and key.
+// Rule files are not compiled here; see CompileRules.
+func Load(path string) (*Config, error) {
+	var c Config
+	if _, err := conf.DecodeFile(path, &c); err != nil {
+		return nil, err
+	}
+	c.dir = filepath.Dir(path)
+	return &c, nil
+}
+
+// Parse decodes config text; name is used in errors and dir resolves rule
+// paths.
+func Parse(name string, data []byte, dir string) (*Config, error) {
+	var c Config
+	if _, err := conf.Decode(name, data, &c); err != nil {
+		return nil, err
+	}
+	c.dir = dir
+	return &c, nil
+}
+
+// RulePaths returns a pipeline's rule paths resolved against the config
+// file's directory.
+func (c *Config) RulePaths(p *PipelineConfig) []string {
+	paths := make([]string, len(p.Rules))
+	for i, r := range p.Rules {
+		if filepath.IsAbs(r) || c.dir == "" {
+			paths[i] = r
+		} else {
+			paths[i] = filepath.Join(c.dir, r)
+		}
+	}
+	return paths
+}
+
+// CompileRules compiles every pipeline's rules and returns them by pipeline
+// name, or every error in every rule file.
+func (c *Config) CompileRules() (map[string]*rules.Set, error) {
+	sets := map[string]*rules.Set{}
+	var all conf.ErrorList
+	var other []error
+	for i := range c.Pipelines {
+		p := &c.Pipelines[i]
+		if len(p.Rules) == 0 {
+			sets[p.Name] = &rules.Set{}
+			continue
+		}
+		set, err := rules.Load(c.RulePaths(p)...)
+		if err != nil {
+			var list conf.ErrorList
+			if errors.As(err, &list) {
+				all = append(all, list...)
+			} else {
+				other = append(other, fmt.Errorf("pipeline %q: %w", p.Name, err))
+			}
+			continue
+		}
+		sets[p.Name] = set
+	}
+	if len(all) > 0 || len(other) > 0 {
+		if len(all) > 0 {
+			other = append(other, all)
+		}
+		return nil, errors.Join(other...)
+	}
+	return sets, nil
+}
+
+// SetDefaults fills in what the operator left out.
+func (c *Config) SetDefaults() {
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	c.Broker.SetDefaults()
+	for i := range c.Pipelines {
+		p := &c.Pipelines[i]
+		if p.Workers == 0 {
+			p.Workers = runtime.GOMAXPROCS(0)
+		}
+		if p.Queue == 0 {
+			p.Queue = 1024
+		}
+	}
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		if s.Stream == "" {
+			s.Stream = "records"
+			if s.MQTT != nil {
+				s.Stream = "alerts"
+			}
+		}
+		stream, _ := sluice.ParseStream(s.Stream)
+		if s.Batch.Size == 0 {
+			s.Batch.Size = 500
+			if s.MQTT != nil {
+				s.Batch.Size = 64
+			}
+		}
+		if s.Batch.Interval == 0 {
+			s.Batch.Interval = 100 * time.Millisecond
+			if s.MQTT != nil {
+				s.Batch.Interval = 10 * time.Millisecond
+			}
+		}
+		if s.Batch.Queue == 0 {
+			s.Batch.Queue = 4 * s.Batch.Size
+		}
+		if s.Retry.Initial == 0 {
+			s.Retry.Initial = 100 * time.Millisecond
+		}
+		if s.Retry.Max == 0 {
+			s.Retry.Max = 30 * time.Second
+		}
+		switch {
+		case s.Kafka != nil:
+			s.Kafka.SetDefaults()
+		case s.InfluxDB != nil:
+			s.InfluxDB.SetDefaults(stream)
+		case s.MQTT != nil:
+			s.MQTT.SetDefaults(stream)
+		}
+	}
+}
+
+// Validate checks the whole configuration; every problem is reported.
+func (c *Config) Validate() error {
+	var p conf.Problems
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Addf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		p.Addf("log.format", "%q: want text or json", c.Log.Format)
+	}
+	p.Nest("broker", c.Broker.Validate())
+
+	sinks := map[string]*SinkConfig{}
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		at := fmt.Sprintf("sinks[%d]", i)
+		p.Nest(at, s.validate())
+		if s.Name != "" {
+			if _, dup := sinks[s.Name]; dup {
+				p.Addf(at+".name", "sink name %q is used twice", s.Name)
+			}
+			sinks[s.Name] = s
+		}
+	}
+
+	if len(c.Pipelines) == 0 {
+		p.Missing("pipelines")
+	}
+	names := map[string]bool{}
+	for i := range c.Pipelines {
+		pc := &c.Pipelines[i]
+		at := fmt.Sprintf("pipelines[%d]", i)
+		if pc.Name == "" {
+			p.Missing(at + ".name")
+		} else if names[pc.Name] {
+			p.Addf(at+".name", "pipeline name %q is used twice", pc.Name)
+		}
+		names[pc.Name] = true
+		if len(pc.Topics) == 0 {
+			p.Missing(at + ".topics")
+		}
+		for j, t := range pc.Topics {
+			if _, err := rules.ParseFilter(t); err != nil {
+				p.Addf(fmt.Sprintf("%s.topics[%d]", at, j), "%v", err)
+			}
+		}
+		if len(pc.Sinks) == 0 {
+			p.Missing(at + ".sinks")
+		}
+		for j, name := range pc.Sinks {
+			if _, ok := sinks[name]; !ok {
+				p.Addf(fmt.Sprintf("%s.sinks[%d]", at, j), "no sink is named %q", name)
+			}
+		}
+		if pc.Workers < 1 {
+			p.Addf(at+".workers", "must be at least 1")
+		}
+		if pc.Queue < 1 {
+			p.Addf(at+".queue", "must be at least 1")
+		}
+	}
+	return p.Err()
+}
+
+func (s *SinkConfig) validate() error {
+	var p conf.Problems
+	if s.Name == "" {
+		p.Missing("name")
+	}
+	stream, err := sluice.ParseStream(s.Stream)
+	if err != nil {
+		p.Addf("stream", "%v", err)
+	}
+	n := 0
+	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil} {
+		if set {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		p.Addf("", "a sink needs one of kafka, influxdb or mqtt")
+	case n > 1:
+		p.Addf("", "a sink has exactly one of kafka, influxdb or mqtt; make one sink per destination")
+	}
+	if s.InfluxDB != nil && err == nil && stream != sluice.StreamRecords && stream != sluice.StreamAlerts {
+		p.Addf("stream", "the influxdb sink writes records or alerts, not %s", s.Stream)
+	}
+	if s.Batch.Size < 1 {
+		p.Addf("batch.size", "must be at least 1")
+	}
+	if s.Batch.Interval < 0 {
+		p.Addf("batch.interval", "must not be negative")
+	}
+	if s.Batch.Queue < 1 {
+		p.Addf("batch.queue", "must be at least 1")
+	}
+	if s.Retry.Initial <= 0 || s.Retry.Max < s.Retry.Initial {
+		p.Addf("retry", "want 0 < initial <= max")
+	}
+	switch {
+	case s.Kafka != nil:
+		p.Nest("kafka", s.Kafka.Validate())
+	case s.InfluxDB != nil:
+		p.Nest("influxdb", s.InfluxDB.Validate())
+	case s.MQTT != nil:
+		p.Nest("mqtt", s.MQTT.Validate())
+	}
+	return p.Err()
+}

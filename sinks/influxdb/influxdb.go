@@ -1,0 +1,355 @@
+// Package influxdb is the InfluxDB sink: it turns records (or alerts) into
+// points and writes each batch with influxdb-client-go's blocking write API,
+// one HTTP request per batch, so the result drives the acknowledgement.
+// It speaks the v2 write API, which InfluxDB 2.x and 1.8+ both serve (for
+// 1.x the bucket is "database/retention-policy" and the token "user:password").
+package influxdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"time"
+
+	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
+	"github.com/influxdata/influxdb-client-go/v2/api"
+	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
+	"github.com/influxdata/influxdb-client-go/v2/api/write"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/tmpl"
+)
+
+// Config configures an InfluxDB sink.
+type Config struct {
+	URL string `yaml:"url"`
+	// Token authenticates: an InfluxDB 2 API token, or "user:password" for
+	// InfluxDB 1.x with authentication on (empty when it is off).
+	Token  string `yaml:"token"`
+	Org    string `yaml:"org"`
+	Bucket string `yaml:"bucket"`
+	// Measurement is a template; default "{rule}" for records (each rule
+	// its own measurement) and "alerts" for alerts.
+	Measurement string `yaml:"measurement"`
+	// Tags maps tag names to templates, e.g. {site: "{1}", device: "{device}"}.
+	// Default: the record's tags (the rule's named topic segments).
+	Tags map[string]string `yaml:"tags"`
+	// Fields lists the record fields written; default all of them.
+	Fields []string `yaml:"fields"`
+	// TimeField names a record field holding the measurement's time (the
+	// device's timestamp); it is not written as a field. Default: the time
+	// sluice received the message.
+	TimeField string `yaml:"time_field"`
+	// TimeFormat is how TimeField is written: unix, unix_ms (default),
+	// unix_us, unix_ns (numbers) or rfc3339 (text).
+	TimeFormat string `yaml:"time_format"`
+	// Timeout bounds one batch write (default 10s).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+var timeFormats = []string{"unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"}
+
+// SetDefaults fills in what the operator left out, for the stream the sink
+// is configured with.
+func (c *Config) SetDefaults(stream sluice.Stream) {
+	if c.Measurement == "" {
+		c.Measurement = "{rule}"
+		if stream == sluice.StreamAlerts {
+			c.Measurement = "alerts"
+		}
+	}
+	if c.TimeFormat == "" {
+		c.TimeFormat = "unix_ms"
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var p conf.Problems
+	if c.URL == "" {
+		p.Missing("url")
+	} else if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.Addf("url", "%q is not an http(s) URL", c.URL)
+	}
+	if c.Bucket == "" {
+		p.Missing("bucket")
+	}
+	if _, err := tmpl.Parse(c.Measurement); err != nil {
+		p.Addf("measurement", "%v", err)
+	}
+	for name, t := range c.Tags {
+		if _, err := tmpl.Parse(t); err != nil {
+			p.Addf("tags."+name, "%v", err)
+		}
+	}
+	if c.TimeFormat != "" {
+		ok := false
+		for _, f := range timeFormats {
+			ok = ok || f == c.TimeFormat
+		}
+		if !ok {
+			p.Addf("time_format", "%q: want one of unix, unix_ms, unix_us, unix_ns, rfc3339", c.TimeFormat)
+		}
+	}
+	if c.Timeout < 0 {
+		p.Addf("timeout", "must not be negative")
+	}
+	return p.Err()
+}
+
+// Sink writes points to InfluxDB.
+type Sink struct {
+	cfg         Config
+	measurement *tmpl.Template
+	tags        []tagTemplate
+	fields      map[string]bool
+	client      influxdb2.Client
+	write       api.WriteAPIBlocking
+}
+
+type tagTemplate struct {
+	name string
+	t    *tmpl.Template
+}
+
+// New returns a sink for cfg (validated). It does no I/O.
+func New(cfg Config, stream sluice.Stream) *Sink {
+	cfg.SetDefaults(stream)
+	s := &Sink{cfg: cfg, measurement: tmpl.MustParse(cfg.Measurement)}
+	for name, t := range cfg.Tags {
+		s.tags = append(s.tags, tagTemplate{name, tmpl.MustParse(t)})
+	}
+	sort.Slice(s.tags, func(i, j int) bool { return s.tags[i].name < s.tags[j].name })
+	if len(cfg.Fields) > 0 {
+		s.fields = map[string]bool{}
+		for _, f := range cfg.Fields {
+			s.fields[f] = true
+		}
+	}
+	opts := influxdb2.DefaultOptions().
+		SetHTTPRequestTimeout(uint(math.Ceil(cfg.Timeout.Seconds()))).
+		SetLogLevel(0)
+	s.client = influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
+	s.write = s.client.WriteAPIBlocking(cfg.Org, cfg.Bucket)
+	return s
+}
+
+// Connect checks that InfluxDB answers.
+func (s *Sink) Connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	ok, err := s.client.Ping(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("ping failed")
+	}
+	return nil
+}
+
+// Write writes a batch as one request. An event that cannot become a point
+// (no fields, a bad timestamp) is reported permanent in a *sluice.BatchError;
+// a rejected request is classified by its HTTP status.
+func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
+	points := make([]*write.Point, 0, len(batch))
+	bad := map[int]error{}
+	for i := range batch {
+		p, err := s.point(&batch[i])
+		if err != nil {
+			bad[i] = sluice.Permanent(err)
+			continue
+		}
+		points = append(points, p)
+	}
+	if len(points) > 0 {
+		if err := s.write.WritePoint(ctx, points...); err != nil {
+			err = classify(err)
+			if len(bad) == 0 {
+				return err
+			}
+			for i := range batch {
+				if _, ok := bad[i]; !ok {
+					bad[i] = err
+				}
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return &sluice.BatchError{Errs: bad}
+	}
+	return nil
+}
+
+// Close releases the HTTP client.
+func (s *Sink) Close(ctx context.Context) error {
+	s.client.Close()
+	return nil
+}
+
+func (s *Sink) point(e *sluice.Event) (*write.Point, error) {
+	measurement, err := s.measurement.Render(e)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case e.Record != nil:
+		return s.recordPoint(e, measurement)
+	case e.Alert != nil:
+		return s.alertPoint(e, measurement)
+	}
+	return nil, fmt.Errorf("the influxdb sink writes records or alerts, not %s", e.Stream)
+}
+
+func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*write.Point, error) {
+	r := e.Record
+	tags, err := s.renderTags(e, r.Tags)
+	if err != nil {
+		return nil, err
+	}
+	ts := r.Time
+	fields := make(map[string]any, len(r.Fields))
+	for name, v := range r.Fields {
+		if name == s.cfg.TimeField {
+			if ts, err = parseTime(v, s.cfg.TimeFormat); err != nil {
+				return nil, fmt.Errorf("time field %q: %w", name, err)
+			}
+			continue
+		}
+		if s.fields != nil && !s.fields[name] {
+			continue
+		}
+		if _, isTag := tags[name]; isTag {
+			continue
+		}
+		if fv, ok := fieldValue(v); ok {
+			fields[name] = fv
+		}
+	}
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("record of rule %q has no fields to write", r.Rule)
+	}
+	return write.NewPoint(measurement, tags, fields, ts), nil
+}
+
+// alertPoint writes an alert transition: tags rule, severity, status,
+// device, series (and the rule's tags); fields value, message, firing (1 or
+// 0, to graph), and duration_s for a resolved alert.
+func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*write.Point, error) {
+	a := e.Alert
+	base := map[string]string{"rule": a.Rule, "severity": a.Severity, "status": a.Status, "device": a.Device, "series": a.Series}
+	for k, v := range a.Tags {
+		if _, taken := base[k]; !taken {
+			base[k] = v
+		}
+	}
+	tags, err := s.renderTags(e, base)
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]any{"message": a.Message, "firing": int64(0)}
+	if a.Status == sluice.AlertFiring {
+		fields["firing"] = int64(1)
+	} else {
+		fields["duration_s"] = a.Time.Sub(a.Since).Seconds()
+	}
+	if v, ok := fieldValue(a.Value); ok {
+		if _, isNum := v.(float64); isNum {
+			fields["value"] = v
+		} else {
+			fields["value_text"] = fmt.Sprint(v)
+		}
+	}
+	return write.NewPoint(measurement, tags, fields, a.Time), nil
+}
+
+func (s *Sink) renderTags(e *sluice.Event, defaults map[string]string) (map[string]string, error) {
+	if s.tags == nil {
+		return defaults, nil
+	}
+	tags := make(map[string]string, len(s.tags))
+	for _, t := range s.tags {
+		v, err := t.t.Render(e)
+		if err != nil {
+			return nil, fmt.Errorf("tag %q: %w", t.name, err)
+		}
+		if v != "" {
+			tags[t.name] = v
+		}
+	}
+	return tags, nil
+}
+
+// fieldValue returns v as an InfluxDB field value: float, integer, boolean
+// or string.
+func fieldValue(v any) (any, bool) {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, false
+		}
+		return x, true
+	case int64, bool, string:
+		return x, true
+	case int:
+		return int64(x), true
+	}
+	return nil, false
+}
+
+func parseTime(v any, format string) (time.Time, error) {
+	if format == "rfc3339" {
+		s, ok := v.(string)
+		if !ok {
+			return time.Time{}, fmt.Errorf("want RFC 3339 text, got %v", v)
+		}
+		return time.Parse(time.RFC3339Nano, s)
+	}
+	var n float64
+	switch x := v.(type) {
+	case float64:
+		n = x
+	case int64:
+		n = float64(x)
+	default:
+		return time.Time{}, fmt.Errorf("want a number (%s), got %v", format, v)
+	}
+	switch format {
+	case "unix":
+		sec, frac := math.Modf(n)
+		return time.Unix(int64(sec), int64(frac*1e9)), nil
+	case "unix_ms":
+		return time.UnixMilli(int64(n)), nil
+	case "unix_us":
+		return time.UnixMicro(int64(n)), nil
+	default:
+		return time.Unix(0, int64(n)), nil
+	}
+}
+
+// classify sorts a write error by HTTP status: 400 (bad line protocol, a
+// field type conflict), 413 and 422 (outside retention) are permanent for the
+// points sent; 429 and 503 are throttling, retried after Retry-After; every
+// other failure, including 401/403/404 (a token or bucket the operator must
+// fix), is retried, so that no data is dropped while it is being fixed.
+func classify(err error) error {
+	var he *http2.Error
+	if !errors.As(err, &he) {
+		return sluice.Retryable(err, 0)
+	}
+	switch he.StatusCode {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return sluice.Permanent(err)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return sluice.Retryable(err, time.Duration(he.RetryAfter)*time.Second)
+	}
+	return sluice.Retryable(err, 0)
+}
