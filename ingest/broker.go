@@ -120,7 +120,7 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	b := &Broker{cfg: cfg, handler: h, log: log, metrics: m, ctx: ctx, cancel: cancel}
 	b.server = mqtt.New(&mqtt.Options{
 		InlineClient: true, // sinks publish alerts through the broker
-		Logger:       log.With("component", "broker"),
+		Logger:       slog.New(quietHandler{log.Handler()}).With("component", "broker"),
 	})
 	return b
 }
@@ -224,3 +224,21 @@ func (b *Broker) isClosing() bool {
 
 // isSysTopic reports whether topic is a broker topic ($SYS), not telemetry.
 func isSysTopic(topic string) bool { return strings.HasPrefix(topic, "$") }
+
+// quietHandler passes mochi's records at warning level and above, and
+// everything when debug logging is on: mochi's info lines repeat what
+// sluice logs itself.
+type quietHandler struct{ slog.Handler }
+
+func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	if h.Handler.Enabled(ctx, slog.LevelDebug) {
+		return true
+	}
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(a)}
+}
+
+func (h quietHandler) WithGroup(g string) slog.Handler { return quietHandler{h.Handler.WithGroup(g)} }

@@ -1,0 +1,155 @@
+// Command sluice takes device telemetry over MQTT and turns it into
+// analytics: an embedded broker, rules operators edit as files, and sinks to
+// Kafka, InfluxDB and MQTT alert topics.
+//
+//	sluice run -c sluice.yaml        run the pipelines of a config
+//	sluice validate -c sluice.yaml   check a config and its rule files
+//	sluice demo                      run the demo on embedded defaults
+//	sluice version                   print the version
+//
+// Exit codes: 0 success, 1 a failure while running, 2 bad usage or an
+// invalid configuration.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/pipelines"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// Main runs the sluice command line and returns its exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "validate":
+		return cmdValidate(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, rest, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "help", "-h", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n", cmd)
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `sluice: MQTT telemetry to Kafka, InfluxDB and alerts, with rules in between.
+
+Usage:
+  sluice run      -c sluice.yaml   run the broker, pipelines and sinks of a config
+  sluice validate -c sluice.yaml   check a config and its rule files, start nothing
+  sluice demo                      run the demo (broker, rules, sinks, simulated devices)
+  sluice version                   print the version
+
+Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.
+`)
+}
+
+func versionString() string {
+	v := version
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		return fmt.Sprintf("sluice %s %s", v, info.GoVersion)
+	}
+	return "sluice " + v
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("sluice "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run", stderr)
+	path := fs.String("c", "sluice.yaml", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, err := pipelines.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	log := newLogger(cfg.Log, stderr)
+	svc, err := pipelines.New(cfg, pipelines.Options{Logger: log, Metrics: metrics.New()})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	log.Info("sluice starting", "version", version, "config", *path)
+	if err := svc.Run(ctx); err != nil {
+		log.Error("sluice stopped with an error", "error", err)
+		return exitFailure
+	}
+	log.Info("sluice stopped")
+	return exitOK
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", stderr)
+	path := fs.String("c", "sluice.yaml", "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, err := pipelines.Load(*path)
+	if err == nil {
+		_, err = cfg.CompileRules()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d pipelines, %d sinks)\n", *path, len(cfg.Pipelines), len(cfg.Sinks))
+	return exitOK
+}
+
+func newLogger(c pipelines.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/testsvc"
+)
+
+func runMain(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, dir, name, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestValidateReportsFileLineKey(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, config, want string
+	}{
+		{
+			name: "typo in a key",
+			config: `pipelines:
+  - name: p
+    topics: ["#"]
+    sinks: [events]
+sinks:
+  - name: events
+    kafka:
+      brokrs: [localhost:9092]
+      topic: t
+`,
+			want: `sluice.yaml:8:7: sinks[0].kafka.brokrs: unknown key (did you mean "brokers"?)`,
+		},
+		{
+			name: "wrong type",
+			config: `pipelines:
+  - name: p
+    topics: ["#"]
+    sinks: [a]
+    workers: four
+sinks:
+  - name: a
+    mqtt: {}
+`,
+			want: `sluice.yaml:5:14: pipelines[0].workers: want a whole number, got a string "four"`,
+		},
+		{
+			name: "missing required key",
+			config: `pipelines:
+  - name: p
+    topics: ["#"]
+    sinks: [influx]
+sinks:
+  - name: influx
+    influxdb:
+      url: http://localhost:8086
+`,
+			want: `sluice.yaml:7:5: sinks[0].influxdb: missing required key "bucket"`,
+		},
+		{
+			name: "unknown sink",
+			config: `pipelines:
+  - name: p
+    topics: ["#"]
+    sinks: [nowhere]
+`,
+			want: `sluice.yaml:4:13: pipelines[0].sinks[0]: no sink is named "nowhere"`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, dir, "sluice.yaml", tc.config)
+			code, _, stderr := runMain("validate", "-c", path)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(stderr, filepath.Join(dir, tc.want)) {
+				t.Errorf("stderr\n%s\nlacks\n%s", stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateReportsRuleErrors(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "rules/a.yaml", "rules:\n  - name: hot\n    where: temperature >\n")
+	path := writeFile(t, dir, "sluice.yaml", `pipelines:
+  - name: p
+    topics: ["#"]
+    rules: [rules]
+    sinks: [a]
+sinks:
+  - name: a
+    mqtt: {}
+`)
+	code, _, stderr := runMain("validate", "-c", path)
+	want := filepath.Join(dir, "rules/a.yaml") + ":3:"
+	if code != exitUsage || !strings.Contains(stderr, want) || !strings.Contains(stderr, "rules[0].where") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant %s ... rules[0].where", code, stderr, want)
+	}
+}
+
+func TestValidateShippedConfigs(t *testing.T) {
+	for _, path := range []string{"../../examples/demo/sluice.yaml"} {
+		code, stdout, stderr := runMain("validate", "-c", path)
+		if code != exitOK || !strings.Contains(stdout, ": ok") {
+			t.Errorf("%s: exit %d\n%s%s", path, code, stdout, stderr)
+		}
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	if code, out, _ := runMain("version"); code != 0 || !strings.HasPrefix(out, "sluice ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if code, _, errOut := runMain("frobnicate"); code != exitUsage || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %d %q", code, errOut)
+	}
+	if code, _, _ := runMain(); code != exitUsage {
+		t.Errorf("no command: %d", code)
+	}
+	if code, _, _ := runMain("run", "-c", "/nonexistent/sluice.yaml"); code != exitUsage {
+		t.Errorf("missing config: %d", code)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while Main writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunServesAndStopsCleanly runs `sluice run`, publishes through it, and
+// stops it as a signal would: it must exit 0.
+func TestRunServesAndStopsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "rules.yaml", "rules:\n  - name: hot\n    alert:\n      when: t > 1\n")
+	path := writeFile(t, dir, "sluice.yaml", `log: {level: info}
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+pipelines:
+  - name: p
+    topics: ["sensors/#"]
+    rules: [rules.yaml]
+    sinks: [alerts]
+sinks:
+  - name: alerts
+    mqtt: {topic: "alerts/{rule}"}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	exited := make(chan int)
+	go func() { exited <- Main(ctx, []string{"run", "-c", path}, &stdout, &stderr) }()
+
+	addrRE := regexp.MustCompile(`listening for MQTT" listener=tcp address=(\S+)`)
+	var addr string
+	deadline := time.Now().Add(30 * time.Second)
+	for addr == "" {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("sluice did not start:\n%s", stderr.String())
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	sub := testsvc.MQTT(t, addr, "sub")
+	sub.Subscribe(t, "alerts/#")
+	pub := testsvc.MQTT(t, addr, "pub")
+	if rc := pub.Publish(t, "sensors/a", 1, []byte(`{"t": 5}`)); rc != 0 {
+		t.Fatalf("publish: reason %#x", rc)
+	}
+	pub.Publish(t, "alerts/zz", 1, []byte("end"))
+	if got := sub.WaitFor(t, "alerts/zz", 10*time.Second); len(got) != 1 || got[0].Topic != "alerts/hot" {
+		t.Fatalf("alerts received: %v", got)
+	}
+
+	cancel()
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Fatalf("exit code %d\n%s", code, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("sluice did not stop")
+	}
+	if !strings.Contains(stderr.String(), "sluice stopped") {
+		t.Errorf("no stop message:\n%s", stderr.String())
+	}
+}
