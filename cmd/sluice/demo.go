@@ -224,3 +224,31 @@ func label(m *dto.Metric, name string) string {
 	}
 	return ""
 }
+
+// cmdSimulate publishes simulated plant telemetry to any broker until
+// interrupted (the docker-compose stack uses it as its device fleet).
+func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("simulate", stderr)
+	broker := fs.String("broker", demoMQTT, "MQTT broker `host:port`")
+	devices := fs.Int("devices", 36, "simulated devices")
+	interval := fs.Duration("interval", time.Second, "time between two readings of a device")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	sim := simulator.New(simulator.Config{Broker: *broker, Devices: *devices, Interval: *interval,
+		Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	fmt.Fprintf(stdout, "simulating %d devices on %s; Ctrl-C stops\n", *devices, *broker)
+	done := make(chan struct{})
+	go func() { sim.Run(ctx); close(done) }()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			fmt.Fprintf(stdout, "published %d readings (%d failed)\n", sim.Published(), sim.Failed())
+			return exitOK
+		case <-tick.C:
+			fmt.Fprintf(stdout, "published %d readings (%d failed)\n", sim.Published(), sim.Failed())
+		}
+	}
+}

@@ -5,6 +5,7 @@
 //	sluice run -c sluice.yaml        run the pipelines of a config
 //	sluice validate -c sluice.yaml   check a config and its rule files
 //	sluice demo                      run the demo on embedded defaults
+//	sluice simulate -broker h:1883   publish simulated device telemetry
 //	sluice version                   print the version
 //
 // Exit codes: 0 success, 1 a failure while running, 2 bad usage or an
@@ -56,6 +57,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "simulate":
+		return cmdSimulate(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
@@ -75,6 +78,7 @@ Usage:
   sluice run      -c sluice.yaml   run the broker, pipelines and sinks of a config
   sluice validate -c sluice.yaml   check a config and its rule files, start nothing
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
+  sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
   sluice version                   print the version
 
 Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.

@@ -1,0 +1,84 @@
+package sluice_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/goccy/go-yaml"
+)
+
+// TestComposeStack checks docker-compose.yml without Docker (none runs
+// here): it parses, every service builds from here or names an image, and
+// every file or folder it mounts exists in the repository.
+func TestComposeStack(t *testing.T) {
+	data, err := os.ReadFile("docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Build   any      `yaml:"build"`
+			Image   string   `yaml:"image"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+		Volumes map[string]any `yaml:"volumes"`
+	}
+	if err := yaml.Unmarshal(data, &compose); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sluice", "kafka", "influxdb", "grafana"} {
+		if _, ok := compose.Services[want]; !ok {
+			t.Errorf("no %s service", want)
+		}
+	}
+	for name, svc := range compose.Services {
+		if svc.Build == nil && svc.Image == "" {
+			t.Errorf("service %s has neither build nor image", name)
+		}
+		if svc.Build != nil {
+			if _, err := os.Stat("Dockerfile"); err != nil {
+				t.Errorf("service %s builds from a missing Dockerfile", name)
+			}
+		}
+		for _, v := range svc.Volumes {
+			src, _, _ := strings.Cut(v, ":")
+			if !strings.HasPrefix(src, ".") && !strings.HasPrefix(src, "/") {
+				if _, ok := compose.Volumes[src]; !ok {
+					t.Errorf("service %s mounts undeclared volume %q", name, src)
+				}
+				continue
+			}
+			if _, err := os.Stat(src); err != nil {
+				t.Errorf("service %s mounts %s, which does not exist", name, src)
+			}
+		}
+	}
+}
+
+// TestDashboardsParse checks every dashboard is JSON Grafana can load.
+func TestDashboardsParse(t *testing.T) {
+	files, _ := filepath.Glob("dashboards/json/*.json")
+	if len(files) == 0 {
+		t.Fatal("no dashboards")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			UID    string
+			Title  string
+			Panels []json.RawMessage
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		if d.UID == "" || d.Title == "" || len(d.Panels) == 0 {
+			t.Errorf("%s: uid %q title %q, %d panels", f, d.UID, d.Title, len(d.Panels))
+		}
+	}
+}
