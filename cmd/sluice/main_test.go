@@ -220,3 +220,23 @@ sinks:
 		t.Errorf("no stop message:\n%s", stderr.String())
 	}
 }
+
+// TestDocsConfigurationExample validates the complete example of
+// docs/configuration.md, so the documentation cannot drift from the code.
+func TestDocsConfigurationExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "## A complete example\n\n```yaml\n")
+	if !ok {
+		t.Fatal("docs/configuration.md has no complete example")
+	}
+	example, _, _ := strings.Cut(after, "```")
+	dir := t.TempDir()
+	writeFile(t, dir, "rules/boilers.yaml", "rules:\n  - name: boiler\n    match: plant/+site/+line/+device/telemetry\n")
+	path := writeFile(t, dir, "sluice.yaml", example)
+	if code, stdout, stderr := runMain("validate", "-c", path); code != exitOK {
+		t.Fatalf("the documented example does not validate (exit %d):\n%s%s", code, stdout, stderr)
+	}
+}

@@ -1,0 +1,116 @@
+package pipelines_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/influxd"
+	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/internal/testsvc"
+	"github.com/sluicehq/sluice/pipelines"
+)
+
+// TestSinkDownSlowsPublishersAndLosesNothing starts sluice while its
+// InfluxDB is not there yet. QoS 1 publishes must not be acknowledged while
+// the sink cannot write them; once a real influxd comes up on that address,
+// every message must be acknowledged and every point be in InfluxDB.
+func TestSinkDownSlowsPublishersAndLosesNothing(t *testing.T) {
+	// An address nothing listens on yet.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	influxAddr := l.Addr().String()
+	l.Close()
+
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("rules:\n  - name: m\n    match: sensors/+device\n"), 0o644))
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+pipelines:
+  - name: p
+    topics: ["sensors/#"]
+    rules: [rules.yaml]
+    sinks: [influx]
+    queue: 8
+sinks:
+  - name: influx
+    batch: {size: 10, interval: 10ms, queue: 8}
+    retry: {initial: 50ms, max: 200ms}
+    influxdb: {url: "http://%s", bucket: db/autogen, timeout: 2s}
+`, influxAddr)), 0o644))
+	cfg, err := pipelines.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	svc, err := pipelines.New(cfg, pipelines.Options{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	must(t, svc.Start(ctx))
+	t.Cleanup(func() { svc.Close(ctx) })
+
+	const n = 40
+	var acked atomic.Int64
+	done := make(chan struct{})
+	pub := testsvc.MQTT(t, svc.Broker().Addr("tcp"), "dev")
+	go func() {
+		defer close(done)
+		for i := range n {
+			if rc := pub.Publish(t, fmt.Sprintf("sensors/d%d", i%4), 1, []byte(fmt.Sprintf(`{"seq":%d}`, i))); rc != 0 {
+				t.Errorf("publish %d: reason %#x", i, rc)
+				return
+			}
+			acked.Add(1)
+		}
+	}()
+
+	// The sink is failing: wait until it has retried a few times, and check
+	// that nothing was acknowledged meanwhile.
+	deadline := time.Now().Add(30 * time.Second)
+	for counter(t, m, "sluice_sink_retries_total") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the sink never retried")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := acked.Load(); got != 0 {
+		t.Fatalf("%d publishes acknowledged while the sink was down", got)
+	}
+
+	srv, err := influxd.Start(ctx, influxd.Options{Dir: t.TempDir(), Addr: influxAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	must(t, srv.CreateDatabase("db"))
+
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("only %d of %d publishes acknowledged after InfluxDB came up", acked.Load(), n)
+	}
+	if acked.Load() != n {
+		t.Fatalf("%d of %d acknowledged", acked.Load(), n)
+	}
+	body, err := srv.Query("db", `SELECT count(seq) FROM m`)
+	must(t, err)
+	var resp struct {
+		Results []struct{ Series []struct{ Values [][]any } }
+	}
+	must(t, json.Unmarshal(body, &resp))
+	if got := resp.Results[0].Series[0].Values[0][1]; got != float64(n) {
+		t.Fatalf("InfluxDB holds %v points, want %d", got, n)
+	}
+}
