@@ -118,7 +118,14 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	cfg.SetDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{cfg: cfg, handler: h, log: log, metrics: m, ctx: ctx, cancel: cancel}
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi copies the PUBLISH's properties (user properties included) onto
+	// its PUBACK/PUBREC, and then also writes a QoS code (0x01) as the
+	// reason code, which is not a valid PUBACK reason [MQTT-3.4.2.1]:
+	// strict clients reject it. Acks carry no inherited properties.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	b.server = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
 		InlineClient: true, // sinks publish alerts through the broker
 		Logger:       slog.New(quietHandler{log.Handler()}).With("component", "broker"),
 	})

@@ -1,0 +1,89 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/testsvc"
+	"github.com/sluicehq/sluice/sinks/kafka"
+)
+
+func event(stream sluice.Stream, device, payload string) sluice.Event {
+	msg := &sluice.Message{Topic: "plant/north/l1/" + device + "/telemetry", ClientID: "gw", Payload: []byte(payload),
+		Received: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), ContentType: "application/json",
+		UserProperties: []sluice.Property{{Key: "unit", Value: "C"}}}
+	e := sluice.Event{Stream: stream, Message: msg}
+	if stream == sluice.StreamRecords {
+		e.Record = &sluice.Record{Rule: "r", Topic: msg.Topic, Time: msg.Received,
+			Tags: map[string]string{"device": device}, Fields: map[string]any{"v": 1.5}}
+	}
+	return e
+}
+
+func TestWritesRecordsWithKeyAndHeaders(t *testing.T) {
+	cluster := testsvc.Kafka(t, "raw", "records")
+	ctx := context.Background()
+
+	raw := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "raw", Key: "{3}"})
+	defer raw.Close(ctx)
+	if err := raw.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 2<<20) // over the 1 MiB batch limit
+	err := raw.Write(ctx, []sluice.Event{
+		event(sluice.StreamRaw, "b1", `{"t":1}`),
+		event(sluice.StreamRaw, "b2", big),
+		event(sluice.StreamRaw, "b3", `{"t":3}`),
+	})
+	var be *sluice.BatchError
+	if !errors.As(err, &be) || len(be.Errs) != 3 || !sluice.IsPermanent(be.Errs[1]) || sluice.IsPermanent(be.Errs[0]) {
+		// kafka-go refuses the whole call for one oversized message: the
+		// oversized one is permanent, the others are retryable.
+		t.Fatalf("got %v, want item 1 permanent and the others retryable", err)
+	}
+	// The retry (as the pipeline does it) writes the others.
+	if err := raw.Write(ctx, []sluice.Event{event(sluice.StreamRaw, "b1", `{"t":1}`), event(sluice.StreamRaw, "b3", `{"t":3}`)}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := testsvc.ReadKafka(t, cluster.Addrs(), "raw", 2, 30*time.Second)
+	got := map[string]string{}
+	for _, m := range msgs {
+		got[string(m.Key)] = string(m.Value)
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h["mqtt.topic"] != "plant/north/l1/"+string(m.Key)+"/telemetry" || h["mqtt.client_id"] != "gw" ||
+			h["sluice.stream"] != "raw" || h["content-type"] != "application/json" || h["unit"] != "C" {
+			t.Errorf("headers %v", h)
+		}
+	}
+	if got["b1"] != `{"t":1}` || got["b3"] != `{"t":3}` || len(got) != 2 {
+		t.Fatalf("records by key: %v", got)
+	}
+
+	t.Run("a key the event cannot fill is permanent", func(t *testing.T) {
+		s := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "records", Key: "{nosuch}"})
+		defer s.Close(ctx)
+		err := s.Write(ctx, []sluice.Event{event(sluice.StreamRecords, "b1", "")})
+		if !errors.As(err, &be) || !sluice.IsPermanent(be.Errs[0]) {
+			t.Fatalf("got %v", err)
+		}
+	})
+
+	t.Run("no broker is retryable", func(t *testing.T) {
+		s := kafka.New(kafka.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "records", Timeout: time.Second})
+		defer s.Close(ctx)
+		err := s.Write(ctx, []sluice.Event{event(sluice.StreamRecords, "b1", "")})
+		if err == nil || sluice.IsPermanent(err) {
+			t.Fatalf("got %v, want retryable", err)
+		}
+		if s.Connect(ctx) == nil {
+			t.Fatal("Connect succeeded with no broker")
+		}
+	})
+}
