@@ -31,8 +31,10 @@ demo: build tools
 vet:
 	$(GO) vet ./...
 
-# The whole suite, with the race detector, against the real influxd.
+# The whole suite, with the race detector, against the real influxd; the
+# example rules' own tests first.
 test: tools vet
+	$(GO) run ./cmd/sluice rules test examples/rules
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 clean:

@@ -3,6 +3,7 @@ package sluice
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -48,41 +49,6 @@ func ParseStream(name string) (Stream, error) {
 	return 0, fmt.Errorf("unknown stream %q (want one of records, alerts, raw, dead_letters)", name)
 }
 
-// Record is what a rule derives from a message: tags (named topic segments and
-// rule labels) and fields (decoded payload values and derived values).
-type Record struct {
-	Rule   string
-	Topic  string
-	Time   time.Time
-	Tags   map[string]string
-	Fields map[string]any
-}
-
-// Lookup resolves a name used in a sink template: a tag first, then a field.
-func (r *Record) Lookup(name string) (string, bool) {
-	if v, ok := r.Tags[name]; ok {
-		return v, true
-	}
-	if v, ok := r.Fields[name]; ok {
-		return FormatValue(v), true
-	}
-	if name == "rule" {
-		return r.Rule, true
-	}
-	return "", false
-}
-
-// MarshalJSON renders the record as downstream consumers see it in Kafka and MQTT.
-func (r *Record) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Rule   string            `json:"rule"`
-		Topic  string            `json:"topic"`
-		Time   time.Time         `json:"time"`
-		Tags   map[string]string `json:"tags"`
-		Fields map[string]any    `json:"fields"`
-	}{r.Rule, r.Topic, r.Time.UTC(), r.Tags, r.Fields})
-}
-
 // Alert states.
 const (
 	AlertFiring   = "firing"
@@ -104,7 +70,10 @@ type Alert struct {
 	Time  time.Time
 	Since time.Time
 	Topic string
-	Tags  map[string]string
+	Tags  []Tag
+	// Notification counts the notifications of this episode's firing state:
+	// 1 for the first, 2 and up for re-notifications while it keeps firing.
+	Notification int
 }
 
 // Lookup resolves a name used in a sink template: an alert attribute, then a tag.
@@ -121,26 +90,39 @@ func (a *Alert) Lookup(name string) (string, bool) {
 	case "device":
 		return a.Device, true
 	}
-	v, ok := a.Tags[name]
-	return v, ok
+	return findTag(a.Tags, name)
 }
 
 // MarshalJSON renders the alert as it appears on alert topics and in Kafka.
-func (a *Alert) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Rule     string            `json:"rule"`
-		Severity string            `json:"severity"`
-		Status   string            `json:"status"`
-		Device   string            `json:"device"`
-		Series   string            `json:"series"`
-		Value    any               `json:"value"`
-		Message  string            `json:"message"`
-		Time     time.Time         `json:"time"`
-		Since    time.Time         `json:"since"`
-		Topic    string            `json:"topic"`
-		Tags     map[string]string `json:"tags,omitempty"`
-	}{a.Rule, a.Severity, a.Status, a.Device, a.Series, a.Value, a.Message,
-		a.Time.UTC(), a.Since.UTC(), a.Topic, a.Tags})
+func (a *Alert) MarshalJSON() ([]byte, error) { return a.AppendJSON(nil), nil }
+
+// AppendJSON appends the alert's JSON to b.
+func (a *Alert) AppendJSON(b []byte) []byte {
+	b = append(b, `{"rule":`...)
+	b = AppendJSONString(b, a.Rule)
+	b = append(b, `,"severity":`...)
+	b = AppendJSONString(b, a.Severity)
+	b = append(b, `,"status":`...)
+	b = AppendJSONString(b, a.Status)
+	b = append(b, `,"device":`...)
+	b = AppendJSONString(b, a.Device)
+	b = append(b, `,"series":`...)
+	b = AppendJSONString(b, a.Series)
+	b = append(b, `,"value":`...)
+	b = AppendJSONValue(b, a.Value)
+	b = append(b, `,"message":`...)
+	b = AppendJSONString(b, a.Message)
+	b = append(b, `,"time":"`...)
+	b = a.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","since":"`...)
+	b = a.Since.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","notification":`...)
+	b = strconv.AppendInt(b, int64(a.Notification), 10)
+	b = append(b, `,"topic":`...)
+	b = AppendJSONString(b, a.Topic)
+	b = append(b, `,"tags":`...)
+	b = appendTags(b, a.Tags)
+	return append(b, '}')
 }
 
 // DeadLetter says why a message could not be processed, and where.
@@ -210,9 +192,9 @@ func (e *Event) Encode() ([]byte, error) {
 	case StreamRaw:
 		return e.Message.Payload, nil
 	case StreamRecords:
-		return json.Marshal(e.Record)
+		return e.Record.AppendJSON(nil), nil
 	case StreamAlerts:
-		return json.Marshal(e.Alert)
+		return e.Alert.AppendJSON(nil), nil
 	case StreamDeadLetters:
 		return json.Marshal(deadLetterJSON(e))
 	}

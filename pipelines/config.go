@@ -22,6 +22,11 @@ type Config struct {
 	Broker    ingest.Config    `yaml:"broker"`
 	Pipelines []PipelineConfig `yaml:"pipelines"`
 	Sinks     []SinkConfig     `yaml:"sinks"`
+	// WatchRules reloads rules when their files change (default true);
+	// SIGHUP reloads them either way.
+	WatchRules *bool `yaml:"watch_rules"`
+	// Decode bounds payload decompression, against decompression bombs.
+	Decode DecodeConfig `yaml:"decode"`
 
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
@@ -34,6 +39,15 @@ type LogConfig struct {
 	Level string `yaml:"level"`
 	// Format is text (default) or json.
 	Format string `yaml:"format"`
+}
+
+// DecodeConfig bounds what decoding a payload may produce.
+type DecodeConfig struct {
+	// MaxSize is the most bytes a decompression step may output (default
+	// 1 MiB).
+	MaxSize int `yaml:"max_size"`
+	// MaxRatio is the most a payload may expand, once past 64 KiB (default 100).
+	MaxRatio int `yaml:"max_ratio"`
 }
 
 // PipelineConfig routes messages from topics through rules to sinks.
@@ -177,6 +191,12 @@ func (c *Config) SetDefaults() {
 		c.Log.Format = "text"
 	}
 	c.Broker.SetDefaults()
+	if c.Decode.MaxSize == 0 {
+		c.Decode.MaxSize = 1 << 20
+	}
+	if c.Decode.MaxRatio == 0 {
+		c.Decode.MaxRatio = 100
+	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		if p.Workers == 0 {
@@ -241,6 +261,12 @@ func (c *Config) Validate() error {
 		p.Addf("log.format", "%q: want text or json", c.Log.Format)
 	}
 	p.Nest("broker", c.Broker.Validate())
+	if c.Decode.MaxSize < 0 {
+		p.Addf("decode.max_size", "must be positive")
+	}
+	if c.Decode.MaxRatio < 0 {
+		p.Addf("decode.max_ratio", "must be positive")
+	}
 
 	sinks := map[string]*SinkConfig{}
 	for i := range c.Sinks {

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -18,9 +19,13 @@ import (
 // sinks. Messages are sharded by topic over the workers, so the messages of
 // one device keep their order and its rule state stays on one worker.
 type pipeline struct {
-	name     string
-	filters  []*rules.Filter
-	set      *rules.Set
+	name    string
+	filters []*rules.Filter
+	// set is the rule set in force; a reload swaps it, and each worker
+	// moves to it between two messages, carrying over the state of the
+	// rules that did not change.
+	set      atomic.Pointer[rules.Set]
+	limits   rules.Limits
 	byStream map[sluice.Stream][]*writer
 	shards   []chan item
 	wg       sync.WaitGroup
@@ -40,9 +45,10 @@ type item struct {
 func newPipeline(ctx context.Context, cfg PipelineConfig, set *rules.Set, writers map[string]*writer, log *slog.Logger, m *metrics.Metrics) *pipeline {
 	log = log.With("pipeline", cfg.Name)
 	p := &pipeline{
-		name: cfg.Name, set: set, byStream: map[sluice.Stream][]*writer{},
+		name: cfg.Name, byStream: map[sluice.Stream][]*writer{},
 		log: log, rlog: ratelog.New(log, 10*time.Second, nil), metrics: m, ctx: ctx,
 	}
+	p.set.Store(set)
 	for _, t := range cfg.Topics {
 		p.filters = append(p.filters, rules.MustFilter(t))
 	}
@@ -106,12 +112,34 @@ func (p *pipeline) queued() int {
 	return n
 }
 
+// tickEvery is how often time-driven rules (absent series, re-notifications,
+// evictions) are evaluated.
+const tickEvery = time.Second
+
 func (p *pipeline) work(shard chan item) {
-	ev := p.set.NewEvaluator()
+	set := p.set.Load()
+	ev := set.NewEvaluator(nil, p.limits)
 	out := make([]sluice.Event, 0, 8)
-	for it := range shard {
-		out = out[:0]
-		p.process(ev, it, &out)
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case it, ok := <-shard:
+			if !ok {
+				return
+			}
+			if s := p.set.Load(); s != set {
+				set, ev = s, s.NewEvaluator(ev, p.limits)
+			}
+			out = out[:0]
+			p.process(ev, it, &out)
+		case now := <-tick.C:
+			if s := p.set.Load(); s != set {
+				set, ev = s, s.NewEvaluator(ev, p.limits)
+			}
+			out = ev.Tick(now, out[:0])
+			p.emit(out, nil)
+		}
 	}
 }
 
@@ -131,15 +159,22 @@ func (p *pipeline) process(ev *rules.Evaluator, it item, out *[]sluice.Event) {
 	case o.Filtered+o.Failed == o.Matched && o.Filtered > 0:
 		p.metrics.Dropped.WithLabelValues(p.name, "filtered").Inc()
 	}
-	for i := range *out {
-		e := (*out)[i]
-		e.Ack = it.ack
+	p.emit(*out, it.ack)
+	it.ack.Done(partErr) // the pipeline's own part
+}
+
+// emit hands what the rules produced to the sinks of each event's stream,
+// as parts of ack (nil for what time alone produced).
+func (p *pipeline) emit(events []sluice.Event, ack *sluice.Ack) {
+	for i := range events {
+		e := events[i]
+		e.Ack = ack
 		switch e.Stream {
 		case sluice.StreamDeadLetters:
 			p.metrics.RuleErrors.WithLabelValues(e.DeadLetter.Rule).Inc()
 			p.rlog.Warn("rule:"+e.DeadLetter.Rule, "message not processed", "rule", e.DeadLetter.Rule,
-				"stage", e.DeadLetter.Stage, "topic", it.msg.Topic, "reason", e.DeadLetter.Reason)
-			it.ack.Add(1)
+				"stage", e.DeadLetter.Stage, "topic", e.Message.Topic, "reason", e.DeadLetter.Reason)
+			ack.Add(1)
 			p.deadLetter(p.ctx, e, e.DeadLetter)
 			continue
 		case sluice.StreamRecords:
@@ -151,7 +186,6 @@ func (p *pipeline) process(ev *rules.Evaluator, it item, out *[]sluice.Event) {
 			p.send(w, e)
 		}
 	}
-	it.ack.Done(partErr) // the pipeline's own part
 }
 
 // send hands an event to a sink writer as one more part of its ack.

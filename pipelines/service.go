@@ -44,7 +44,10 @@ type Service struct {
 	// ctx ends when shutdown has run out of time; cancel ends it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// watchCtx ends when shutdown begins.
+	watchCtx  context.Context
+	stopWatch context.CancelFunc
+	wg        sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -68,6 +71,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, ctx: ctx, cancel: cancel}
+	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	s.broker = ingest.New(cfg.Broker, s, opts.Logger, opts.Metrics)
 
 	byName := map[string]*writer{}
@@ -76,7 +80,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		var sink Sink
 		switch {
 		case sc.Kafka != nil:
-			sink = kafka.New(*sc.Kafka)
+			sink = kafka.New(*sc.Kafka, sc.Batch.Size)
 		case sc.InfluxDB != nil:
 			sink = influxdb.New(*sc.InfluxDB, stream)
 		case sc.MQTT != nil:
@@ -86,8 +90,11 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		byName[sc.Name] = w
 		s.writers = append(s.writers, w)
 	}
+	limits := rules.Limits{MaxSize: cfg.Decode.MaxSize, MaxRatio: cfg.Decode.MaxRatio}
 	for _, pc := range cfg.Pipelines {
-		s.pipelines = append(s.pipelines, newPipeline(ctx, pc, sets[pc.Name], byName, opts.Logger, opts.Metrics))
+		p := newPipeline(ctx, pc, sets[pc.Name], byName, opts.Logger, opts.Metrics)
+		p.limits = limits
+		s.pipelines = append(s.pipelines, p)
 	}
 	return s, nil
 }
@@ -112,6 +119,13 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	for _, p := range s.pipelines {
 		p.start()
+	}
+	if s.cfg.WatchRules == nil || *s.cfg.WatchRules {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.watchRules(s.watchCtx)
+		}()
 	}
 	if err := s.broker.Start(ctx); err != nil {
 		s.Close(ctx)
@@ -170,6 +184,7 @@ func (s *Service) shutdown(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, s.cancel) // out of time: give up waiting writes
 	defer stop()
 
+	s.stopWatch()
 	var errs []error
 	if err := s.broker.StopIngest(ctx); err != nil {
 		errs = append(errs, err)
@@ -203,11 +218,11 @@ func (s *Service) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Rules returns the compiled rule set of a pipeline (nil if unknown).
+// Rules returns the compiled rule set in force in a pipeline (nil if unknown).
 func (s *Service) Rules(pipeline string) *rules.Set {
 	for _, p := range s.pipelines {
 		if p.name == pipeline {
-			return p.set
+			return p.set.Load()
 		}
 	}
 	return nil

@@ -1,56 +1,81 @@
 package rules
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
+	"github.com/goccy/go-yaml"
+
 	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/rules/decode"
 )
 
-// Env is what rule expressions see. Payload fields, named topic segments and
-// the rule's derived fields are also reachable by bare name: in a rule that
-// matches plant/+site/+line/+device/telemetry, "device" is segments.device,
-// "temp_f" is a derived field if the rule defines one before, and any other
-// name is a payload field ("temperature" is payload.temperature).
-type Env struct {
-	Payload  map[string]any    `expr:"payload"`
-	Fields   map[string]any    `expr:"fields"`
-	Segments map[string]string `expr:"segments"`
-	Topic    string            `expr:"topic"`
-	ClientID string            `expr:"client_id"`
-	Username string            `expr:"username"`
-	QoS      int               `expr:"qos"`
-	Retain   bool              `expr:"retain"`
-	Received time.Time         `expr:"received"`
-	// Props holds the MQTT 5 user properties (the first value of each key).
-	Props map[string]string `expr:"props"`
-}
-
-var envNames = map[string]bool{
-	"payload": true, "fields": true, "segments": true, "topic": true, "client_id": true,
-	"username": true, "qos": true, "retain": true, "received": true, "props": true,
+// The expression environment is one map per evaluator, which expr reads
+// fastest. Its keys:
+//
+//	topic, client_id, ...   the message (see builtins)
+//	<name>                  a payload field, by its name
+//	@<name>                 a named topic level of the current rule
+//	=<name>                 a let or derived field of the current rule
+//	__sluice_ctx            the call context of stateful functions
+//
+// Bare names in expressions are rewritten at compile time to the right key,
+// so a rule's derived field "temp_f" never collides with a payload field of
+// that name seen by another rule.
+var builtins = map[string]any{
+	"topic":        "",
+	"client_id":    "",
+	"username":     "",
+	"content_type": "",
+	"qos":          0,
+	"retain":       false,
+	"received":     time.Time{},
+	"props":        map[string]string{},
+	"payload":      map[string]any{},
 }
 
 // maxNodes bounds the size of one expression: a rule is a line or two, and a
 // runaway (generated or pasted) expression must not stall compilation.
 const maxNodes = 2000
 
-// Severities an alert may have when none is given.
+// memoryBudget bounds what one evaluation may allocate in expr's VM (arrays
+// and maps built by an expression).
+const memoryBudget = 100_000
+
+// defaultTTL is how long the state of a silent series is kept.
+const defaultTTL = time.Hour
+
 const defaultSeverity = "warning"
 
 // Set is a compiled rule set: immutable, shared by every worker. Evaluate
 // it with an Evaluator.
 type Set struct {
-	rules []*rule
-	files []string
+	rules   []*rule
+	files   []string
+	filters []*Filter       // distinct topic filters, shared by rules
+	chains  []*decode.Chain // distinct decode chains (with their split)
+	splits  []string
+	// fields lists the payload names some expression reads; only these are
+	// put in the environment. slots maps each to its index in fields.
+	fields []string
+	slots  map[string]int
+	// uses says which message properties some expression reads; only those
+	// are put in the environment.
+	uses struct {
+		topic, clientID, username, contentType, qos, retain, received, props, payload bool
+	}
 }
 
 // Rules lists the rule names in evaluation order.
@@ -66,27 +91,56 @@ func (s *Set) Rules() []string {
 func (s *Set) Files() []string { return s.files }
 
 type rule struct {
-	name     string
-	file     string
-	filter   *Filter // nil matches everything
-	segNames []string
-	decode   string
-	key      *vm.Program
-	where    *vm.Program
-	fields   []derived
-	alert    *alertRule
+	name        string
+	file        string
+	fingerprint string
+	filter      int // index into Set.filters, -1 for every topic
+	segNames    []string
+	segKeys     []string // "@name"
+	chain       int      // index into Set.chains
+	key         *vm.Program
+	keySegment  int // when the key is a plain named level, its index (fast path), else -1
+	where       *vm.Program
+	// quickWhere, when set, is where in a form evaluated without the VM:
+	// a conjunction of name ==/!= a string, a bool or nil.
+	quickWhere []quickTerm
+	lets       []derived
+	fields     []derived
+	rename     map[string]string
+	units      map[string]conversion
+	keep, drop map[string]bool
+	records    bool
+	ttl        time.Duration
+	sites      []site
+	alert      *alertRule
+	// needsSeries: the rule keeps per-series state (stateful functions or
+	// an alert); whereSites: its where calls stateful functions, so the
+	// series must exist before where runs.
+	needsSeries bool
+	whereSites  bool
 }
 
 type derived struct {
-	name string
-	prog *vm.Program
+	name, key string // key is "=name"
+	prog      *vm.Program
+	output    bool // a field of the record (not a let)
 }
 
 type alertRule struct {
 	when     *vm.Program
+	clear    *vm.Program
+	absent   time.Duration
+	hold     time.Duration // for
 	value    *vm.Program
 	severity string
 	message  template
+	labels   []label
+	renotify time.Duration
+}
+
+type label struct {
+	key string
+	t   template
 }
 
 // template is text with {{ expression }} parts.
@@ -104,7 +158,7 @@ func Load(paths ...string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &compiler{set: &Set{}, names: map[string]string{}}
+	c := newCompiler()
 	for _, f := range files {
 		var rf File
 		doc, err := conf.DecodeFile(f, &rf)
@@ -116,31 +170,49 @@ func Load(paths ...string) (*Set, error) {
 		}
 		c.file(doc, &rf)
 	}
-	if len(c.errs) > 0 {
-		return nil, c.errs
-	}
-	return c.set, nil
+	return c.finish()
 }
 
 // Parse compiles one rule file's content; name is used in error messages.
 func Parse(name string, data []byte) (*Set, error) {
-	c := &compiler{set: &Set{}, names: map[string]string{}}
+	c := newCompiler()
 	var rf File
 	doc, err := conf.Decode(name, data, &rf)
 	if err != nil {
 		return nil, err
 	}
 	c.file(doc, &rf)
-	if len(c.errs) > 0 {
-		return nil, c.errs
-	}
-	return c.set, nil
+	return c.finish()
 }
 
 type compiler struct {
-	set   *Set
-	errs  conf.ErrorList
-	names map[string]string // rule name -> file defining it
+	set     *Set
+	errs    conf.ErrorList
+	names   map[string]string // rule name -> file defining it
+	filters map[string]int
+	chains  map[string]int
+	fields  map[string]bool
+	funcs   []expr.Option
+}
+
+func newCompiler() *compiler {
+	return &compiler{set: &Set{}, names: map[string]string{}, filters: map[string]int{}, chains: map[string]int{},
+		fields: map[string]bool{}, funcs: runtimeFunctions()}
+}
+
+func (c *compiler) finish() (*Set, error) {
+	if len(c.errs) > 0 {
+		return nil, c.errs
+	}
+	for f := range c.fields {
+		c.set.fields = append(c.set.fields, f)
+	}
+	sort.Strings(c.set.fields)
+	c.set.slots = make(map[string]int, len(c.set.fields))
+	for i, f := range c.set.fields {
+		c.set.slots[f] = i
+	}
+	return c.set, nil
 }
 
 func (c *compiler) addErr(err error) bool {
@@ -185,56 +257,129 @@ func (c *compiler) file(doc *conf.Doc, f *File) {
 // rule compiles one rule; it returns nil when anything in it failed.
 func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 	before := len(c.errs)
-	r := &rule{name: s.Name, file: doc.File, decode: s.Decode}
-	if r.decode == "" {
-		r.decode = "json"
-	}
+	r := &rule{name: s.Name, file: doc.File, filter: -1, keySegment: -1, records: s.Records == nil || *s.Records, ttl: s.TTL}
+	r.fingerprint = fingerprint(s)
 	if s.Match != "" {
-		r.filter = MustFilter(s.Match) // validated when decoded
-		r.segNames = r.filter.Names()
+		idx, ok := c.filters[s.Match]
+		if !ok {
+			idx = len(c.set.filters)
+			c.filters[s.Match] = idx
+			c.set.filters = append(c.set.filters, MustFilter(s.Match))
+		}
+		r.filter = idx
+		r.segNames = c.set.filters[idx].Names()
+		for _, n := range r.segNames {
+			r.segKeys = append(r.segKeys, "@"+n)
+		}
 	}
-	scope := &scope{segments: map[string]bool{}, derived: map[string]bool{}}
-	for _, n := range r.segNames {
-		scope.segments[n] = true
+	chain, _ := decode.ParseChain(s.Decode) // validated
+	chainID := chain.String() + "|" + s.Split
+	idx, ok := c.chains[chainID]
+	if !ok {
+		idx = len(c.set.chains)
+		c.chains[chainID] = idx
+		c.set.chains = append(c.set.chains, chain)
+		c.set.splits = append(c.set.splits, s.Split)
 	}
+	r.chain = idx
 
-	keySrc := s.Key
-	if keySrc == "" {
-		keySrc = "topic"
-		if scope.segments["device"] {
-			keySrc = "device"
+	sc := &scope{rule: r, segments: map[string]bool{}, vars: map[string]bool{}, rename: map[string]string{}, units: map[string]conversion{}}
+	for _, n := range r.segNames {
+		sc.segments[n] = true
+	}
+	for _, item := range s.Rename {
+		from, to := fmt.Sprint(item.Key), fmt.Sprint(item.Value)
+		if r.rename == nil {
+			r.rename = map[string]string{}
 		}
+		r.rename[from] = to
+		sc.rename[to] = from
 	}
-	r.key = c.compile(doc, at+".key", keySrc, scope)
-	if s.Where != "" {
-		r.where = c.compile(doc, at+".where", s.Where, scope, expr.AsBool())
-	}
-	for _, item := range s.Fields {
+	for _, item := range s.Units {
 		name := fmt.Sprint(item.Key)
-		src := fmt.Sprint(item.Value)
-		if item.Value == nil {
-			c.errs = append(c.errs, doc.ErrorAt(at+".fields."+name, 0, 0, "empty expression"))
-			continue
+		conv, _ := parseConversion(fmt.Sprint(item.Value)) // validated
+		if r.units == nil {
+			r.units = map[string]conversion{}
 		}
-		prog := c.compile(doc, at+".fields."+name, src, scope)
-		r.fields = append(r.fields, derived{name: name, prog: prog})
-		scope.derived[name] = true
+		r.units[name] = conv
+		sc.units[name] = conv
+	}
+	r.keep, r.drop = set(s.Keep), set(s.Drop)
+
+	switch {
+	case s.Key != "":
+		r.key = c.compile(doc, at+".key", s.Key, sc)
+	case sc.segments["device"]:
+		r.keySegment = indexOf(r.segNames, "device")
+	default:
+		r.key = c.compile(doc, at+".key", "topic", sc)
+	}
+	if s.Where != "" {
+		before := len(r.sites)
+		r.where = c.compile(doc, at+".where", s.Where, sc, expr.AsBool())
+		r.whereSites = len(r.sites) > before
+		if r.where != nil {
+			r.quickWhere = quickTerms(r.where.Node())
+		}
+	}
+	for _, group := range []struct {
+		key    string
+		items  yaml.MapSlice
+		output bool
+	}{{"let", s.Let, false}, {"fields", s.Fields, true}} {
+		for _, item := range group.items {
+			name := fmt.Sprint(item.Key)
+			path := at + "." + group.key + "." + name
+			if item.Value == nil {
+				c.errs = append(c.errs, doc.ErrorAt(path, 0, 0, "empty expression"))
+				continue
+			}
+			d := derived{name: name, key: "=" + name, output: group.output,
+				prog: c.compile(doc, path, fmt.Sprint(item.Value), sc)}
+			if group.output {
+				r.fields = append(r.fields, d)
+			} else {
+				r.lets = append(r.lets, d)
+			}
+			sc.vars[name] = true
+		}
 	}
 	if a := s.Alert; a != nil {
-		ar := &alertRule{severity: a.Severity}
+		ar := &alertRule{severity: a.Severity, absent: a.Absent, hold: a.For, renotify: a.Renotify}
 		if ar.severity == "" {
 			ar.severity = defaultSeverity
 		}
-		ar.when = c.compile(doc, at+".alert.when", a.When, scope, expr.AsBool())
+		if a.When != "" {
+			ar.when = c.compile(doc, at+".alert.when", a.When, sc, expr.AsBool())
+		}
+		if a.Clear != "" {
+			ar.clear = c.compile(doc, at+".alert.clear", a.Clear, sc, expr.AsBool())
+		}
 		valueSrc, valueAt := a.Value, at+".alert.value"
-		if valueSrc == "" {
+		if valueSrc == "" && a.When != "" {
 			valueSrc, valueAt = comparedValue(a.When), at+".alert.when"
 		}
 		if valueSrc != "" {
-			ar.value = c.compile(doc, valueAt, valueSrc, scope)
+			ar.value = c.compile(doc, valueAt, valueSrc, sc)
 		}
-		ar.message = c.template(doc, at+".alert.message", a.Message, scope)
+		ar.message = c.template(doc, at+".alert.message", a.Message, sc)
+		for _, item := range a.Labels {
+			k := fmt.Sprint(item.Key)
+			ar.labels = append(ar.labels, label{key: k, t: c.template(doc, at+".alert.labels."+k, fmt.Sprint(item.Value), sc)})
+		}
 		r.alert = ar
+	}
+	r.needsSeries = len(r.sites) > 0 || r.alert != nil
+	if r.ttl == 0 {
+		r.ttl = defaultTTL
+		longest := time.Duration(0)
+		for _, st := range r.sites {
+			longest = max(longest, st.span)
+		}
+		if r.alert != nil {
+			longest = max(longest, r.alert.absent, r.alert.hold, r.alert.renotify)
+		}
+		r.ttl = max(r.ttl, 2*longest)
 	}
 	if len(c.errs) > before {
 		return nil
@@ -242,34 +387,95 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 	return r
 }
 
-// compile compiles one expression against Env, reporting errors at their
-// position inside the value at path.
+func set(list []string) map[string]bool {
+	if len(list) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[s] = true
+	}
+	return m
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// fingerprint identifies a rule's definition: a reload keeps the state of
+// rules whose fingerprint did not change.
+func fingerprint(s *Spec) string {
+	b, _ := json.Marshal(s)
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("%x", sum[:12])
+}
+
+// compile compiles one expression, reporting errors at their position inside
+// the value at path.
 func (c *compiler) compile(doc *conf.Doc, path, src string, sc *scope, opts ...expr.Option) *vm.Program {
 	return c.compileAt(doc, path, src, 0, sc, opts...)
 }
 
 func (c *compiler) compileAt(doc *conf.Doc, path, src string, offset int, sc *scope, opts ...expr.Option) *vm.Program {
-	res := &resolver{scope: sc, callees: map[ast.Node]bool{}, lets: map[string]bool{}}
+	res := &resolver{scope: sc, c: c, lets: map[string]bool{}, callees: map[ast.Node]bool{}, done: map[ast.Node]bool{}}
 	all := append([]expr.Option{
-		expr.Env(Env{}),
-		expr.Patch(&collector{res}),
+		expr.Env(builtinsWithCtx),
+		expr.AllowUndefinedVariables(), // payload fields are not known in advance
+		expr.Patch(binder{res}),
 		expr.Patch(res),
 		expr.MaxNodes(maxNodes),
-	}, opts...)
-	prog, err := expr.Compile(src, all...)
-	if err != nil {
-		line, col, msg := 0, 0, err.Error()
+	}, c.funcs...)
+	prog, err := expr.Compile(src, append(all, opts...)...)
+	if res.problem == "" && err == nil {
+		return prog
+	}
+	line, col, msg := 1, 1, ""
+	switch {
+	case res.problem != "":
+		msg = res.problem
+		if res.at.From >= 0 {
+			line, col = lineCol(src, res.at.From)
+		}
+	default:
+		msg = err.Error()
 		var fe *file.Error
 		if errors.As(err, &fe) {
 			line, col, msg = fe.Line, fe.Column+1, fe.Message
-			if line <= 1 {
-				col += offset
-			}
 		}
-		c.errs = append(c.errs, doc.ErrorAt(path, line, col, msg))
-		return nil
 	}
-	return prog
+	if line <= 1 {
+		col += offset
+	}
+	c.errs = append(c.errs, doc.ErrorAt(path, line, col, msg))
+	return nil
+}
+
+var builtinsWithCtx = func() map[string]any {
+	m := map[string]any{ctxKey: (*callCtx)(nil)}
+	for k, v := range builtins {
+		m[k] = v
+	}
+	return m
+}()
+
+func lineCol(src string, offset int) (int, int) {
+	line, col := 1, 1
+	for i, r := range src {
+		if i >= offset {
+			break
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
 }
 
 // template compiles "text {{ expression }} text".
@@ -286,15 +492,14 @@ func (c *compiler) template(doc *conf.Doc, path, src string, sc *scope) template
 		}
 		end := strings.Index(rest[open:], "}}")
 		if end < 0 {
-			c.errs = append(c.errs, doc.ErrorAt(path, 1, offset+open+1, "unclosed {{ in message template"))
+			c.errs = append(c.errs, doc.ErrorAt(path, 1, offset+open+1, "unclosed {{ in template"))
 			return t
 		}
 		if open > 0 {
 			t = append(t, templatePart{text: rest[:open]})
 		}
 		inner := rest[open+2 : open+end]
-		prog := c.compileAt(doc, path, inner, offset+open+2, sc)
-		t = append(t, templatePart{prog: prog})
+		t = append(t, templatePart{prog: c.compileAt(doc, path, inner, offset+open+2, sc)})
 		rest, offset = rest[open+end+2:], offset+open+end+2
 	}
 }
@@ -315,48 +520,178 @@ func comparedValue(when string) string {
 	return ""
 }
 
-// scope is what bare names resolve to in one rule at one point.
-type scope struct {
-	segments map[string]bool
-	derived  map[string]bool
+// quickTerm is one term of a where evaluated without the VM: the
+// environment value at key equals (or, with not, differs from) value.
+type quickTerm struct {
+	key   string
+	value any // a string, a bool, or nil
+	not   bool
 }
 
-// resolver rewrites bare names into Env lookups: a named segment to
-// segments.x, an earlier derived field to fields.x, anything else to
-// payload.x. Function names and let variables are left alone.
+// quickTerms recognises a compiled where that is a conjunction of
+// comparisons of a name with a string, a bool or nil, the discriminators
+// most rules start with ("kind == \"boiler\" and pressure != nil"). For those
+// operands Go's == on interfaces gives exactly expr's answer. Anything else
+// returns nil: the VM evaluates it.
+func quickTerms(n ast.Node) []quickTerm {
+	b, ok := n.(*ast.BinaryNode)
+	if !ok {
+		return nil
+	}
+	switch b.Operator {
+	case "and", "&&":
+		l, r := quickTerms(b.Left), quickTerms(b.Right)
+		if l == nil || r == nil {
+			return nil
+		}
+		return append(l, r...)
+	case "==", "!=":
+		id, ok := b.Left.(*ast.IdentifierNode)
+		if !ok {
+			return nil
+		}
+		t := quickTerm{key: id.Value, not: b.Operator == "!="}
+		switch v := b.Right.(type) {
+		case *ast.StringNode:
+			t.value = v.Value
+		case *ast.BoolNode:
+			t.value = v.Value
+		case *ast.NilNode:
+		default:
+			return nil
+		}
+		return []quickTerm{t}
+	}
+	return nil
+}
+
+// scope is what bare names resolve to in one rule at one point.
+type scope struct {
+	rule     *rule
+	segments map[string]bool
+	vars     map[string]bool // lets and derived fields defined so far
+	rename   map[string]string
+	units    map[string]conversion
+}
+
+// binder runs first over a parsed expression (expr walks children before
+// their parent, so names must be known before the resolver sees them): it
+// records called functions and expr's own let names, and checks and binds
+// calls of sluice's functions to their state.
+type binder struct{ r *resolver }
+
+func (b binder) Visit(node *ast.Node) {
+	r := b.r
+	switch n := (*node).(type) {
+	case *ast.VariableDeclaratorNode:
+		r.lets[n.Name] = true
+	case *ast.CallNode:
+		id, ok := n.Callee.(*ast.IdentifierNode)
+		if !ok || r.isBound(n) {
+			return
+		}
+		r.callees[id] = true
+		switch {
+		case stateful[id.Value].usage != "" || plain[id.Value] != "":
+			if msg := bindCall(n, id.Value, r.scope.rule); msg != "" {
+				r.fail(n, "%s", msg)
+			}
+			if callee, ok := n.Callee.(*ast.IdentifierNode); ok {
+				r.callees[callee] = true
+			}
+		case !isBuiltinFunc(id.Value):
+			r.fail(n, "unknown function %s", id.Value)
+		}
+	}
+}
+
+// resolver rewrites bare names into environment keys: a named level, a let
+// or derived field, or a payload field, renamed and converted as the rule
+// says.
 type resolver struct {
 	scope   *scope
+	c       *compiler
+	lets    map[string]bool // names bound by expr's own let
 	callees map[ast.Node]bool
-	lets    map[string]bool
+	problem string
+	at      file.Location
+	done    map[ast.Node]bool
+}
+
+func (r *resolver) fail(n ast.Node, format string, args ...any) {
+	if r.problem == "" {
+		r.problem = fmt.Sprintf(format, args...)
+		r.at = n.Location()
+	}
 }
 
 func (r *resolver) Visit(node *ast.Node) {
-	id, ok := (*node).(*ast.IdentifierNode)
-	if !ok || envNames[id.Value] || r.callees[*node] || r.lets[id.Value] {
+	n, ok := (*node).(*ast.IdentifierNode)
+	if !ok || r.done[n] || r.callees[n] || r.lets[n.Value] || n.Value == ctxKey ||
+		strings.HasPrefix(n.Value, "@") || strings.HasPrefix(n.Value, "=") {
 		return
 	}
-	base := "payload"
-	switch {
-	case r.scope.segments[id.Value]:
-		base = "segments"
-	case r.scope.derived[id.Value]:
-		base = "fields"
+	if _, builtin := builtins[n.Value]; builtin {
+		u := &r.c.set.uses
+		switch n.Value {
+		case "topic":
+			u.topic = true
+		case "client_id":
+			u.clientID = true
+		case "username":
+			u.username = true
+		case "content_type":
+			u.contentType = true
+		case "qos":
+			u.qos = true
+		case "retain":
+			u.retain = true
+		case "received":
+			u.received = true
+		case "props":
+			u.props = true
+		case "payload":
+			u.payload = true
+		}
+		return
 	}
-	ast.Patch(node, &ast.MemberNode{
-		Node:     &ast.IdentifierNode{Value: base},
-		Property: &ast.StringNode{Value: id.Value},
-	})
+	sc := r.scope
+	var repl ast.Node
+	switch {
+	case sc.segments[n.Value]:
+		repl = &ast.IdentifierNode{Value: "@" + n.Value}
+	case sc.vars[n.Value]:
+		repl = &ast.IdentifierNode{Value: "=" + n.Value}
+	default:
+		name := n.Value
+		if from, ok := sc.rename[name]; ok {
+			name = from
+		}
+		r.c.fields[name] = true
+		id := &ast.IdentifierNode{Value: name}
+		r.done[id] = true
+		repl = id
+		if conv, ok := sc.units[n.Value]; ok {
+			repl = &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__convert"},
+				Arguments: []ast.Node{id, &ast.FloatNode{Value: conv.scale}, &ast.FloatNode{Value: conv.offset}}}
+		} else if name == n.Value {
+			return
+		}
+	}
+	ast.Patch(node, repl)
 }
 
-// collector runs before the resolver and records the identifiers it must
-// not touch: called functions and let-bound variables.
-type collector struct{ r *resolver }
-
-func (c *collector) Visit(node *ast.Node) {
-	switch n := (*node).(type) {
-	case *ast.CallNode:
-		c.r.callees[n.Callee] = true
-	case *ast.VariableDeclaratorNode:
-		c.r.lets[n.Name] = true
+// isBound reports whether a call was already rewritten (its first argument
+// is the context).
+func (r *resolver) isBound(n *ast.CallNode) bool {
+	if len(n.Arguments) == 0 {
+		return false
 	}
+	id, ok := n.Arguments[0].(*ast.IdentifierNode)
+	return ok && id.Value == ctxKey
+}
+
+func isBuiltinFunc(name string) bool {
+	_, ok := builtin.Index[name]
+	return ok
 }

@@ -1,85 +1,333 @@
 package rules
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/rules/decode"
 )
 
 // Evaluator runs a Set against messages and keeps the per-series state of
-// one shard (alert episodes). It is not safe for concurrent use: each worker
-// has its own, and a series always goes to the same worker.
+// one shard: stateful function windows and alert episodes. It is not safe for
+// concurrent use: each worker has its own, and a series always goes to the
+// same worker. Time comes from the messages (their receive time) and from
+// Tick, so tests drive it with a simulated clock.
 type Evaluator struct {
 	set    *Set
-	env    Env
+	env    map[string]any
 	vm     vm.VM
-	alerts []map[string]*alertState // per rule, by series key
-	segs   []string
+	ctx    callCtx
+	states []*ruleState // per rule
 
-	// Per-message decode cache, shared by the rules that match it.
-	decoded bool
-	payload map[string]any
-	flat    map[string]any
-	decErr  error
+	// per message
+	filterState []int8            // per filter: 0 not checked, 1 matches, 2 does not
+	filterVals  [][]string        // per filter: the named levels
+	filterTags  [][]sluice.Tag    // per filter: the levels as record tags, built once per message
+	filterAny   [][]any           // per filter: the levels boxed for env, once per message
+	envFilter   int               // the filter whose levels are in env, -1 for none
+	decoders    []*decode.Decoder // per chain: readings stay valid until their decoder's next use
+	decoded     []bool            // per chain
+	readings    [][]decode.Reading
+	decErr      []error
+	envReading  [2]int // chain and reading index in env, {-1,-1} for none
+	// Payload fields in env, by slot (index into Set.fields): slotGen is
+	// the load that last set each, slotSet whether env holds a value for
+	// it. prevNames/prevSlots remember the last reading's names and slots,
+	// so a stream of same-shaped payloads (interned names) skips the map.
+	gen       uint32
+	slotGen   []uint32
+	slotSet   []bool
+	prevNames []string
+	prevSlots []int
+	noProps   map[string]string
+
+	evictions uint64
 }
+
+type ruleState struct {
+	fingerprint string
+	series      map[string]*series
+	evictions   uint64
+}
+
+// series is the state of one series (by default one device) for one rule.
+type series struct {
+	heard    bool // passed the rule's where at least once
+	lastSeen int64
+	topic    string
+	tags     []sluice.Tag
+	slots    []any // per stateful call site
+	alert    alertState
+}
+
+type alertPhase uint8
+
+const (
+	idle alertPhase = iota
+	pending
+	firing
+)
 
 type alertState struct {
-	since time.Time
+	phase    alertPhase
+	since    int64 // pending since, or firing since
+	notified int64
+	count    int
+	value    any
 }
 
-// NewEvaluator returns an Evaluator with empty state.
-func (s *Set) NewEvaluator() *Evaluator {
-	ev := &Evaluator{set: s, alerts: make([]map[string]*alertState, len(s.rules))}
-	for i := range ev.alerts {
-		ev.alerts[i] = map[string]*alertState{}
+// Limits for decoding; see decode.Limits.
+type Limits = decode.Limits
+
+// NewEvaluator returns an Evaluator. When from is not nil, the state of
+// every rule whose definition did not change is taken over from it (a
+// reload); from must not be used afterwards.
+func (s *Set) NewEvaluator(from *Evaluator, limits Limits) *Evaluator {
+	ev := &Evaluator{
+		set:         s,
+		env:         make(map[string]any, 32+len(s.fields)),
+		decoders:    make([]*decode.Decoder, len(s.chains)),
+		filterAny:   make([][]any, len(s.filters)),
+		slotGen:     make([]uint32, len(s.fields)),
+		slotSet:     make([]bool, len(s.fields)),
+		states:      make([]*ruleState, len(s.rules)),
+		filterState: make([]int8, len(s.filters)),
+		filterVals:  make([][]string, len(s.filters)),
+		filterTags:  make([][]sluice.Tag, len(s.filters)),
+		decoded:     make([]bool, len(s.chains)),
+		readings:    make([][]decode.Reading, len(s.chains)),
+		decErr:      make([]error, len(s.chains)),
+		envReading:  [2]int{-1, -1},
+		noProps:     map[string]string{},
 	}
-	maxSegs := 0
-	for _, r := range s.rules {
-		maxSegs = max(maxSegs, len(r.segNames))
+	ev.vm.MemoryBudget = memoryBudget
+	ev.ctx.rnd = 0x5eed
+	ev.env[ctxKey] = &ev.ctx
+	for i, f := range s.filters {
+		ev.filterVals[i] = make([]string, len(f.Names()))
 	}
-	ev.segs = make([]string, maxSegs)
-	ev.env.Segments = map[string]string{}
-	ev.env.Props = map[string]string{}
+	for i := range s.chains {
+		ev.decoders[i] = decode.NewDecoder(limits)
+	}
+	old := map[string]*ruleState{}
+	if from != nil {
+		for _, st := range from.states {
+			old[st.fingerprint] = st
+		}
+		ev.ctx.rnd = from.ctx.rnd
+	}
+	for i, r := range s.rules {
+		if st, ok := old[r.fingerprint]; ok {
+			ev.states[i] = st
+			delete(old, r.fingerprint)
+			continue
+		}
+		ev.states[i] = &ruleState{fingerprint: r.fingerprint, series: map[string]*series{}}
+	}
 	return ev
 }
 
 // Outcome summarises what the rules did with one message.
 type Outcome struct {
 	Matched  int // rules whose topic filter matched
-	Filtered int // of those, rules whose where was false
+	Filtered int // of those, rules that produced nothing (where was false)
 	Failed   int // of those, rules that failed (decode or evaluation)
 }
 
 // Eval evaluates every rule against msg and appends what they produce to
-// out: a record per rule that matched and passed its filter, an alert per
+// out: a record per rule and reading that passed its filter, an alert per
 // alert transition, a dead letter per failure. Events have no Ack set.
 func (ev *Evaluator) Eval(msg *sluice.Message, out []sluice.Event) ([]sluice.Event, Outcome) {
 	var o Outcome
-	ev.decoded, ev.payload, ev.flat, ev.decErr = false, nil, nil, nil
-	ev.setMessage(msg)
+	ev.startMessage(msg)
+	now := msg.Received.UnixNano()
 	for i, r := range ev.set.rules {
-		segs := ev.segs[:len(r.segNames)]
-		if r.filter != nil && !r.filter.Match(msg.Topic, segs) {
-			continue
+		var segs []string
+		if r.filter >= 0 {
+			if !ev.match(r.filter, msg.Topic) {
+				continue
+			}
+			segs = ev.filterVals[r.filter]
 		}
 		o.Matched++
-		var err error
-		out, err = ev.evalRule(i, r, msg, segs, &o, out)
+		readings, err := ev.decode(r, msg)
 		if err != nil {
 			o.Failed++
-			out = append(out, deadLetter(msg, r.name, err))
+			out = append(out, deadLetter(msg, r.name, "decode", err))
+			continue
+		}
+		produced, failed := false, false
+		for j, reading := range readings {
+			ev.load(r.chain, j, reading)
+			n := len(out)
+			out, err = ev.evalReading(i, r, msg, reading, segs, now, out)
+			if err != nil {
+				failed = true
+				out = append(out, deadLetter(msg, r.name, "rule", err))
+				continue
+			}
+			produced = produced || len(out) > n
+		}
+		switch {
+		case failed:
+			o.Failed++
+		case !produced:
+			o.Filtered++
 		}
 	}
 	return out, o
 }
 
-// stageError says which stage of a rule failed.
+func deadLetter(msg *sluice.Message, rule, stage string, err error) sluice.Event {
+	return sluice.Event{
+		Stream:     sluice.StreamDeadLetters,
+		Message:    msg,
+		DeadLetter: &sluice.DeadLetter{Stage: stage, Rule: rule, Reason: err.Error()},
+	}
+}
+
+func (ev *Evaluator) startMessage(msg *sluice.Message) {
+	clear(ev.filterState)
+	clear(ev.filterTags)
+	for i := range ev.filterAny {
+		ev.filterAny[i] = ev.filterAny[i][:0]
+	}
+	clear(ev.decoded)
+	ev.envFilter = -1
+	ev.envReading = [2]int{-1, -1}
+	// Only what some expression reads goes into the environment: boxing a
+	// string costs an allocation.
+	e, uses := ev.env, ev.set.uses
+	if uses.topic {
+		e["topic"] = msg.Topic
+	}
+	if uses.clientID {
+		e["client_id"] = msg.ClientID
+	}
+	if uses.username {
+		e["username"] = msg.Username
+	}
+	if uses.contentType {
+		e["content_type"] = msg.ContentType
+	}
+	if uses.qos {
+		e["qos"] = int(msg.QoS)
+	}
+	if uses.retain {
+		e["retain"] = msg.Retain
+	}
+	if uses.received {
+		e["received"] = msg.Received
+	}
+	if !uses.props {
+		return
+	}
+	if len(msg.UserProperties) == 0 {
+		e["props"] = ev.noProps
+	} else {
+		props := make(map[string]string, len(msg.UserProperties))
+		for _, p := range msg.UserProperties {
+			if _, ok := props[p.Key]; !ok {
+				props[p.Key] = p.Value
+			}
+		}
+		e["props"] = props
+	}
+}
+
+func (ev *Evaluator) match(filter int, topic string) bool {
+	switch ev.filterState[filter] {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	ok := ev.set.filters[filter].Match(topic, ev.filterVals[filter])
+	ev.filterState[filter] = 2
+	if ok {
+		ev.filterState[filter] = 1
+	}
+	return ok
+}
+
+// decode decodes the payload once per message for all rules using the same
+// decoding.
+func (ev *Evaluator) decode(r *rule, msg *sluice.Message) ([]decode.Reading, error) {
+	c := r.chain
+	if !ev.decoded[c] {
+		ev.decoded[c] = true
+		ev.readings[c], ev.decErr[c] = ev.decoders[c].Decode(ev.set.chains[c], msg.Payload,
+			decode.Options{ContentType: msg.ContentType, Split: ev.set.splits[c]})
+	}
+	return ev.readings[c], ev.decErr[c]
+}
+
+// load puts a reading's fields that expressions read into the environment,
+// and takes out those of the previous reading it does not have.
+func (ev *Evaluator) load(chain, idx int, reading decode.Reading) {
+	if ev.envReading == [2]int{chain, idx} {
+		return
+	}
+	ev.envReading = [2]int{chain, idx}
+	ev.gen++
+	same := len(reading) == len(ev.prevNames)
+	if !same {
+		ev.prevNames = ev.prevNames[:0]
+		ev.prevSlots = ev.prevSlots[:0]
+	}
+	for i, f := range reading {
+		var slot int
+		if same && f.Name == ev.prevNames[i] { // interned names compare by pointer
+			slot = ev.prevSlots[i]
+		} else {
+			var ok bool
+			if slot, ok = ev.set.slots[f.Name]; !ok {
+				slot = -1
+			}
+			if same {
+				ev.prevNames[i], ev.prevSlots[i] = f.Name, slot
+			} else {
+				ev.prevNames = append(ev.prevNames, f.Name)
+				ev.prevSlots = append(ev.prevSlots, slot)
+			}
+		}
+		if slot >= 0 {
+			ev.env[f.Name] = f.Value
+			ev.slotGen[slot], ev.slotSet[slot] = ev.gen, true
+		}
+	}
+	for slot, set := range ev.slotSet {
+		if set && ev.slotGen[slot] != ev.gen {
+			delete(ev.env, ev.set.fields[slot])
+			ev.slotSet[slot] = false
+		}
+	}
+	if ev.set.uses.payload {
+		p := make(map[string]any, len(reading))
+		for _, f := range reading {
+			p[f.Name] = f.Value
+		}
+		ev.env["payload"] = p
+	}
+}
+
+// unload takes every payload field out of the environment.
+func (ev *Evaluator) unload() {
+	for slot, set := range ev.slotSet {
+		if set {
+			delete(ev.env, ev.set.fields[slot])
+			ev.slotSet[slot] = false
+		}
+	}
+	ev.envReading = [2]int{-1, -1}
+}
+
+// stageError says which part of a rule failed.
 type stageError struct {
 	stage string
 	err   error
@@ -88,83 +336,90 @@ type stageError struct {
 func (e *stageError) Error() string { return e.stage + ": " + e.err.Error() }
 func (e *stageError) Unwrap() error { return e.err }
 
-func deadLetter(msg *sluice.Message, rule string, err error) sluice.Event {
-	stage := "rule"
-	var se *stageError
-	if errors.As(err, &se) && se.stage == "decode" {
-		stage = "decode"
-	}
-	return sluice.Event{
-		Stream:     sluice.StreamDeadLetters,
-		Message:    msg,
-		DeadLetter: &sluice.DeadLetter{Stage: stage, Rule: rule, Reason: err.Error()},
-	}
-}
-
-func (ev *Evaluator) setMessage(msg *sluice.Message) {
-	e := &ev.env
-	e.Topic, e.ClientID, e.Username = msg.Topic, msg.ClientID, msg.Username
-	e.QoS, e.Retain, e.Received = int(msg.QoS), msg.Retain, msg.Received
-	clear(e.Props)
-	for _, p := range msg.UserProperties {
-		if _, ok := e.Props[p.Key]; !ok {
-			e.Props[p.Key] = p.Value
+func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading decode.Reading, segs []string, now int64, out []sluice.Event) ([]sluice.Event, error) {
+	if r.filter >= 0 && ev.envFilter != r.filter {
+		// Rules sharing a filter share its levels: box and set them once.
+		ev.envFilter = r.filter
+		boxed := ev.filterAny[r.filter]
+		if len(boxed) == 0 {
+			for _, v := range segs {
+				boxed = append(boxed, v)
+			}
+			ev.filterAny[r.filter] = boxed
+		}
+		for j, k := range r.segKeys {
+			ev.env[k] = boxed[j]
 		}
 	}
-}
-
-func (ev *Evaluator) evalRule(i int, r *rule, msg *sluice.Message, segs []string, o *Outcome, out []sluice.Event) ([]sluice.Event, error) {
-	if err := ev.decode(r, msg); err != nil {
-		return out, err
-	}
-	e := &ev.env
-	e.Payload = ev.payload
-	clear(e.Segments)
-	for j, n := range r.segNames {
-		e.Segments[n] = segs[j]
-	}
-	fields := make(map[string]any, len(ev.flat)+len(r.fields))
-	for k, v := range ev.flat {
-		fields[k] = v
-	}
-	e.Fields = fields
-
-	if r.where != nil {
-		ok, err := ev.runBool(r.where, "where")
+	var key string
+	switch {
+	case !r.needsSeries:
+	case r.keySegment >= 0:
+		key = segs[r.keySegment]
+	default:
+		v, err := ev.run(r.key)
 		if err != nil {
-			return out, err
+			return out, &stageError{"key", err}
 		}
-		if !ok {
-			o.Filtered++
+		key = sluice.FormatValue(v)
+	}
+	// A series is kept only for rules that need one (stateful functions or
+	// an alert), and, unless its where uses stateful functions, only once
+	// it has passed the where: a boiler rule keeps no state for pumps.
+	var s *series
+	ev.ctx.rule, ev.ctx.series, ev.ctx.now = r, nil, now
+	if r.whereSites {
+		s = ev.series(i, r, key, now)
+	}
+	if r.quickWhere != nil {
+		if !ev.quick(r.quickWhere) {
 			return out, nil
 		}
+	} else if r.where != nil {
+		ok, err := ev.runBool(r.where, "where")
+		if err != nil || !ok {
+			return out, err
+		}
+	}
+	if s == nil && r.needsSeries {
+		s = ev.series(i, r, key, now)
+	}
+	var tags []sluice.Tag
+	if len(r.segNames) > 0 {
+		// Tags are read-only once made: records of rules sharing a filter
+		// share them.
+		if tags = ev.filterTags[r.filter]; tags == nil {
+			tags = make([]sluice.Tag, len(r.segNames))
+			for j, n := range r.segNames {
+				tags[j] = sluice.Tag{Key: n, Value: segs[j]}
+			}
+			ev.filterTags[r.filter] = tags
+		}
+	}
+	if s != nil {
+		s.heard, s.lastSeen, s.topic, s.tags = true, now, msg.Topic, tags
+	}
+
+	for _, d := range r.lets {
+		v, err := ev.run(d.prog)
+		if err != nil {
+			return out, &stageError{"let." + d.name, err}
+		}
+		ev.env[d.key] = v
 	}
 	for _, d := range r.fields {
 		v, err := ev.run(d.prog)
 		if err != nil {
 			return out, &stageError{"fields." + d.name, err}
 		}
-		if v == nil {
-			delete(fields, d.name)
-			continue
-		}
-		fields[d.name] = normalize(v)
+		ev.env[d.key] = normalize(v)
 	}
-	keyVal, err := ev.run(r.key)
-	if err != nil {
-		return out, &stageError{"key", err}
+	if r.records {
+		rec := &sluice.Record{Rule: r.name, Topic: msg.Topic, Time: msg.Received, Tags: tags, Fields: ev.recordFields(r, reading)}
+		out = append(out, sluice.Event{Stream: sluice.StreamRecords, Message: msg, Record: rec})
 	}
-	series := sluice.FormatValue(keyVal)
-
-	tags := make(map[string]string, len(r.segNames))
-	for j, n := range r.segNames {
-		tags[n] = segs[j]
-	}
-	rec := &sluice.Record{Rule: r.name, Topic: msg.Topic, Time: msg.Received, Tags: tags, Fields: fields}
-	out = append(out, sluice.Event{Stream: sluice.StreamRecords, Message: msg, Record: rec})
-
 	if r.alert != nil {
-		a, err := ev.evalAlert(i, r, msg, series, tags)
+		a, err := ev.alertOnMessage(r, key, s, now, msg.Topic)
 		if err != nil {
 			return out, err
 		}
@@ -175,47 +430,242 @@ func (ev *Evaluator) evalRule(i int, r *rule, msg *sluice.Message, segs []string
 	return out, nil
 }
 
-// evalAlert evaluates the alert condition for one series and returns the
-// transition it causes, if any: firing when the condition becomes true,
-// resolved when it becomes false. While it stays true nothing more is sent
-// (one alert per series per episode).
-func (ev *Evaluator) evalAlert(i int, r *rule, msg *sluice.Message, series string, tags map[string]string) (*sluice.Alert, error) {
-	ar := r.alert
-	firing, err := ev.runBool(ar.when, "alert.when")
+// series returns the state of a series of rule i, creating it.
+func (ev *Evaluator) series(i int, r *rule, key string, now int64) *series {
+	st := ev.states[i]
+	s := st.series[key]
+	if s == nil {
+		s = &series{slots: make([]any, len(r.sites)), lastSeen: now}
+		st.series[key] = s
+	}
+	ev.ctx.series = s
+	return s
+}
+
+// recordFields builds a record's fields: the reading's fields (kept or
+// dropped, converted and renamed as the rule says) and the derived fields.
+func (ev *Evaluator) recordFields(r *rule, reading decode.Reading) []sluice.Field {
+	fields := make([]sluice.Field, 0, len(reading)+len(r.fields))
+	plain := r.keep == nil && r.drop == nil && r.units == nil && r.rename == nil
+	for _, f := range reading {
+		if plain {
+			fields = append(fields, sluice.Field{Name: f.Name, Value: f.Value})
+			continue
+		}
+		if (r.keep != nil && !r.keep[f.Name]) || r.drop[f.Name] {
+			continue
+		}
+		name, v := f.Name, f.Value
+		if conv, ok := r.units[name]; ok {
+			if x, isNum := v.(float64); isNum {
+				v = conv.apply(x)
+			}
+		}
+		if to, ok := r.rename[name]; ok {
+			name = to
+		}
+		fields = append(fields, sluice.Field{Name: name, Value: v})
+	}
+next:
+	for _, d := range r.fields {
+		v := ev.env[d.key]
+		if missing(v) {
+			continue
+		}
+		for k := range fields {
+			if fields[k].Name == d.name {
+				fields[k].Value = v
+				continue next
+			}
+		}
+		fields = append(fields, sluice.Field{Name: d.name, Value: v})
+	}
+	return fields
+}
+
+func missing(v any) bool {
+	if v == nil {
+		return true
+	}
+	f, ok := v.(float64)
+	return ok && math.IsNaN(f)
+}
+
+// alertOnMessage advances a series' alert on a new reading and returns the
+// transition it causes, if any.
+func (ev *Evaluator) alertOnMessage(r *rule, key string, s *series, now int64, topic string) (*sluice.Alert, error) {
+	ar, st := r.alert, &s.alert
+	if ar.absent > 0 {
+		// Heard from: an absent alert resolves.
+		if st.phase == firing {
+			return ev.transition(r, key, s, now, sluice.AlertResolved)
+		}
+		return nil, nil
+	}
+	cond, err := ev.runBool(ar.when, "alert.when")
 	if err != nil {
 		return nil, err
 	}
-	states := ev.alerts[i]
-	st, wasFiring := states[series]
-	if firing == wasFiring {
-		return nil, nil
+	switch st.phase {
+	case firing:
+		resolve := !cond
+		if ar.clear != nil {
+			if resolve, err = ev.runBool(ar.clear, "alert.clear"); err != nil {
+				return nil, err
+			}
+		}
+		switch {
+		case resolve:
+			return ev.transition(r, key, s, now, sluice.AlertResolved)
+		case ar.renotify > 0 && now-st.notified >= int64(ar.renotify):
+			return ev.transition(r, key, s, now, sluice.AlertFiring)
+		}
+	case pending:
+		switch {
+		case !cond:
+			st.phase = idle
+		case now-st.since >= int64(ar.hold):
+			return ev.transition(r, key, s, now, sluice.AlertFiring)
+		}
+	case idle:
+		if cond {
+			if ar.hold == 0 {
+				return ev.transition(r, key, s, now, sluice.AlertFiring)
+			}
+			st.phase, st.since = pending, now
+		}
 	}
-	now := msg.Received
+	return nil, nil
+}
+
+// transition moves a series' alert to status at time at and returns the
+// alert to send. A value or message that fails to evaluate does not stop the
+// alert: the failure is reported in its place.
+func (ev *Evaluator) transition(r *rule, key string, s *series, at int64, status string) (*sluice.Alert, error) {
+	ar, st := r.alert, &s.alert
 	a := &sluice.Alert{
-		Rule: r.name, Severity: ar.severity, Series: series, Device: series,
-		Time: now, Topic: msg.Topic, Tags: tags,
+		Rule: r.name, Severity: ar.severity, Status: status, Series: key, Device: key,
+		Time: time.Unix(0, at), Topic: s.topic, Tags: s.tags,
 	}
-	if d, ok := tags["device"]; ok {
+	if d, ok := findTag(s.tags, "device"); ok {
 		a.Device = d
 	}
 	if ar.value != nil {
-		v, err := ev.run(ar.value)
-		if err != nil {
-			return nil, &stageError{"alert.value", err}
+		if v, err := ev.run(ar.value); err == nil {
+			a.Value = normalize(v)
 		}
-		a.Value = normalize(v)
 	}
-	if a.Message, err = ev.render(ar.message); err != nil {
-		return nil, &stageError{"alert.message", err}
+	a.Message = ev.renderOrSay(ar.message)
+	if len(ar.labels) > 0 {
+		tags := append(make([]sluice.Tag, 0, len(s.tags)+len(ar.labels)), s.tags...)
+		for _, l := range ar.labels {
+			tags = append(tags, sluice.Tag{Key: l.key, Value: ev.renderOrSay(l.t)})
+		}
+		a.Tags = tags
 	}
-	if firing {
-		states[series] = &alertState{since: now}
-		a.Status, a.Since = sluice.AlertFiring, now
-	} else {
-		delete(states, series)
-		a.Status, a.Since = sluice.AlertResolved, st.since
+	switch {
+	case status == sluice.AlertResolved:
+		a.Since = time.Unix(0, st.since)
+		*st = alertState{}
+	case st.phase == firing: // a re-notification
+		st.count++
+		st.notified = at
+		a.Since, a.Notification = time.Unix(0, st.since), st.count
+	default:
+		*st = alertState{phase: firing, since: at, notified: at, count: 1}
+		a.Since, a.Notification = a.Time, 1
 	}
 	return a, nil
+}
+
+func findTag(tags []sluice.Tag, key string) (string, bool) {
+	for _, t := range tags {
+		if t.Key == key {
+			return t.Value, true
+		}
+	}
+	return "", false
+}
+
+// Tick runs what time alone decides, at now: absent series fire their alert,
+// firing alerts are re-notified, and series silent for longer than their
+// rule's TTL are evicted (a firing alert is resolved as it goes, except an
+// absent alert, which keeps firing for as long as the series stays away).
+// It appends the alerts to out.
+func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
+	t := now.UnixNano()
+	for i, r := range ev.set.rules {
+		st := ev.states[i]
+		for key, s := range st.series {
+			silent := t - s.lastSeen
+			if r.alert != nil {
+				out = ev.tickAlert(r, key, s, t, out)
+			}
+			if silent > int64(r.ttl) && !(r.alert != nil && r.alert.absent > 0 && s.alert.phase == firing) {
+				if s.alert.phase == firing {
+					a := &sluice.Alert{Rule: r.name, Severity: r.alert.severity, Status: sluice.AlertResolved,
+						Series: key, Device: key, Time: now, Since: time.Unix(0, s.alert.since), Topic: s.topic, Tags: s.tags,
+						Message: fmt.Sprintf("no data for %v: series state expired", r.ttl)}
+					if d, ok := findTag(s.tags, "device"); ok {
+						a.Device = d
+					}
+					out = append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: now}, Alert: a})
+				}
+				delete(st.series, key)
+				st.evictions++
+				ev.evictions++
+			}
+		}
+	}
+	return out
+}
+
+func (ev *Evaluator) tickAlert(r *rule, key string, s *series, t int64, out []sluice.Event) []sluice.Event {
+	ar, st := r.alert, &s.alert
+	var status string
+	at := t
+	switch {
+	case ar.absent > 0 && s.heard && st.phase != firing && t-s.lastSeen >= int64(ar.absent):
+		status, at = sluice.AlertFiring, s.lastSeen+int64(ar.absent)
+	case st.phase == firing && ar.renotify > 0 && t-st.notified >= int64(ar.renotify):
+		status = sluice.AlertFiring
+	default:
+		return out
+	}
+	ev.tickEnv(r, s)
+	a, _ := ev.transition(r, key, s, at, status)
+	return append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: a.Time}, Alert: a})
+}
+
+// tickEnv prepares the environment for an alert raised by time: the series'
+// named levels are known, payload fields are not.
+func (ev *Evaluator) tickEnv(r *rule, s *series) {
+	ev.unload()
+	ev.env["topic"] = s.topic
+	for _, t := range s.tags {
+		ev.env["@"+t.Key] = t.Value
+	}
+	ev.envFilter = -1
+	ev.ctx.rule, ev.ctx.series = r, s
+}
+
+// quick evaluates a where of quick terms.
+func (ev *Evaluator) quick(terms []quickTerm) bool {
+	for _, t := range terms {
+		if (ev.env[t.key] == t.value) == t.not {
+			return false
+		}
+	}
+	return true
+}
+
+// renderOrSay renders a template, or says why it failed.
+func (ev *Evaluator) renderOrSay(t template) string {
+	s, err := ev.render(t)
+	if err != nil {
+		return fmt.Sprintf("(template failed: %v)", err)
+	}
+	return s
 }
 
 func (ev *Evaluator) render(t template) (string, error) {
@@ -232,20 +682,24 @@ func (ev *Evaluator) render(t template) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		if f, ok := v.(float64); ok && math.IsNaN(f) {
+			b.WriteString("n/a")
+			continue
+		}
 		b.WriteString(sluice.FormatValue(normalize(v)))
 	}
 	return b.String(), nil
 }
 
-// run evaluates one program against the current environment. A panic in an
-// expression fails this evaluation only.
+// run evaluates one program against the environment. A panic inside an
+// expression or function fails this evaluation only.
 func (ev *Evaluator) run(p *vm.Program) (out any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("expression panicked: %v", r)
 		}
 	}()
-	return ev.vm.Run(p, &ev.env)
+	return ev.vm.Run(p, ev.env)
 }
 
 func (ev *Evaluator) runBool(p *vm.Program, stage string) (bool, error) {
@@ -258,59 +712,6 @@ func (ev *Evaluator) runBool(p *vm.Program, stage string) (bool, error) {
 		return false, &stageError{stage, fmt.Errorf("want true or false, got %T %v", v, v)}
 	}
 	return b, nil
-}
-
-// decode decodes the payload once per message for all rules using the same
-// decoding.
-func (ev *Evaluator) decode(r *rule, msg *sluice.Message) error {
-	if r.decode == "none" {
-		ev.payload, ev.flat = nil, nil
-		return nil
-	}
-	if !ev.decoded {
-		ev.decoded = true
-		ev.payload, ev.decErr = decodeJSON(msg.Payload)
-		if ev.decErr == nil {
-			ev.flat = make(map[string]any, len(ev.payload))
-			flatten("", ev.payload, ev.flat)
-		}
-	}
-	if ev.decErr != nil {
-		return &stageError{"decode", ev.decErr}
-	}
-	return nil
-}
-
-func decodeJSON(b []byte) (map[string]any, error) {
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return nil, fmt.Errorf("json: payload is %s, want an object", ute.Value)
-		}
-		return nil, fmt.Errorf("json: %w", err)
-	}
-	if m == nil {
-		return nil, fmt.Errorf("json: payload is null, want an object")
-	}
-	return m, nil
-}
-
-// flatten copies the scalar values of a decoded object into dst; nested
-// objects become prefix_name. Arrays and nulls are left out of records.
-func flatten(prefix string, m map[string]any, dst map[string]any) {
-	for k, v := range m {
-		name := k
-		if prefix != "" {
-			name = prefix + "_" + k
-		}
-		switch x := v.(type) {
-		case map[string]any:
-			flatten(name, x, dst)
-		case float64, string, bool:
-			dst[name] = x
-		}
-	}
 }
 
 // normalize turns expression results into the value types records carry:
@@ -331,4 +732,20 @@ func normalize(v any) any {
 		return x.Seconds()
 	}
 	return v
+}
+
+// RuleStats is the state an evaluator holds for one rule.
+type RuleStats struct {
+	Rule      string
+	Series    int    // active series
+	Evictions uint64 // series evicted after their TTL, since start
+}
+
+// Stats reports the state held per rule.
+func (ev *Evaluator) Stats() []RuleStats {
+	out := make([]RuleStats, len(ev.set.rules))
+	for i, r := range ev.set.rules {
+		out[i] = RuleStats{Rule: r.name, Series: len(ev.states[i].series), Evictions: ev.states[i].evictions}
+	}
+	return out
 }

@@ -6,24 +6,16 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/goccy/go-yaml"
 
 	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/rules/decode"
 )
 
-// File is a rule file as operators write it:
-//
-//	rules:
-//	  - name: boiler_overheat
-//	    match: plant/+site/+line/+device/telemetry
-//	    where: kind == "boiler"
-//	    fields:
-//	      temp_f: temperature * 9 / 5 + 32
-//	    alert:
-//	      when: temperature > 90
-//	      severity: critical
-//	      message: "boiler {{ device }} at {{ temperature }} °C"
+// File is a rule file as operators write it. docs/rules.md describes every
+// key with examples.
 type File struct {
 	Rules []Spec `yaml:"rules"`
 }
@@ -35,32 +27,84 @@ type Spec struct {
 	// names become variables and tags. Empty matches every topic the
 	// pipeline routes here.
 	Match string `yaml:"match"`
-	// Decode names the payload decoding: "json" (the default) or "none".
-	Decode string `yaml:"decode"`
-	// Key is an expression giving the series key that per-series state
-	// (alerts) is kept under; default the "device" segment, else the topic.
+	// Decode is the payload's decoding: one step or a chain ("base64 >
+	// gzip > json", or a list). Default auto: by content type, then by
+	// magic bytes.
+	Decode Steps `yaml:"decode"`
+	// Split names an array of objects in the payload whose elements are
+	// evaluated as readings of their own.
+	Split string `yaml:"split"`
+	// Key is an expression giving the series key that per-series state is
+	// kept under; default the "device" level, else the topic.
 	Key string `yaml:"key"`
-	// Where filters: a message for which it is false yields nothing.
+	// Where filters: a reading for which it is false yields nothing.
 	Where string `yaml:"where"`
-	// Fields derives new fields, in order; each may use the ones before it.
+	// Let names intermediate values, in order, for the expressions after
+	// them; they are not written.
+	Let yaml.MapSlice `yaml:"let"`
+	// Fields derives fields, in order; each may use the ones before it.
 	Fields yaml.MapSlice `yaml:"fields"`
-	Alert  *AlertSpec    `yaml:"alert"`
+	// Rename renames payload fields: {old: new}.
+	Rename yaml.MapSlice `yaml:"rename"`
+	// Units converts payload fields: {temperature: "degF -> degC"}.
+	Units yaml.MapSlice `yaml:"units"`
+	// Keep lists the only payload fields written; Drop lists payload
+	// fields not written. At most one of them.
+	Keep []string `yaml:"keep"`
+	Drop []string `yaml:"drop"`
+	// Records, when false, writes no records: an alert-only rule.
+	Records *bool `yaml:"records"`
+	// TTL evicts the state of a series not heard from for this long
+	// (default 1h, or twice the longest window of the rule if longer).
+	TTL   time.Duration `yaml:"ttl"`
+	Alert *AlertSpec    `yaml:"alert"`
 }
 
-// AlertSpec is a rule's alert condition.
+// AlertSpec is a rule's alert.
 type AlertSpec struct {
-	// When fires the alert while true.
+	// When fires the alert while true. Exactly one of When and Absent.
 	When string `yaml:"when"`
-	// Value is the value reported with the alert; default the left side of
-	// When when it is a comparison ("temperature" in "temperature > 90").
+	// Absent fires the alert when a series sends nothing for this long,
+	// from a timer, without new data; it resolves when the series is heard
+	// from again.
+	Absent time.Duration `yaml:"absent"`
+	// Clear, when set, resolves a firing alert only when true (hysteresis);
+	// otherwise it resolves when When is false.
+	Clear string `yaml:"clear"`
+	// For holds the alert pending until When has been true this long.
+	For time.Duration `yaml:"for"`
+	// Value is reported with the alert; default the left side of When when
+	// it is a comparison ("temperature" in "temperature > 90").
 	Value    string `yaml:"value"`
 	Severity string `yaml:"severity"`
 	// Message is a template: text with {{ expression }} parts.
 	Message string `yaml:"message"`
+	// Labels are added to the alert's tags; values are templates.
+	Labels yaml.MapSlice `yaml:"labels"`
+	// Renotify sends the firing alert again this often while it fires.
+	Renotify time.Duration `yaml:"renotify"`
 }
 
-// Decoders accepted in a rule's decode key.
-var decoders = []string{"json", "none"}
+// Steps is a decode chain: a list of steps, or one string ("json",
+// "base64 > gzip > json").
+type Steps []string
+
+// UnmarshalYAML accepts a list or a string.
+func (s *Steps) UnmarshalYAML(unmarshal func(any) error) error {
+	var list []string
+	if err := unmarshal(&list); err == nil {
+		*s = list
+		return nil
+	}
+	var one string
+	if err := unmarshal(&one); err != nil {
+		return fmt.Errorf("want a decode step or a list of steps")
+	}
+	for _, part := range strings.Split(one, ">") {
+		*s = append(*s, strings.TrimSpace(part))
+	}
+	return nil
+}
 
 // validate checks what can be checked in a rule without compiling its
 // expressions. (File has no Validate method on purpose: the compiler checks
@@ -79,19 +123,57 @@ func (s *Spec) validate() error {
 			p.Addf("match", "%v", err)
 		}
 	}
-	if s.Decode != "" && !contains(decoders, s.Decode) {
-		p.Addf("decode", "unknown decoder %q (want one of %s)", s.Decode, strings.Join(decoders, ", "))
+	if _, err := decode.ParseChain(s.Decode); err != nil {
+		p.Addf("decode", "%v", err)
 	}
-	for _, item := range s.Fields {
-		name := fmt.Sprint(item.Key)
-		if !isIdent(name) {
-			p.Addf("fields."+name, "field name %q must be a letter followed by letters, digits or _", name)
+	for _, group := range []struct {
+		key  string
+		list yaml.MapSlice
+	}{{"let", s.Let}, {"fields", s.Fields}} {
+		for _, item := range group.list {
+			name := fmt.Sprint(item.Key)
+			if !isIdent(name) {
+				p.Addf(group.key+"."+name, "name %q must be a letter followed by letters, digits or _", name)
+			}
 		}
+	}
+	for _, item := range s.Rename {
+		if to, ok := item.Value.(string); !ok || to == "" {
+			p.Addf("rename."+fmt.Sprint(item.Key), "want the new name")
+		}
+	}
+	for _, item := range s.Units {
+		if _, err := parseConversion(fmt.Sprint(item.Value)); err != nil {
+			p.Addf("units."+fmt.Sprint(item.Key), "%v", err)
+		}
+	}
+	if len(s.Keep) > 0 && len(s.Drop) > 0 {
+		p.Addf("drop", "use keep or drop, not both")
+	}
+	if s.TTL < 0 {
+		p.Addf("ttl", "must not be negative")
 	}
 	if a := s.Alert; a != nil {
-		if a.When == "" {
-			p.Missing("alert.when")
+		switch {
+		case a.When == "" && a.Absent == 0:
+			p.Addf("alert", "an alert needs when (a condition) or absent (a duration)")
+		case a.When != "" && a.Absent != 0:
+			p.Addf("alert.absent", "an alert has when or absent, not both; make two rules")
+		case a.Absent < 0:
+			p.Addf("alert.absent", "must be positive")
 		}
+		if a.Absent != 0 && (a.Clear != "" || a.For != 0) {
+			p.Addf("alert.absent", "an absent alert takes no clear or for")
+		}
+		if a.For < 0 {
+			p.Addf("alert.for", "must not be negative")
+		}
+		if a.Renotify < 0 {
+			p.Addf("alert.renotify", "must not be negative")
+		}
+	}
+	if s.Records != nil && !*s.Records && s.Alert == nil {
+		p.Addf("records", "a rule with records: false and no alert does nothing")
 	}
 	return p.Err()
 }
@@ -105,19 +187,20 @@ func isRuleName(s string) bool {
 	return s != ""
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // Expand turns rule paths (files, directories, globs) into rule files in a
 // stable order. A directory contributes its *.yaml and *.yml files, except
 // test files (*_test.yaml).
 func Expand(paths ...string) ([]string, error) {
+	return expand(paths, func(name string) bool { return !IsTestFile(name) })
+}
+
+// ExpandTests turns paths into rule test files (*_test.yaml) in a stable
+// order.
+func ExpandTests(paths ...string) ([]string, error) {
+	return expand(paths, IsTestFile)
+}
+
+func expand(paths []string, want func(string) bool) ([]string, error) {
 	var files []string
 	seen := map[string]bool{}
 	add := func(f string) {
@@ -140,7 +223,9 @@ func Expand(paths ...string) ([]string, error) {
 				return nil, err
 			}
 			if !st.IsDir() {
-				add(m)
+				if want(m) {
+					add(m)
+				}
 				continue
 			}
 			entries, err := os.ReadDir(m)
@@ -150,7 +235,7 @@ func Expand(paths ...string) ([]string, error) {
 			var inDir []string
 			for _, e := range entries {
 				n := e.Name()
-				if e.IsDir() || IsTestFile(n) || !(strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml")) {
+				if e.IsDir() || !want(n) || !(strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml")) {
 					continue
 				}
 				inDir = append(inDir, filepath.Join(m, n))

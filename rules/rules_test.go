@@ -33,7 +33,7 @@ func TestEvalRecordsAndAlertLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := set.NewEvaluator()
+	ev := set.NewEvaluator(nil, rules.Limits{})
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	topic := "plant/north/l1/b7/telemetry"
 	steps := []struct {
@@ -51,10 +51,13 @@ func TestEvalRecordsAndAlertLifecycle(t *testing.T) {
 			t.Fatalf("step %d: outcome %+v", i, o)
 		}
 		rec := out[0].Record
-		if rec == nil || rec.Tags["device"] != "b7" || rec.Tags["site"] != "north" {
+		if d, _ := rec.Tag("device"); d != "b7" {
 			t.Fatalf("step %d: record %+v", i, rec)
 		}
-		if got := rec.Fields["temp_f"]; got == nil {
+		if s, _ := rec.Tag("site"); s != "north" {
+			t.Fatalf("step %d: record %+v", i, rec)
+		}
+		if _, ok := rec.Field("temp_f"); !ok {
 			t.Fatalf("step %d: derived field missing: %v", i, rec.Fields)
 		}
 		var alerts []*sluice.Alert
@@ -81,8 +84,10 @@ func TestEvalRecordsAndAlertLifecycle(t *testing.T) {
 	}
 	// temp_f = 60*9/5+32 = 140 in the last record, hot false.
 	out, _ := ev.Eval(msg(topic, `{"kind":"boiler","temperature":100}`, t0), nil)
-	if f := out[0].Record.Fields; f["temp_f"] != 212.0 || f["hot"] != true {
-		t.Fatalf("fields = %v", f)
+	tf, _ := out[0].Record.Field("temp_f")
+	hot, _ := out[0].Record.Field("hot")
+	if tf != 212.0 || hot != true {
+		t.Fatalf("fields = %v", out[0].Record.Fields)
 	}
 }
 
@@ -91,7 +96,7 @@ func TestEvalWhereFiltersAndOtherTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := set.NewEvaluator()
+	ev := set.NewEvaluator(nil, rules.Limits{})
 	out, o := ev.Eval(msg("plant/n/l1/p1/telemetry", `{"kind":"pump","temperature":99}`, time.Now()), nil)
 	if len(out) != 0 || o.Filtered != 1 {
 		t.Fatalf("pump passed the boiler filter: %+v %+v", out, o)
@@ -107,7 +112,7 @@ func TestEvalBadPayloadIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := set.NewEvaluator()
+	ev := set.NewEvaluator(nil, rules.Limits{})
 	for _, p := range []string{`{"kind":"boiler",`, `[1,2]`, `null`, `{"kind":"boiler","temperature":"hot"}`} {
 		out, o := ev.Eval(msg("plant/n/l1/b1/telemetry", p, time.Now()), nil)
 		if o.Failed != 1 || len(out) != 1 || out[0].DeadLetter == nil {
@@ -168,7 +173,7 @@ func TestUnknownKeyInRuleFile(t *testing.T) {
 
 func ExampleSet_NewEvaluator() {
 	set, _ := rules.Parse("ex.yaml", []byte(boilerRules))
-	ev := set.NewEvaluator()
+	ev := set.NewEvaluator(nil, rules.Limits{})
 	out, _ := ev.Eval(msg("plant/north/l1/b7/telemetry", `{"kind":"boiler","temperature":91}`, time.Unix(0, 0)), nil)
 	for _, e := range out {
 		fmt.Println(e.Stream, e.Record != nil, e.Alert != nil)

@@ -4,6 +4,7 @@
 //
 //	sluice run -c sluice.yaml        run the pipelines of a config
 //	sluice validate -c sluice.yaml   check a config and its rule files
+//	sluice rules lint|test PATH...   compile rule files; run their tests
 //	sluice demo                      run the demo on embedded defaults
 //	sluice simulate -broker h:1883   publish simulated device telemetry
 //	sluice version                   print the version
@@ -59,6 +60,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(ctx, rest, stdout, stderr)
 	case "simulate":
 		return cmdSimulate(ctx, rest, stdout, stderr)
+	case "rules":
+		return cmdRules(ctx, rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
@@ -77,6 +80,8 @@ func usage(w io.Writer) {
 Usage:
   sluice run      -c sluice.yaml   run the broker, pipelines and sinks of a config
   sluice validate -c sluice.yaml   check a config and its rule files, start nothing
+  sluice rules lint PATH...        compile rule files, print every error as file:line:col
+  sluice rules test PATH...        run rule tests (*_test.yaml) on a simulated clock
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
   sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
   sluice version                   print the version
@@ -122,6 +127,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log.Info("sluice starting", "version", version, "config", *path)
+	// SIGHUP reloads the rules (rule files are also watched).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading rules")
+				svc.ReloadRules()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if err := svc.Run(ctx); err != nil {
 		log.Error("sluice stopped with an error", "error", err)
 		return exitFailure

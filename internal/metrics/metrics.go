@@ -27,6 +27,7 @@ type Metrics struct {
 	Alerts      *prometheus.CounterVec // rule, severity, status
 	RuleErrors  *prometheus.CounterVec // rule
 	QueueDepth  *prometheus.GaugeVec   // pipeline
+	RuleReloads *prometheus.CounterVec // result
 	AckLatency  prometheus.Histogram   // receipt to the last sink acknowledgement
 
 	// sinks
@@ -76,6 +77,9 @@ func New() *Metrics {
 	m.RuleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_rule_errors_total", Help: "Rule evaluations that failed (decode or expression error).",
 	}, []string{"rule"})
+	m.RuleReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_rule_reloads_total", Help: "Rule reloads, by result (success, failure: the running rules stayed).",
+	}, []string{"result"})
 	m.QueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_pipeline_queue_depth", Help: "Messages waiting in a pipeline's queues.",
 	}, []string{"pipeline"})
@@ -108,7 +112,7 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.MessagesIn, m.BytesIn, m.Rejected,
-		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.QueueDepth, m.AckLatency,
+		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.RuleReloads, m.QueueDepth, m.AckLatency,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkQueueDepth,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -44,6 +44,7 @@ const (
 	Boiler    = "boiler"
 	Pump      = "pump"
 	ColdChain = "coldchain"
+	Motor     = "motor"
 )
 
 type device struct {
@@ -70,7 +71,7 @@ func New(cfg Config) *Simulator {
 	}
 	s := &Simulator{cfg: cfg}
 	sites := []string{"north", "south", "east"}
-	kinds := []string{Boiler, Pump, ColdChain}
+	kinds := []string{Boiler, Pump, ColdChain, Motor}
 	for i := range cfg.Devices {
 		kind := kinds[i%len(kinds)]
 		d := &device{
@@ -212,6 +213,15 @@ func (d *device) reading(elapsed time.Duration, now time.Time) map[string]any {
 		}
 		r["temperature"] = round(4+amp*w+noise(0.3), 2)
 		r["door_open"] = d.drifts && w > 0.6
+	case Motor:
+		// A US-made sensor: in/s and °F (the rules convert to SI).
+		amp := 0.02
+		if d.drifts {
+			amp = 0.12 // the p95 crosses 4.5 mm/s (0.177 in/s)
+		}
+		r["vibration_rms"] = round(0.09+amp*w+noise(0.01), 4)
+		r["winding_temp"] = round(160+15*w+noise(2), 1)
+		r["current"] = round(12+2*w+noise(0.5), 2)
 	}
 	return r
 }

@@ -10,13 +10,13 @@ func TestRender(t *testing.T) {
 	rec := &sluice.Event{
 		Stream:  sluice.StreamRecords,
 		Message: &sluice.Message{Topic: "plant/north/l1/b7/telemetry", ClientID: "dev-7"},
-		Record: &sluice.Record{Rule: "boiler", Tags: map[string]string{"device": "b7"},
-			Fields: map[string]any{"temperature": 91.5, "count": 3.0}},
+		Record: &sluice.Record{Rule: "boiler", Tags: []sluice.Tag{{Key: "device", Value: "b7"}},
+			Fields: []sluice.Field{{Name: "temperature", Value: 91.5}, {Name: "count", Value: 3.0}}},
 	}
 	alert := &sluice.Event{
 		Stream:  sluice.StreamAlerts,
 		Message: rec.Message,
-		Alert:   &sluice.Alert{Rule: "overheat", Severity: "critical", Device: "b7", Tags: map[string]string{"site": "north"}},
+		Alert:   &sluice.Alert{Rule: "overheat", Severity: "critical", Device: "b7", Tags: []sluice.Tag{{Key: "site", Value: "north"}}},
 	}
 	cases := []struct {
 		tmpl string

@@ -217,7 +217,8 @@ func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*write.Point, e
 	}
 	ts := r.Time
 	fields := make(map[string]any, len(r.Fields))
-	for name, v := range r.Fields {
+	for _, f := range r.Fields {
+		name, v := f.Name, f.Value
 		if name == s.cfg.TimeField {
 			if ts, err = parseTime(v, s.cfg.TimeFormat); err != nil {
 				return nil, fmt.Errorf("time field %q: %w", name, err)
@@ -245,12 +246,9 @@ func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*write.Point, e
 // 0, to graph), and duration_s for a resolved alert.
 func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*write.Point, error) {
 	a := e.Alert
-	base := map[string]string{"rule": a.Rule, "severity": a.Severity, "status": a.Status, "device": a.Device, "series": a.Series}
-	for k, v := range a.Tags {
-		if _, taken := base[k]; !taken {
-			base[k] = v
-		}
-	}
+	base := []sluice.Tag{{Key: "rule", Value: a.Rule}, {Key: "severity", Value: a.Severity}, {Key: "status", Value: a.Status},
+		{Key: "device", Value: a.Device}, {Key: "series", Value: a.Series}}
+	base = append(base, a.Tags...)
 	tags, err := s.renderTags(e, base)
 	if err != nil {
 		return nil, err
@@ -271,9 +269,17 @@ func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*write.Point, er
 	return write.NewPoint(measurement, tags, fields, a.Time), nil
 }
 
-func (s *Sink) renderTags(e *sluice.Event, defaults map[string]string) (map[string]string, error) {
+// renderTags returns the point's tags: the configured templates, or the
+// defaults (the first value of a key wins).
+func (s *Sink) renderTags(e *sluice.Event, defaults []sluice.Tag) (map[string]string, error) {
 	if s.tags == nil {
-		return defaults, nil
+		tags := make(map[string]string, len(defaults))
+		for _, t := range defaults {
+			if _, taken := tags[t.Key]; !taken && t.Value != "" {
+				tags[t.Key] = t.Value
+			}
+		}
+		return tags, nil
 	}
 	tags := make(map[string]string, len(s.tags))
 	for _, t := range s.tags {

@@ -15,11 +15,11 @@ import (
 	"github.com/sluicehq/sluice/sinks/influxdb"
 )
 
-func record(device string, fields map[string]any, at time.Time) sluice.Event {
+func record(device string, fields []sluice.Field, at time.Time) sluice.Event {
 	return sluice.Event{
 		Stream:  sluice.StreamRecords,
 		Message: &sluice.Message{Topic: "plant/north/l1/" + device + "/telemetry", Received: at},
-		Record: &sluice.Record{Rule: "boiler", Time: at, Tags: map[string]string{"device": device, "site": "north"},
+		Record: &sluice.Record{Rule: "boiler", Time: at, Tags: []sluice.Tag{{Key: "device", Value: device}, {Key: "site", Value: "north"}},
 			Fields: fields},
 	}
 }
@@ -57,8 +57,8 @@ func TestWritesPointsAndClassifiesErrors(t *testing.T) {
 
 	t.Run("points with tags, chosen fields and the payload's time", func(t *testing.T) {
 		err := sink.Write(ctx, []sluice.Event{
-			record("b1", map[string]any{"temperature": 91.5, "ok": true, "ignored": "x", "ts": float64(t0.UnixMilli())}, time.Now()),
-			record("b2", map[string]any{"temperature": 80.0, "ok": false, "ts": float64(t0.Add(time.Second).UnixMilli())}, time.Now()),
+			record("b1", []sluice.Field{{Name: "temperature", Value: 91.5}, {Name: "ok", Value: true}, {Name: "ignored", Value: "x"}, {Name: "ts", Value: float64(t0.UnixMilli())}}, time.Now()),
+			record("b2", []sluice.Field{{Name: "temperature", Value: 80.0}, {Name: "ok", Value: false}, {Name: "ts", Value: float64(t0.Add(time.Second).UnixMilli())}}, time.Now()),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -71,7 +71,7 @@ func TestWritesPointsAndClassifiesErrors(t *testing.T) {
 	})
 
 	t.Run("field type conflict is permanent", func(t *testing.T) {
-		err := sink.Write(ctx, []sluice.Event{record("b3", map[string]any{"temperature": "hot", "ts": float64(t0.UnixMilli())}, time.Now())})
+		err := sink.Write(ctx, []sluice.Event{record("b3", []sluice.Field{{Name: "temperature", Value: "hot"}, {Name: "ts", Value: float64(t0.UnixMilli())}}, time.Now())})
 		if err == nil || !sluice.IsPermanent(err) {
 			t.Fatalf("got %v, want a permanent error", err)
 		}
@@ -79,9 +79,9 @@ func TestWritesPointsAndClassifiesErrors(t *testing.T) {
 
 	t.Run("an event that cannot be a point is permanent, the rest is written", func(t *testing.T) {
 		err := sink.Write(ctx, []sluice.Event{
-			record("b4", map[string]any{"ignored": 1.0}, time.Now()),                             // no chosen field
-			record("b5", map[string]any{"temperature": 70.0, "ts": "yesterday"}, time.Now()),     // bad time
-			record("b6", map[string]any{"temperature": 71.0, "ts": float64(t0.UnixMilli())}, t0), // fine
+			record("b4", []sluice.Field{{Name: "ignored", Value: 1.0}}, time.Now()),                                            // no chosen field
+			record("b5", []sluice.Field{{Name: "temperature", Value: 70.0}, {Name: "ts", Value: "yesterday"}}, time.Now()),     // bad time
+			record("b6", []sluice.Field{{Name: "temperature", Value: 71.0}, {Name: "ts", Value: float64(t0.UnixMilli())}}, t0), // fine
 		})
 		var be *sluice.BatchError
 		if !errors.As(err, &be) || len(be.Errs) != 2 || !sluice.IsPermanent(be.Errs[0]) || !sluice.IsPermanent(be.Errs[1]) {
@@ -95,7 +95,7 @@ func TestWritesPointsAndClassifiesErrors(t *testing.T) {
 	t.Run("alerts", func(t *testing.T) {
 		alerts := influxdb.New(influxdb.Config{URL: s.URL, Bucket: "db/autogen"}, sluice.StreamAlerts)
 		a := &sluice.Alert{Rule: "boiler", Severity: "critical", Status: sluice.AlertResolved, Device: "b1", Series: "b1",
-			Value: 60.0, Message: "ok again", Time: t0.Add(time.Minute), Since: t0, Tags: map[string]string{"site": "north"}}
+			Value: 60.0, Message: "ok again", Time: t0.Add(time.Minute), Since: t0, Tags: []sluice.Tag{{Key: "site", Value: "north"}}}
 		if err := alerts.Write(ctx, []sluice.Event{{Stream: sluice.StreamAlerts, Message: &sluice.Message{}, Alert: a}}); err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestWritesPointsAndClassifiesErrors(t *testing.T) {
 
 	t.Run("unreachable is retryable", func(t *testing.T) {
 		down := influxdb.New(influxdb.Config{URL: "http://127.0.0.1:1", Bucket: "db", Timeout: time.Second}, sluice.StreamRecords)
-		err := down.Write(ctx, []sluice.Event{record("b1", map[string]any{"temperature": 1.0}, t0)})
+		err := down.Write(ctx, []sluice.Event{record("b1", []sluice.Field{{Name: "temperature", Value: 1.0}}, t0)})
 		if err == nil || sluice.IsPermanent(err) {
 			t.Fatalf("got %v, want a retryable error", err)
 		}

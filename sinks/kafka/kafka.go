@@ -94,8 +94,9 @@ type Sink struct {
 	writer *kafkago.Writer
 }
 
-// New returns a sink for cfg (validated). It does no I/O.
-func New(cfg Config) *Sink {
+// New returns a sink for cfg (validated) that is given batches of at most
+// maxBatch events. It does no I/O.
+func New(cfg Config, maxBatch int) *Sink {
 	cfg.SetDefaults()
 	s := &Sink{cfg: cfg}
 	if cfg.Key != "" {
@@ -112,7 +113,9 @@ func New(cfg Config) *Sink {
 		// sluice batches before calling WriteMessages; kafka-go must not wait
 		// for more (it waits BatchTimeout for a partition batch that is not
 		// full), nor retry behind our back: our retries are classified.
-		BatchSize:              1 << 20,
+		// kafka-go allocates BatchSize messages for every batch: it must be
+		// the size of ours, not "large".
+		BatchSize:              max(maxBatch, 1),
 		BatchBytes:             1 << 20, // Kafka's default message.max.bytes
 		BatchTimeout:           time.Millisecond,
 		MaxAttempts:            1,

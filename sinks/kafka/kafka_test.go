@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func event(stream sluice.Stream, device, payload string) sluice.Event {
 	e := sluice.Event{Stream: stream, Message: msg}
 	if stream == sluice.StreamRecords {
 		e.Record = &sluice.Record{Rule: "r", Topic: msg.Topic, Time: msg.Received,
-			Tags: map[string]string{"device": device}, Fields: map[string]any{"v": 1.5}}
+			Tags: []sluice.Tag{{Key: "device", Value: device}}, Fields: []sluice.Field{{Name: "v", Value: 1.5}}}
 	}
 	return e
 }
@@ -28,7 +29,7 @@ func TestWritesRecordsWithKeyAndHeaders(t *testing.T) {
 	cluster := testsvc.Kafka(t, "raw", "records")
 	ctx := context.Background()
 
-	raw := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "raw", Key: "{3}"})
+	raw := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "raw", Key: "{3}"}, 100)
 	defer raw.Close(ctx)
 	if err := raw.Connect(ctx); err != nil {
 		t.Fatal(err)
@@ -67,7 +68,7 @@ func TestWritesRecordsWithKeyAndHeaders(t *testing.T) {
 	}
 
 	t.Run("a key the event cannot fill is permanent", func(t *testing.T) {
-		s := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "records", Key: "{nosuch}"})
+		s := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "records", Key: "{nosuch}"}, 100)
 		defer s.Close(ctx)
 		err := s.Write(ctx, []sluice.Event{event(sluice.StreamRecords, "b1", "")})
 		if !errors.As(err, &be) || !sluice.IsPermanent(be.Errs[0]) {
@@ -76,7 +77,7 @@ func TestWritesRecordsWithKeyAndHeaders(t *testing.T) {
 	})
 
 	t.Run("no broker is retryable", func(t *testing.T) {
-		s := kafka.New(kafka.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "records", Timeout: time.Second})
+		s := kafka.New(kafka.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "records", Timeout: time.Second}, 100)
 		defer s.Close(ctx)
 		err := s.Write(ctx, []sluice.Event{event(sluice.StreamRecords, "b1", "")})
 		if err == nil || sluice.IsPermanent(err) {
@@ -86,4 +87,29 @@ func TestWritesRecordsWithKeyAndHeaders(t *testing.T) {
 			t.Fatal("Connect succeeded with no broker")
 		}
 	})
+}
+
+// BenchmarkWrite writes batches into the in-process Kafka stand-in. B/op
+// guards against kafka-go preallocating huge batches (BatchSize must match
+// sluice's batch size).
+func BenchmarkWrite(b *testing.B) {
+	cluster := testsvc.Kafka(b, "bench")
+	for _, size := range []int{1, 100} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			s := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "bench", Key: "{3}"}, 500)
+			defer s.Close(context.Background())
+			batch := make([]sluice.Event, size)
+			for i := range batch {
+				batch[i] = event(sluice.StreamRaw, fmt.Sprintf("d%d", i), `{"t":21.5}`)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := s.Write(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }

@@ -1,0 +1,94 @@
+package pipelines
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// ReloadRules recompiles the rules of every pipeline and, when all of them
+// compile, swaps them in: each worker moves to the new rules between two
+// messages, keeping the state (windows, alert episodes) of every rule whose
+// definition did not change. When any rule file has an error, nothing
+// changes, and the error (file:line:col) is returned and logged. No
+// connection is dropped and no message is lost or evaluated twice.
+func (s *Service) ReloadRules() error {
+	sets, err := s.cfg.CompileRules()
+	if err != nil {
+		s.metrics.RuleReloads.WithLabelValues("failure").Inc()
+		s.log.Error("rules not reloaded; the running rules stay", "error", err)
+		return err
+	}
+	n := 0
+	for _, p := range s.pipelines {
+		set := sets[p.name]
+		p.set.Store(set)
+		n += len(set.Rules())
+	}
+	s.metrics.RuleReloads.WithLabelValues("success").Inc()
+	s.log.Info("rules reloaded", "rules", n)
+	return nil
+}
+
+// watchRules reloads the rules when a rule file changes, until ctx ends.
+// Folders are watched rather than files: editors save by replacing a file,
+// and a new file in a rule folder is a new rule file. Bursts of events (a
+// save is several) are coalesced.
+func (s *Service) watchRules(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn("cannot watch rule files; reload with SIGHUP", "error", err)
+		return
+	}
+	defer w.Close()
+	dirs := map[string]bool{}
+	for i := range s.cfg.Pipelines {
+		for _, p := range s.cfg.RulePaths(&s.cfg.Pipelines[i]) {
+			dir := p
+			if st, err := os.Stat(p); err != nil || !st.IsDir() {
+				dir = filepath.Dir(p)
+			}
+			dirs[filepath.Clean(dir)] = true
+		}
+	}
+	for d := range dirs {
+		if err := w.Add(d); err != nil {
+			s.log.Warn("cannot watch rule folder; reload with SIGHUP", "folder", d, "error", err)
+		}
+	}
+	const settle = 300 * time.Millisecond
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if isRuleFileEvent(ev) {
+				timer.Reset(settle)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			s.log.Warn("rule file watcher", "error", err)
+		case <-timer.C:
+			s.ReloadRules()
+		}
+	}
+}
+
+func isRuleFileEvent(ev fsnotify.Event) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	name := filepath.Base(ev.Name)
+	return (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) && !strings.HasPrefix(name, ".")
+}
