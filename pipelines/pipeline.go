@@ -122,6 +122,8 @@ func (p *pipeline) work(shard chan item) {
 	out := make([]sluice.Event, 0, 8)
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
+	rep := stateReporter{metrics: p.metrics, series: map[string]int{}, evicted: map[string]uint64{}}
+	defer rep.report(nil) // a stopped worker holds no series
 	for {
 		select {
 		case it, ok := <-shard:
@@ -139,6 +141,7 @@ func (p *pipeline) work(shard chan item) {
 			}
 			out = ev.Tick(now, out[:0])
 			p.emit(out, nil)
+			rep.report(ev.Stats())
 		}
 	}
 }
@@ -218,4 +221,34 @@ func (p *pipeline) deadLetter(ctx context.Context, ev sluice.Event, dl *sluice.D
 		}
 	}
 	ev.Ack.Done(nil)
+}
+
+// stateReporter turns one worker's rule state into metrics. Workers report
+// the change since their last report, so the gauges sum over workers, and a
+// rule that a reload removed is taken out.
+type stateReporter struct {
+	metrics *metrics.Metrics
+	series  map[string]int
+	evicted map[string]uint64
+}
+
+func (r *stateReporter) report(stats []rules.RuleStats) {
+	seen := make(map[string]bool, len(stats))
+	for _, s := range stats {
+		seen[s.Rule] = true
+		if d := s.Series - r.series[s.Rule]; d != 0 {
+			r.metrics.RuleSeries.WithLabelValues(s.Rule).Add(float64(d))
+		}
+		if s.Evictions > r.evicted[s.Rule] { // a changed rule starts again from 0
+			r.metrics.RuleEvicted.WithLabelValues(s.Rule).Add(float64(s.Evictions - r.evicted[s.Rule]))
+		}
+		r.series[s.Rule], r.evicted[s.Rule] = s.Series, s.Evictions
+	}
+	for rule, n := range r.series {
+		if !seen[rule] {
+			r.metrics.RuleSeries.WithLabelValues(rule).Sub(float64(n))
+			delete(r.series, rule)
+			delete(r.evicted, rule)
+		}
+	}
 }

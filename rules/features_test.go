@@ -225,6 +225,7 @@ rules:
       sum: sum_over(v, "1m")
       e: ewma(v, "10s")
       hot: held(v > 5, "20s")
+      hot2: for(v > 5, "20s")
 `)
 	ev := set.NewEvaluator(nil, rules.Limits{})
 	steps := []struct {
@@ -235,7 +236,7 @@ rules:
 		{0, `{"v": 4, "c": 100, "state": "run"}`, map[string]any{"d": nil, "r": nil, "inc": nil, "ch": false, "n": 1.0, "mx": 4.0, "mn": 4.0, "sum": 4.0, "e": 4.0, "hot": false}},
 		{10 * time.Second, `{"v": 6, "c": 130, "state": "run"}`, map[string]any{"d": 2.0, "r": 0.2, "inc": 30.0, "ch": false, "n": 2.0, "mx": 6.0, "mn": 4.0, "sum": 10.0, "e": 5.0, "hot": false}},
 		{20 * time.Second, `{"v": 8, "c": 10, "state": "stop"}`, map[string]any{"d": 2.0, "r": 0.2, "inc": 10.0, "ch": true, "n": 3.0, "mx": 8.0, "sum": 18.0, "hot": false}},
-		{30 * time.Second, `{"v": 7, "c": 20, "state": "stop"}`, map[string]any{"d": -1.0, "inc": 10.0, "ch": false, "hot": true}},
+		{30 * time.Second, `{"v": 7, "c": 20, "state": "stop"}`, map[string]any{"d": -1.0, "inc": 10.0, "ch": false, "hot": true, "hot2": true}},
 		{90 * time.Second, `{"v": 1, "c": 25, "state": "stop"}`, map[string]any{"n": 1.0, "mx": 1.0, "hot": false}},
 	}
 	for i, s := range steps {

@@ -61,6 +61,7 @@ var stateful = map[string]funcSpec{
 	"percentile_over": {[]argKind{argValue, argPercent, argDuration}, quantState, `percentile_over(value, 95, "5m")`},
 	"ewma":            {[]argKind{argValue, argDuration}, ewmaState, `ewma(value, "1m")`},
 	"held":            {[]argKind{argValue, argDuration}, func(site) any { return new(window.Held) }, `held(condition, "5m")`},
+	"for":             {[]argKind{argValue, argDuration}, func(site) any { return new(window.Held) }, `for(condition, "5m")`},
 }
 
 func statsState(s site) any { st := window.NewStats(s.span); return &st }
@@ -196,14 +197,8 @@ func runtimeFunctions() []expr.Option {
 			return orNaN(q.Quantile(c.now, c.rule.sites[i].percent/100))
 		}),
 		valueFn("ewma", func(c *callCtx, i int, v float64) float64 { return c.slot(i).(*window.EWMA).Add(c.now, v) }),
-		expr.Function("held", func(p ...any) (any, error) {
-			c, i := p[0].(*callCtx), p[1].(int)
-			cond, ok := p[2].(bool)
-			if !ok && p[2] != nil {
-				return false, fmt.Errorf("held: want a condition (true or false), got %T", p[2])
-			}
-			return c.slot(i).(*window.Held).Observe(c.now, cond) >= c.rule.sites[i].span, nil
-		}, new(func(*callCtx, int, any) bool)),
+		heldFn("held"),
+		heldFn("for"), // for(condition, "5m") reads as the rule language's for(duration)
 		expr.Function("__convert", func(p ...any) (any, error) {
 			v, ok, err := number("convert", p[0])
 			if err != nil || !ok {
@@ -212,6 +207,19 @@ func runtimeFunctions() []expr.Option {
 			return v*p[1].(float64) + p[2].(float64), nil
 		}, new(func(any, float64, float64) float64)),
 	}
+}
+
+// heldFn is held(condition, "5m"): true once the condition has been true
+// continuously for the duration.
+func heldFn(name string) expr.Option {
+	return expr.Function(name, func(p ...any) (any, error) {
+		c, i := p[0].(*callCtx), p[1].(int)
+		cond, ok := p[2].(bool)
+		if !ok && p[2] != nil {
+			return false, fmt.Errorf("%s: want a condition (true or false), got %T", name, p[2])
+		}
+		return c.slot(i).(*window.Held).Observe(c.now, cond) >= c.rule.sites[i].span, nil
+	}, new(func(*callCtx, int, any) bool))
 }
 
 // bindCall checks a call of a sluice function and rewrites it to its runtime

@@ -240,3 +240,53 @@ func TestDocsConfigurationExample(t *testing.T) {
 		t.Fatalf("the documented example does not validate (exit %d):\n%s%s", code, stdout, stderr)
 	}
 }
+
+func TestRulesLintReportsEveryError(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a.yaml", "rules:\n  - name: a\n    where: t >\n  - name: b\n    fields:\n      x: avg_over(t)\n")
+	writeFile(t, dir, "b.yaml", "rules:\n  - name: c\n    wher: t > 1\n")
+	code, stdout, _ := runMain("rules", "lint", dir)
+	if code != exitFailure {
+		t.Errorf("exit %d, want %d", code, exitFailure)
+	}
+	for _, want := range []string{
+		filepath.Join(dir, "a.yaml") + ":3:",
+		filepath.Join(dir, "a.yaml") + ":6:",
+		"avg_over takes 2 argument(s)",
+		filepath.Join(dir, "b.yaml") + `:3:5: rules[0].wher: unknown key (did you mean "where"?)`,
+		"3 problems in 2 rule files",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output\n%s\nlacks %q", stdout, want)
+		}
+	}
+	if code, stdout, _ := runMain("rules", "lint", "../../examples/rules"); code != exitOK {
+		t.Errorf("examples: exit %d\n%s", code, stdout)
+	}
+}
+
+func TestRulesTest(t *testing.T) {
+	code, stdout, stderr := runMain("rules", "test", "../../examples/rules")
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != exitOK || !regexp.MustCompile(`^\d+ passed, 0 failed$`).MatchString(lines[len(lines)-1]) {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", "rules:\n  - name: hot\n    match: s/+device\n    alert: {when: t > 90}\n")
+	writeFile(t, dir, "r_test.yaml", `tests:
+  - name: passes
+    steps:
+      - publish: {topic: s/a, payload: {t: 95}}
+        alerts: [{rule: hot, status: firing}]
+  - name: fails
+    steps:
+      - publish: {topic: s/a, payload: {t: 50}}
+        alerts: [{rule: hot, status: firing}]
+`)
+	code, stdout, _ = runMain("rules", "test", dir)
+	if code != exitFailure || !strings.Contains(stdout, "PASS "+filepath.Join(dir, "r_test.yaml")+": passes") ||
+		!strings.Contains(stdout, "FAIL "+filepath.Join(dir, "r_test.yaml")+": fails") ||
+		!strings.Contains(stdout, "want alert {rule: hot, status: firing}") || !strings.HasSuffix(stdout, "1 passed, 1 failed\n") {
+		t.Fatalf("exit %d\n%s", code, stdout)
+	}
+}

@@ -28,6 +28,8 @@ type Metrics struct {
 	RuleErrors  *prometheus.CounterVec // rule
 	QueueDepth  *prometheus.GaugeVec   // pipeline
 	RuleReloads *prometheus.CounterVec // result
+	RuleSeries  *prometheus.GaugeVec   // rule: series with state
+	RuleEvicted *prometheus.CounterVec // rule: series evicted after their TTL
 	AckLatency  prometheus.Histogram   // receipt to the last sink acknowledgement
 
 	// sinks
@@ -80,6 +82,12 @@ func New() *Metrics {
 	m.RuleReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_rule_reloads_total", Help: "Rule reloads, by result (success, failure: the running rules stayed).",
 	}, []string{"result"})
+	m.RuleSeries = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_rule_active_series", Help: "Series a rule keeps state for (windows, alert episodes).",
+	}, []string{"rule"})
+	m.RuleEvicted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_rule_series_evicted_total", Help: "Series whose state was evicted after the rule's TTL without data.",
+	}, []string{"rule"})
 	m.QueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_pipeline_queue_depth", Help: "Messages waiting in a pipeline's queues.",
 	}, []string{"pipeline"})
@@ -112,7 +120,7 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.MessagesIn, m.BytesIn, m.Rejected,
-		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.RuleReloads, m.QueueDepth, m.AckLatency,
+		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.QueueDepth, m.AckLatency,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkQueueDepth,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -1,0 +1,70 @@
+package pipelines_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/testsvc"
+	"github.com/sluicehq/sluice/pipelines"
+)
+
+// TestAlertStateIsRetainedForLateSubscribers checks the documented recipe
+// for a per-series "current state" topic: an MQTT sink with retain on a
+// per-series topic lets a subscriber that comes later see each series' state.
+func TestAlertStateIsRetainedForLateSubscribers(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(`
+rules:
+  - name: hot
+    match: sensors/+device
+    alert:
+      when: t > 90
+`), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "sluice.yaml"), []byte(`
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+pipelines:
+  - name: p
+    topics: ["sensors/#"]
+    rules: [rules.yaml]
+    sinks: [state]
+sinks:
+  - name: state
+    stream: alerts
+    mqtt: {topic: "state/{rule}/{series}", retain: true, qos: 1}
+`), 0o644))
+	cfg, err := pipelines.Load(filepath.Join(dir, "sluice.yaml"))
+	must(t, err)
+	svc, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	ctx := context.Background()
+	must(t, svc.Start(ctx))
+	t.Cleanup(func() { svc.Close(ctx) })
+	addr := svc.Broker().Addr("tcp")
+
+	dev := testsvc.MQTT(t, addr, "dev")
+	dev.Publish(t, "sensors/a", 1, []byte(`{"t": 95}`))
+	dev.Publish(t, "sensors/b", 1, []byte(`{"t": 95}`))
+	dev.Publish(t, "sensors/b", 1, []byte(`{"t": 20}`))
+
+	// A dashboard connects afterwards.
+	late := testsvc.MQTT(t, addr, "dashboard")
+	late.Subscribe(t, "state/#")
+	dev.Publish(t, "state/zz", 1, []byte("end")) // not retained: arrives after the retained ones
+	got := map[string]string{}
+	for _, p := range late.WaitFor(t, "state/zz", 10*time.Second) {
+		var a struct{ Status string }
+		must(t, json.Unmarshal(p.Payload, &a))
+		if !p.Retain {
+			t.Errorf("%s was not delivered as retained", p.Topic)
+		}
+		got[p.Topic] = a.Status
+	}
+	if len(got) != 2 || got["state/hot/a"] != "firing" || got["state/hot/b"] != "resolved" {
+		t.Fatalf("late subscriber sees %v, want a firing and b resolved", got)
+	}
+}
