@@ -11,7 +11,7 @@ SLUICE  := $(CURDIR)/bin/sluice
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export SLUICE_INFLUXD := $(INFLUXD)
 
-.PHONY: all build tools demo test test-short vet clean
+.PHONY: all build tools demo test vet chaos bench clean
 
 all: build
 
@@ -36,6 +36,10 @@ vet:
 test: tools vet
 	$(GO) run ./cmd/sluice rules test examples/rules
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The fault-injection suite at full length: longer outages, more messages.
+chaos: tools
+	SLUICE_CHAOS=long $(GO) test -count=1 -timeout 30m -v ./internal/chaos
 
 clean:
 	rm -rf bin .demo

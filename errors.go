@@ -6,10 +6,10 @@ import (
 	"time"
 )
 
-// ErrBadPayload is the ack error of a message whose payload none of the
-// rules it matched could decode or evaluate. Ingest tells an MQTT 5 client
-// with reason code 0x99 (payload format invalid).
-var ErrBadPayload = errors.New("payload could not be processed")
+// ErrBusy means a message was not accepted because a pipeline's journal is
+// full (overflow policy block). Ingest tells an MQTT 5 publisher "quota
+// exceeded"; it may send the message again later.
+var ErrBusy = errors.New("journal full")
 
 // RetryableError marks a failure that may succeed when tried again: a lost
 // connection, a timeout, a 5xx, throttling. After, when set, is the delay the

@@ -142,8 +142,6 @@ type Event struct {
 	Record     *Record
 	Alert      *Alert
 	DeadLetter *DeadLetter
-	// Ack is the source message's ack; the sink side completes one share of it.
-	Ack *Ack
 }
 
 // Lookup resolves a template name against the event's record or alert, then the

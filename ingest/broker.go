@@ -13,12 +13,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"go.etcd.io/bbolt"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/conf"
@@ -27,17 +32,24 @@ import (
 
 // Handler receives every PUBLISH a client sends, before it is acknowledged.
 type Handler interface {
-	// Handle takes msg and returns once it is accepted; it blocks while the
-	// pipelines are full (backpressure) and gives up when ctx ends. The
-	// handler completes ack when the message is safe (every sink of every
-	// pipeline it went to has written it). An error means msg was not
-	// accepted and ack will not complete.
-	Handle(ctx context.Context, msg *sluice.Message, ack *sluice.Ack) error
+	// Handle takes msg and returns once it is safe (durable as configured);
+	// the broker then acknowledges it. While there is no room it waits
+	// (backpressure: that client is slowed), or, with refuse, returns
+	// sluice.ErrBusy at once. It gives up when ctx ends. Any error means msg
+	// was not accepted: it is not acknowledged.
+	Handle(ctx context.Context, msg *sluice.Message, refuse bool) error
 }
 
 // Config is the broker section of the configuration.
 type Config struct {
 	Listeners []ListenerConfig `yaml:"listeners"`
+	// Persistence keeps the broker's state (sessions, subscriptions,
+	// retained messages, QoS 1/2 messages in flight to subscribers) in
+	// <data_dir>/broker.db, so it survives a restart (default true).
+	Persistence *bool `yaml:"persistence"`
+
+	// StatePath is where the state is kept; set by the caller from data_dir.
+	StatePath string `yaml:"-"`
 }
 
 // ListenerConfig is one network listener.
@@ -137,6 +149,22 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 func (b *Broker) Start(ctx context.Context) error {
 	if err := b.server.AddHook(&hook{b: b}, nil); err != nil {
 		return fmt.Errorf("broker: add hook: %w", err)
+	}
+	if b.cfg.StatePath != "" && (b.cfg.Persistence == nil || *b.cfg.Persistence) {
+		if err := os.MkdirAll(filepath.Dir(b.cfg.StatePath), 0o755); err != nil {
+			return fmt.Errorf("broker: state folder: %w", err)
+		}
+		// bbolt: one file, pure Go, crash-safe transactions, little memory
+		// (badger and pebble trade memory for write speed the broker's
+		// state does not need). Like sluice's default journal mode, it
+		// survives a crash of the process; NoSync spares an fsync per
+		// stored packet.
+		store := &bolt.Hook{}
+		err := b.server.AddHook(store, &bolt.Options{Path: b.cfg.StatePath,
+			Options: &bbolt.Options{Timeout: 5 * time.Second, NoSync: true}})
+		if err != nil {
+			return fmt.Errorf("broker: open state %s: %w", b.cfg.StatePath, err)
+		}
 	}
 	for _, l := range b.cfg.Listeners {
 		tcp := listeners.NewTCP(listeners.Config{ID: l.Name, Address: l.Address})

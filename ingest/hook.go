@@ -34,11 +34,11 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 // OnACLCheck allows every topic.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
 
-// OnPublish hands the message to the pipelines. For QoS 1 and 2 it waits
-// until the message is safe (every sink wrote it) before returning, so the
-// broker's PUBACK/PUBREC only ever acknowledges a message that cannot be lost.
-// While it waits, this client's next packets wait too: that is the
-// backpressure a slow sink puts on a fast device.
+// OnPublish hands the message to the pipelines, which return once it is in
+// their journals (durable as configured), so the broker's PUBACK/PUBREC only
+// ever acknowledges a message that cannot be lost. While a journal is full,
+// this client's next packets wait too: that is the backpressure a long sink
+// outage puts on a fast device.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	b := h.b
 	if cl.Net.Inline || isSysTopic(pk.TopicName) {
@@ -72,42 +72,24 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 
-	latency := b.metrics.AckLatency
-	if qos == 0 {
-		// At most once: nothing to wait for.
-		ack := sluice.NewAck(func(error) { latency.Observe(time.Since(msg.Received).Seconds()) })
-		if err := b.handler.Handle(b.ctx, msg, ack); err != nil {
-			b.metrics.Rejected.WithLabelValues("not_accepted").Inc()
-		}
-		ack.Done(nil)
+	// An MQTT 5 publisher of a QoS 1/2 message can be told the journal is
+	// full (quota exceeded) and try again later; others wait for room.
+	refuse := qos > 0 && cl.Properties.ProtocolVersion == 5
+	err := b.handler.Handle(b.ctx, msg, refuse)
+	switch {
+	case err == nil:
 		return pk, nil
-	}
-
-	done := make(chan error, 1)
-	ack := sluice.NewAck(func(err error) {
-		latency.Observe(time.Since(msg.Received).Seconds())
-		done <- err
-	})
-	if err := b.handler.Handle(b.ctx, msg, ack); err != nil {
-		b.metrics.Rejected.WithLabelValues("not_accepted").Inc()
-		return pk, packets.ErrRejectPacket
-	}
-	ack.Done(nil) // the hook's own part: the message is handed on
-	select {
-	case err := <-done:
-		if err == nil || cl.Properties.ProtocolVersion < 5 {
-			return pk, nil
-		}
-		// Handled, but not stored as telemetry: tell an MQTT 5 client with
-		// a reason code. (A 3.1.1 PUBACK has none.)
-		if errors.Is(err, sluice.ErrBadPayload) {
-			return pk, packets.ErrPayloadFormatInvalid
-		}
-		return pk, packets.ErrUnspecifiedError
-	case <-b.ctx.Done():
-		// Shutting down and out of time: do not acknowledge; the client
-		// keeps the message and sends it again after reconnecting.
+	case errors.Is(err, sluice.ErrBusy):
+		b.metrics.Rejected.WithLabelValues("journal_full").Inc()
+		return pk, packets.ErrQuotaExceeded
+	case b.ctx.Err() != nil:
+		// Shutting down: not acknowledged, so the client keeps the message
+		// and sends it again after reconnecting.
 		b.metrics.Rejected.WithLabelValues("shutting_down").Inc()
+		return pk, packets.ErrRejectPacket
+	default:
+		b.log.Error("publish not accepted", "topic", msg.Topic, "error", err)
+		b.metrics.Rejected.WithLabelValues("error").Inc()
 		return pk, packets.ErrRejectPacket
 	}
 }

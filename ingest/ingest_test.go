@@ -19,27 +19,32 @@ import (
 )
 
 // holdingHandler stands in for the pipelines (ingest is under test): it
-// keeps each message and its ack, for the test to complete when it wants.
+// keeps each message until the test releases it with a result.
 type holdingHandler struct {
-	mu   sync.Mutex
-	msgs []*sluice.Message
-	acks []*sluice.Ack
-	got  chan struct{}
+	mu      sync.Mutex
+	msgs    []*sluice.Message
+	refuse  []bool
+	got     chan struct{}
+	release chan error
 }
 
 var _ ingest.Handler = (*holdingHandler)(nil)
 
-func (h *holdingHandler) Handle(ctx context.Context, msg *sluice.Message, ack *sluice.Ack) error {
+func (h *holdingHandler) Handle(ctx context.Context, msg *sluice.Message, refuse bool) error {
 	h.mu.Lock()
-	ack.Add(1)
 	h.msgs = append(h.msgs, msg)
-	h.acks = append(h.acks, ack)
+	h.refuse = append(h.refuse, refuse)
 	h.mu.Unlock()
 	h.got <- struct{}{}
-	return nil
+	select {
+	case err := <-h.release:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
-func (h *holdingHandler) wait(t *testing.T) (*sluice.Message, *sluice.Ack) {
+func (h *holdingHandler) wait(t *testing.T) (*sluice.Message, bool) {
 	t.Helper()
 	select {
 	case <-h.got:
@@ -48,12 +53,12 @@ func (h *holdingHandler) wait(t *testing.T) (*sluice.Message, *sluice.Ack) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.msgs[len(h.msgs)-1], h.acks[len(h.acks)-1]
+	return h.msgs[len(h.msgs)-1], h.refuse[len(h.refuse)-1]
 }
 
 func start(t *testing.T) (*ingest.Broker, *holdingHandler, string) {
 	t.Helper()
-	h := &holdingHandler{got: make(chan struct{}, 100)}
+	h := &holdingHandler{got: make(chan struct{}, 100), release: make(chan error, 100)}
 	b := ingest.New(ingest.Config{Listeners: []ingest.ListenerConfig{{Name: "tcp", Address: "127.0.0.1:0"}}},
 		h, slog.New(slog.DiscardHandler), metrics.New())
 	if err := b.Start(context.Background()); err != nil {
@@ -82,12 +87,15 @@ func publishAsync(c *testsvc.Client, p *paho.Publish) <-chan int {
 	return rc
 }
 
-func TestPubackWaitsForTheAck(t *testing.T) {
+func TestPubackWaitsForTheHandler(t *testing.T) {
 	_, h, addr := start(t)
 	c := testsvc.MQTT(t, addr, "device-7")
 	rc := publishAsync(c, &paho.Publish{Topic: "plant/a/b", QoS: 1, Payload: []byte(`{"t":1}`),
 		Properties: &paho.PublishProperties{ContentType: "application/json", User: paho.UserProperties{{Key: "unit", Value: "C"}}}})
-	msg, ack := h.wait(t)
+	msg, refuse := h.wait(t)
+	if !refuse {
+		t.Error("an MQTT 5 QoS 1 publish may be refused (quota exceeded) rather than wait")
+	}
 	if msg.Topic != "plant/a/b" || string(msg.Payload) != `{"t":1}` || msg.ClientID != "device-7" || msg.QoS != 1 ||
 		msg.ContentType != "application/json" || len(msg.UserProperties) != 1 || msg.UserProperties[0] != (sluice.Property{Key: "unit", Value: "C"}) ||
 		msg.Received.IsZero() {
@@ -95,10 +103,10 @@ func TestPubackWaitsForTheAck(t *testing.T) {
 	}
 	select {
 	case code := <-rc:
-		t.Fatalf("PUBACK (reason %d) before the sinks acknowledged", code)
+		t.Fatalf("PUBACK (reason %d) before the message was safe", code)
 	case <-time.After(200 * time.Millisecond):
 	}
-	ack.Done(nil)
+	h.release <- nil
 	select {
 	case code := <-rc:
 		if code != 0 {
@@ -109,14 +117,14 @@ func TestPubackWaitsForTheAck(t *testing.T) {
 	}
 }
 
-func TestBadPayloadReasonCode(t *testing.T) {
+func TestFullJournalIsQuotaExceeded(t *testing.T) {
 	_, h, addr := start(t)
 	c := testsvc.MQTT(t, addr, "d")
-	rc := publishAsync(c, &paho.Publish{Topic: "x", QoS: 1, Payload: []byte(`{`)})
-	_, ack := h.wait(t)
-	ack.Done(sluice.ErrBadPayload)
-	if code := <-rc; code != 0x99 {
-		t.Fatalf("reason %#x, want 0x99 (payload format invalid)", code)
+	rc := publishAsync(c, &paho.Publish{Topic: "x", QoS: 1, Payload: []byte(`{}`)})
+	h.wait(t)
+	h.release <- sluice.ErrBusy
+	if code := <-rc; code != 0x97 {
+		t.Fatalf("reason %#x, want 0x97 (quota exceeded)", code)
 	}
 }
 
@@ -144,7 +152,7 @@ func TestStopIngestDrainsThenRejects(t *testing.T) {
 	b, h, addr := start(t)
 	c := testsvc.MQTT(t, addr, "d")
 	first := publishAsync(c, &paho.Publish{Topic: "t", QoS: 1, Payload: []byte("1")})
-	_, ack := h.wait(t)
+	h.wait(t)
 
 	stopped := make(chan error, 1)
 	go func() {
@@ -157,7 +165,7 @@ func TestStopIngestDrainsThenRejects(t *testing.T) {
 		t.Fatal("StopIngest returned while a publish was still waiting for its sinks")
 	case <-time.After(200 * time.Millisecond):
 	}
-	ack.Done(nil)
+	h.release <- nil
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +189,7 @@ func TestStopIngestGivesUpAtTheDeadline(t *testing.T) {
 	b, h, addr := start(t)
 	c := testsvc.MQTT(t, addr, "d")
 	rc := publishAsync(c, &paho.Publish{Topic: "t", QoS: 1, Payload: []byte("1")})
-	h.wait(t) // never acked
+	h.wait(t) // never released
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := b.StopIngest(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -201,7 +209,7 @@ func TestListenerInUse(t *testing.T) {
 	}
 	defer l.Close()
 	b := ingest.New(ingest.Config{Listeners: []ingest.ListenerConfig{{Name: "main", Address: l.Addr().String()}}},
-		&holdingHandler{}, slog.New(slog.DiscardHandler), metrics.New())
+		&holdingHandler{got: make(chan struct{}, 1), release: make(chan error)}, slog.New(slog.DiscardHandler), metrics.New())
 	err = b.Start(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `listener "main"`) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("got %v", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/rules"
+	"github.com/sluicehq/sluice/sinks/file"
 	"github.com/sluicehq/sluice/sinks/influxdb"
 	"github.com/sluicehq/sluice/sinks/kafka"
 	"github.com/sluicehq/sluice/sinks/mqtt"
@@ -27,6 +28,9 @@ type Config struct {
 	WatchRules *bool `yaml:"watch_rules"`
 	// Decode bounds payload decompression, against decompression bombs.
 	Decode DecodeConfig `yaml:"decode"`
+	// DataDir holds the journals and the broker's state (default "data",
+	// relative to the working directory).
+	DataDir string `yaml:"data_dir"`
 
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
@@ -65,9 +69,34 @@ type PipelineConfig struct {
 	// one device's messages stay in order on one worker. Default: the number
 	// of CPUs.
 	Workers int `yaml:"workers"`
-	// Queue bounds the messages waiting for a worker (default 1024). When
-	// it is full, publishers are slowed, never dropped.
+	// Queue bounds the messages handed to the workers at a time (default
+	// 1024); the rest waits in the journal.
 	Queue int `yaml:"queue"`
+	// Durability is when a QoS 1/2 message is acknowledged: process (the
+	// default: written to the OS, survives a crash of sluice), fsync (on
+	// disk, survives a power loss), none (in memory: a restart loses what
+	// the sinks have not written).
+	Durability string `yaml:"durability"`
+	// Journal bounds the pipeline's journal and says what happens when it
+	// is full.
+	Journal JournalConfig `yaml:"journal"`
+}
+
+// JournalConfig bounds a pipeline's journal: what it holds for sinks that
+// are behind.
+type JournalConfig struct {
+	// MaxBytes bounds the journal's size (default 1GiB; 64MiB for
+	// durability none).
+	MaxBytes conf.Bytes `yaml:"max_bytes"`
+	// MaxAge bounds the age of the oldest record a sink still needs
+	// (default none).
+	MaxAge time.Duration `yaml:"max_age"`
+	// Overflow is what happens at a bound: block (the default: publishers
+	// wait; MQTT 5 publishers are told "quota exceeded") or drop_oldest
+	// (the oldest records go, counted and logged).
+	Overflow string `yaml:"overflow"`
+	// SegmentBytes is the size of the journal's files (default 8MiB).
+	SegmentBytes conf.Bytes `yaml:"segment_bytes"`
 }
 
 // SinkConfig is one sink: what it consumes, how it batches, and exactly one
@@ -82,6 +111,7 @@ type SinkConfig struct {
 	Kafka    *kafka.Config    `yaml:"kafka"`
 	InfluxDB *influxdb.Config `yaml:"influxdb"`
 	MQTT     *mqtt.Config     `yaml:"mqtt"`
+	File     *file.Config     `yaml:"file"`
 }
 
 // BatchConfig is a sink's batching policy: a batch is written when it holds
@@ -109,8 +139,20 @@ func (s *SinkConfig) Type() string {
 		return "influxdb"
 	case s.MQTT != nil:
 		return "mqtt"
+	case s.File != nil:
+		return "file"
 	}
 	return ""
+}
+
+// sink returns the sink named name.
+func (c *Config) sink(name string) *SinkConfig {
+	for i := range c.Sinks {
+		if c.Sinks[i].Name == name {
+			return &c.Sinks[i]
+		}
+	}
+	return nil
 }
 
 // Load reads and validates a config file. Errors name file, line and key.
@@ -197,6 +239,9 @@ func (c *Config) SetDefaults() {
 	if c.Decode.MaxRatio == 0 {
 		c.Decode.MaxRatio = 100
 	}
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		if p.Workers == 0 {
@@ -204,6 +249,21 @@ func (c *Config) SetDefaults() {
 		}
 		if p.Queue == 0 {
 			p.Queue = 1024
+		}
+		if p.Durability == "" {
+			p.Durability = "process"
+		}
+		if p.Journal.MaxBytes == 0 {
+			p.Journal.MaxBytes = 1 << 30
+			if p.Durability == "none" {
+				p.Journal.MaxBytes = 64 << 20
+			}
+		}
+		if p.Journal.Overflow == "" {
+			p.Journal.Overflow = "block"
+		}
+		if p.Journal.SegmentBytes == 0 {
+			p.Journal.SegmentBytes = 8 << 20
 		}
 	}
 	for i := range c.Sinks {
@@ -243,6 +303,8 @@ func (c *Config) SetDefaults() {
 			s.InfluxDB.SetDefaults(stream)
 		case s.MQTT != nil:
 			s.MQTT.SetDefaults(stream)
+		case s.File != nil:
+			s.File.SetDefaults()
 		}
 	}
 }
@@ -316,6 +378,25 @@ func (c *Config) Validate() error {
 		if pc.Queue < 1 {
 			p.Addf(at+".queue", "must be at least 1")
 		}
+		switch pc.Durability {
+		case "process", "fsync", "none":
+		default:
+			p.Addf(at+".durability", "%q: want process, fsync or none", pc.Durability)
+		}
+		switch pc.Journal.Overflow {
+		case "block", "drop_oldest":
+		default:
+			p.Addf(at+".journal.overflow", "%q: want block or drop_oldest", pc.Journal.Overflow)
+		}
+		if pc.Journal.MaxBytes < 0 || pc.Journal.MaxAge < 0 {
+			p.Addf(at+".journal", "bounds must not be negative")
+		}
+		if pc.Journal.SegmentBytes < 64<<10 {
+			p.Addf(at+".journal.segment_bytes", "must be at least 64KiB")
+		}
+		if pc.Journal.MaxBytes > 0 && pc.Journal.MaxBytes < 2*pc.Journal.SegmentBytes {
+			p.Addf(at+".journal.max_bytes", "must be at least two segments (%v)", 2*pc.Journal.SegmentBytes)
+		}
 	}
 	return p.Err()
 }
@@ -330,16 +411,16 @@ func (s *SinkConfig) validate() error {
 		p.Addf("stream", "%v", err)
 	}
 	n := 0
-	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil} {
+	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil, s.File != nil} {
 		if set {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		p.Addf("", "a sink needs one of kafka, influxdb or mqtt")
+		p.Addf("", "a sink needs one of kafka, influxdb, mqtt or file")
 	case n > 1:
-		p.Addf("", "a sink has exactly one of kafka, influxdb or mqtt; make one sink per destination")
+		p.Addf("", "a sink has exactly one of kafka, influxdb, mqtt or file; make one sink per destination")
 	}
 	if s.InfluxDB != nil && err == nil && stream != sluice.StreamRecords && stream != sluice.StreamAlerts {
 		p.Addf("stream", "the influxdb sink writes records or alerts, not %s", s.Stream)
@@ -363,6 +444,8 @@ func (s *SinkConfig) validate() error {
 		p.Nest("influxdb", s.InfluxDB.Validate())
 	case s.MQTT != nil:
 		p.Nest("mqtt", s.MQTT.Validate())
+	case s.File != nil:
+		p.Nest("file", s.File.Validate())
 	}
 	return p.Err()
 }

@@ -10,57 +10,58 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/ratelog"
 	"github.com/sluicehq/sluice/rules"
 )
 
-// pipeline routes the messages matching its topics through its rules to its
-// sinks. Messages are sharded by topic over the workers, so the messages of
-// one device keep their order and its rule state stays on one worker.
+// Journal record kinds.
+const (
+	kindMessage byte = 'M' // a message as received, appended before the broker acknowledges it
+	kindEvents  byte = 'E' // what the rules derived from a message (or from time), for the sinks
+)
+
+// pipeline takes the messages matching its topics into its journal, runs its
+// rules over them, and feeds its sinks.
+//
+//	ingest --Append M--> journal --reader "rules"--> shard workers --Write E--> journal
+//	                     journal --reader "sink:<name>" (one per sink)--> sink
+//
+// A message is acknowledged to its publisher once its M record is durable.
+// The rules reader dispatches messages to workers sharded by topic, so one
+// device's messages keep their order and its rule state stays on one worker.
+// Each sink reads the journal through its own cursor: a slow or dead sink
+// neither blocks the others nor loses its backlog, and a segment is deleted
+// once every cursor has passed it.
 type pipeline struct {
 	name    string
 	filters []*rules.Filter
 	// set is the rule set in force; a reload swaps it, and each worker
 	// moves to it between two messages, carrying over the state of the
 	// rules that did not change.
-	set      atomic.Pointer[rules.Set]
-	limits   rules.Limits
-	byStream map[sluice.Stream][]*writer
-	shards   []chan item
-	wg       sync.WaitGroup
+	set     atomic.Pointer[rules.Set]
+	limits  rules.Limits
+	journal *journal.Journal
+	// waitDurable: an acknowledged message must be durable first (every
+	// mode but none, for QoS 1 and 2).
+	waitDurable bool
+
+	streams   map[sluice.Stream]bool // streams some sink of the pipeline consumes
+	sinks     []*sinkReader
+	shards    []chan work
+	tracker   tracker
+	processor *journal.Reader
 
 	log     *slog.Logger
 	rlog    *ratelog.Logger
 	metrics *metrics.Metrics
-	// ctx ends when shutdown has run out of time.
-	ctx context.Context
+	wg      sync.WaitGroup
 }
 
-type item struct {
+type work struct {
+	seq uint64
 	msg *sluice.Message
-	ack *sluice.Ack
-}
-
-func newPipeline(ctx context.Context, cfg PipelineConfig, set *rules.Set, writers map[string]*writer, log *slog.Logger, m *metrics.Metrics) *pipeline {
-	log = log.With("pipeline", cfg.Name)
-	p := &pipeline{
-		name: cfg.Name, byStream: map[sluice.Stream][]*writer{},
-		log: log, rlog: ratelog.New(log, 10*time.Second, nil), metrics: m, ctx: ctx,
-	}
-	p.set.Store(set)
-	for _, t := range cfg.Topics {
-		p.filters = append(p.filters, rules.MustFilter(t))
-	}
-	for _, name := range cfg.Sinks {
-		w := writers[name]
-		p.byStream[w.stream] = append(p.byStream[w.stream], w)
-	}
-	per := max(1, cfg.Queue/cfg.Workers)
-	for range cfg.Workers {
-		p.shards = append(p.shards, make(chan item, per))
-	}
-	return p
 }
 
 func (p *pipeline) matches(topic string) bool {
@@ -72,21 +73,32 @@ func (p *pipeline) matches(topic string) bool {
 	return false
 }
 
-// enqueue hands a message to the worker of its shard, waiting while that
-// worker's queue is full.
-func (p *pipeline) enqueue(ctx context.Context, msg *sluice.Message, ack *sluice.Ack) error {
-	h := fnv.New32a()
-	h.Write([]byte(msg.Topic))
-	shard := p.shards[h.Sum32()%uint32(len(p.shards))]
-	select {
-	case shard <- item{msg, ack}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+// accept appends a message to the journal and returns once it is safe
+// (durable as configured, for QoS 1 and 2). While the journal is full it
+// waits, or, with refuse, returns sluice.ErrBusy at once.
+func (p *pipeline) accept(ctx context.Context, msg *sluice.Message, refuse bool) error {
+	data := msg.AppendBinary(make([]byte, 0, 64+len(msg.Topic)+len(msg.Payload)))
+	wait := p.waitDurable && msg.QoS > 0
+	var err error
+	if refuse {
+		_, err = p.journal.TryAppend(ctx, kindMessage, data, msg, wait)
+	} else {
+		_, err = p.journal.Append(ctx, kindMessage, data, msg, wait)
 	}
+	if errors.Is(err, journal.ErrFull) {
+		return sluice.ErrBusy
+	}
+	return err
 }
 
-func (p *pipeline) start() {
+// start starts the rules processor, its workers and the sink readers.
+func (p *pipeline) start(ctx context.Context) {
+	p.tracker.init(p.processor, p.journal)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.tracker.run(ctx)
+	}()
 	for _, shard := range p.shards {
 		p.wg.Add(1)
 		go func() {
@@ -94,29 +106,63 @@ func (p *pipeline) start() {
 			p.work(shard)
 		}()
 	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.dispatch(ctx)
+	}()
+	for _, s := range p.sinks {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			s.run(ctx)
+		}()
+	}
 }
 
-// stop closes the queues and waits for the workers to hand on what is queued.
-func (p *pipeline) stop() {
-	for _, s := range p.shards {
-		close(s)
+// dispatch reads the journal's messages in order and hands each to the
+// worker of its shard. It stops, closing the shards, when ctx ends.
+func (p *pipeline) dispatch(ctx context.Context) {
+	defer func() {
+		for _, s := range p.shards {
+			close(s)
+		}
+	}()
+	for {
+		e, err := p.processor.Next(ctx)
+		if err != nil {
+			return
+		}
+		if e.Kind != kindMessage {
+			p.tracker.skip(e.Seq)
+			continue
+		}
+		msg, ok := e.Value.(*sluice.Message)
+		if !ok {
+			if msg, err = sluice.DecodeMessage(e.Data); err != nil {
+				p.rlog.Error("journal", "unreadable message in the journal; skipped", "seq", e.Seq, "error", err)
+				p.tracker.skip(e.Seq)
+				continue
+			}
+		}
+		p.tracker.add(e.Seq)
+		h := fnv.New32a()
+		h.Write([]byte(msg.Topic))
+		select {
+		case p.shards[h.Sum32()%uint32(len(p.shards))] <- work{e.Seq, msg}:
+		case <-ctx.Done():
+			return
+		}
 	}
-	p.wg.Wait()
 }
 
-func (p *pipeline) queued() int {
-	n := 0
-	for _, s := range p.shards {
-		n += len(s)
-	}
-	return n
-}
+func newRateLog(log *slog.Logger) *ratelog.Logger { return ratelog.New(log, 10*time.Second, nil) }
 
 // tickEvery is how often time-driven rules (absent series, re-notifications,
 // evictions) are evaluated.
 const tickEvery = time.Second
 
-func (p *pipeline) work(shard chan item) {
+func (p *pipeline) work(shard chan work) {
 	set := p.set.Load()
 	ev := set.NewEvaluator(nil, p.limits)
 	out := make([]sluice.Event, 0, 8)
@@ -126,101 +172,203 @@ func (p *pipeline) work(shard chan item) {
 	defer rep.report(nil) // a stopped worker holds no series
 	for {
 		select {
-		case it, ok := <-shard:
+		case w, ok := <-shard:
 			if !ok {
 				return
 			}
 			if s := p.set.Load(); s != set {
 				set, ev = s, s.NewEvaluator(ev, p.limits)
 			}
-			out = out[:0]
-			p.process(ev, it, &out)
+			var o rules.Outcome
+			out, o = ev.Eval(w.msg, out[:0])
+			p.count(o)
+			p.tracker.done(w.seq, p.record(w.msg, out))
 		case now := <-tick.C:
 			if s := p.set.Load(); s != set {
 				set, ev = s, s.NewEvaluator(ev, p.limits)
 			}
 			out = ev.Tick(now, out[:0])
-			p.emit(out, nil)
+			for i := range out {
+				// Each alert raised by time stands alone, with its series'
+				// topic as its message.
+				p.record(out[i].Message, out[i:i+1])
+			}
 			rep.report(ev.Stats())
 		}
 	}
 }
 
-func (p *pipeline) process(ev *rules.Evaluator, it item, out *[]sluice.Event) {
+func (p *pipeline) count(o rules.Outcome) {
 	p.metrics.Routed.WithLabelValues(p.name).Inc()
-	for _, w := range p.byStream[sluice.StreamRaw] {
-		p.send(w, sluice.Event{Stream: sluice.StreamRaw, Message: it.msg, Ack: it.ack})
-	}
-	var o rules.Outcome
-	*out, o = ev.Eval(it.msg, *out)
-	var partErr error
 	switch {
 	case o.Matched == 0:
 		p.metrics.Dropped.WithLabelValues(p.name, "unmatched").Inc()
-	case o.Failed == o.Matched:
-		partErr = sluice.ErrBadPayload
-	case o.Filtered+o.Failed == o.Matched && o.Filtered > 0:
+	case o.Filtered == o.Matched:
 		p.metrics.Dropped.WithLabelValues(p.name, "filtered").Inc()
 	}
-	p.emit(*out, it.ack)
-	it.ack.Done(partErr) // the pipeline's own part
 }
 
-// emit hands what the rules produced to the sinks of each event's stream,
-// as parts of ack (nil for what time alone produced).
-func (p *pipeline) emit(events []sluice.Event, ack *sluice.Ack) {
+// record writes what the rules derived from msg to the journal, for the
+// sinks: the events of streams some sink consumes. It returns the record's
+// seq, or 0 when there was nothing to write.
+func (p *pipeline) record(msg *sluice.Message, events []sluice.Event) uint64 {
+	keep := make([]sluice.Event, 0, len(events))
 	for i := range events {
-		e := events[i]
-		e.Ack = ack
+		e := &events[i]
 		switch e.Stream {
-		case sluice.StreamDeadLetters:
-			p.metrics.RuleErrors.WithLabelValues(e.DeadLetter.Rule).Inc()
-			p.rlog.Warn("rule:"+e.DeadLetter.Rule, "message not processed", "rule", e.DeadLetter.Rule,
-				"stage", e.DeadLetter.Stage, "topic", e.Message.Topic, "reason", e.DeadLetter.Reason)
-			ack.Add(1)
-			p.deadLetter(p.ctx, e, e.DeadLetter)
-			continue
 		case sluice.StreamRecords:
 			p.metrics.Records.WithLabelValues(p.name, e.Record.Rule).Inc()
 		case sluice.StreamAlerts:
 			p.metrics.Alerts.WithLabelValues(e.Alert.Rule, e.Alert.Severity, e.Alert.Status).Inc()
+		case sluice.StreamDeadLetters:
+			p.metrics.RuleErrors.WithLabelValues(e.DeadLetter.Rule).Inc()
+			p.metrics.DeadLetters.WithLabelValues(p.name, e.DeadLetter.Stage).Inc()
+			p.rlog.Warn("rule:"+e.DeadLetter.Rule, "message not processed", "rule", e.DeadLetter.Rule,
+				"stage", e.DeadLetter.Stage, "topic", msg.Topic, "reason", e.DeadLetter.Reason)
 		}
-		for _, w := range p.byStream[e.Stream] {
-			p.send(w, e)
+		if p.streams[e.Stream] {
+			keep = append(keep, *e)
 		}
 	}
-}
-
-// send hands an event to a sink writer as one more part of its ack.
-func (p *pipeline) send(w *writer, e sluice.Event) {
-	e.Ack.Add(1)
-	if err := w.enqueue(p.ctx, job{ev: e, from: p}); err != nil {
-		e.Ack.Done(err)
+	if len(keep) == 0 {
+		return 0
 	}
+	seq, err := p.journal.Write(kindEvents, sluice.AppendEvents(nil, msg, keep), keep)
+	if err != nil {
+		// Only a closing journal refuses a write; the message is replayed
+		// from its M record on the next start.
+		p.rlog.Error("journal", "cannot record the rules' output", "error", err)
+		return 0
+	}
+	return seq
 }
 
-// deadLetter sends a dead letter to the pipeline's dead-letter sinks. It
-// completes one part of ev's ack: when there is nowhere to send it, with the
-// failure, so an MQTT 5 publisher learns of it.
-func (p *pipeline) deadLetter(ctx context.Context, ev sluice.Event, dl *sluice.DeadLetter) {
+// deadLetter records a dead letter for an event a sink refused for good:
+// the pipeline's dead-letter sinks pick it up from the journal. Without
+// one, it is logged and counted only.
+func (p *pipeline) deadLetter(ctx context.Context, e sluice.Event, dl *sluice.DeadLetter) {
 	p.metrics.DeadLetters.WithLabelValues(p.name, dl.Stage).Inc()
-	sinks := p.byStream[sluice.StreamDeadLetters]
-	if len(sinks) == 0 {
-		if dl.Stage == "sink" {
-			ev.Ack.Done(errors.New(dl.Reason))
-		} else {
-			ev.Ack.Done(nil) // the rule failure is reported by the pipeline's own part
-		}
+	if !p.streams[sluice.StreamDeadLetters] {
 		return
 	}
-	d := sluice.Event{Stream: sluice.StreamDeadLetters, Message: ev.Message, DeadLetter: dl, Ack: ev.Ack}
-	for _, w := range sinks {
-		d.Ack.Add(1)
-		if err := w.enqueue(ctx, job{ev: d}); err != nil {
-			d.Ack.Done(err)
+	d := []sluice.Event{{Stream: sluice.StreamDeadLetters, Message: e.Message, DeadLetter: dl}}
+	seq, err := p.journal.Write(kindEvents, sluice.AppendEvents(nil, e.Message, d), d)
+	if err == nil {
+		err = p.journal.WaitDurable(ctx, seq)
+	}
+	if err != nil {
+		p.rlog.Error("journal", "cannot record a dead letter", "sink", dl.Sink, "error", err)
+	}
+}
+
+// drained reports whether the rules and every sink have caught up with
+// the journal.
+func (p *pipeline) drained() bool {
+	last := p.journal.Stats().Last
+	if p.processor.Acked() < last {
+		return false
+	}
+	for _, s := range p.sinks {
+		if s.reader.Acked() < last {
+			return false
 		}
 	}
-	ev.Ack.Done(nil)
+	return true
+}
+
+// tracker acknowledges the rules reader's progress: a message is done when
+// the workers have processed it and the record of its events (if any) is
+// durable. Workers finish out of order; the cursor moves past a message only
+// when every message before it is done too.
+type tracker struct {
+	reader  *journal.Reader
+	journal *journal.Journal
+
+	mu      sync.Mutex
+	pending []uint64          // messages dispatched and not yet done, in order
+	events  map[uint64]uint64 // message seq done -> its events' seq (0: none)
+	last    uint64            // last seq the reader returned
+	maxE    uint64            // highest events seq among messages done
+	wake    chan struct{}
+}
+
+func (t *tracker) init(r *journal.Reader, j *journal.Journal) {
+	t.reader, t.journal = r, j
+	t.events = map[uint64]uint64{}
+	t.wake = make(chan struct{}, 1)
+}
+
+func (t *tracker) add(seq uint64) {
+	t.mu.Lock()
+	t.pending = append(t.pending, seq)
+	t.last = seq
+	t.mu.Unlock()
+}
+
+// skip notes a record that needs no processing (an events record).
+func (t *tracker) skip(seq uint64) {
+	t.mu.Lock()
+	t.last = seq
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *tracker) done(seq, events uint64) {
+	t.mu.Lock()
+	t.events[seq] = events
+	t.mu.Unlock()
+	t.signal()
+}
+
+func (t *tracker) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// watermark returns how far the reader may be acknowledged, and the events
+// record that must be durable first.
+func (t *tracker) watermark() (uint64, uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(t.pending) > 0 {
+		e, ok := t.events[t.pending[0]]
+		if !ok {
+			break
+		}
+		delete(t.events, t.pending[0])
+		t.maxE = max(t.maxE, e)
+		t.pending = t.pending[1:]
+	}
+	if len(t.pending) > 0 {
+		return t.pending[0] - 1, t.maxE
+	}
+	return t.last, t.maxE
+}
+
+// run acknowledges progress as it happens, until ctx ends (and once more).
+func (t *tracker) run(ctx context.Context) {
+	for {
+		select {
+		case <-t.wake:
+		case <-ctx.Done():
+			t.flush(context.Background())
+			return
+		}
+		t.flush(ctx)
+	}
+}
+
+func (t *tracker) flush(ctx context.Context) {
+	upto, events := t.watermark()
+	if upto <= t.reader.Acked() {
+		return
+	}
+	if events > 0 && t.journal.WaitDurable(ctx, events) != nil {
+		return
+	}
+	t.reader.Ack(upto)
 }
 
 // stateReporter turns one worker's rule state into metrics. Workers report

@@ -31,7 +31,8 @@ const reloadRulesAfter = reloadRulesBefore + `    fields:
 `
 
 // TestReloadUnderLoadLosesAndDuplicatesNothing publishes 10,000 QoS 1
-// messages from 20 devices while a rule file is rewritten mid-stream. Every
+// messages from 20 devices while a rule file is rewritten mid-stream (the
+// last third waits until the new rules are in force). Every
 // message must reach Kafka exactly once per rule, the changed rule must take
 // effect, and the unchanged rule must keep its state (its per-device count
 // runs 1..500 without a restart or a gap).
@@ -44,6 +45,7 @@ func TestReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 	must(t, os.WriteFile(rulesPath, []byte(reloadRulesBefore), 0o644))
 	cfgPath := filepath.Join(dir, "sluice.yaml")
 	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+data_dir: %s
 broker:
   listeners: [{name: tcp, address: "127.0.0.1:0"}]
 pipelines:
@@ -55,7 +57,7 @@ sinks:
   - name: records
     batch: {size: 200, interval: 2ms}
     kafka: {brokers: ["%s"], topic: records}
-`, kafka.Addrs()[0])), 0o644))
+`, filepath.Join(dir, "data"), kafka.Addrs()[0])), 0o644))
 	cfg, err := pipelines.Load(cfgPath)
 	must(t, err)
 	m := metrics.New()
@@ -68,6 +70,7 @@ sinks:
 
 	var acked sync.WaitGroup
 	half := make(chan struct{})
+	reloaded := make(chan struct{})
 	var once sync.Once
 	var mu sync.Mutex
 	sent := 0
@@ -77,6 +80,12 @@ sinks:
 		go func() {
 			defer acked.Done()
 			for i := range perDevice {
+				if i == 2*perDevice/3 {
+					// Publishers acknowledged at the journal run ahead of the
+					// rules; hold the last third until the new rules are in
+					// force, so that the stream surely straddles the reload.
+					<-reloaded
+				}
 				seq := d*perDevice + i
 				if rc := c.Publish(t, fmt.Sprintf("load/dev-%d", d), 1, []byte(fmt.Sprintf(`{"seq":%d}`, seq))); rc != 0 {
 					t.Errorf("publish %d: reason %#x", seq, rc)
@@ -94,18 +103,26 @@ sinks:
 
 	// A third of the way through, an operator saves a changed rule file.
 	<-half
+	// Messages are acknowledged before the rules run: make sure some have
+	// been through the old rules before the change.
+	for counter(t, m, "sluice_records_total") < 1000 {
+		time.Sleep(5 * time.Millisecond)
+	}
 	must(t, os.WriteFile(rulesPath, []byte(reloadRulesAfter), 0o644))
 	deadline := time.Now().Add(30 * time.Second)
 	for counter(t, m, "sluice_rule_reloads_total") < 1 {
 		if time.Now().After(deadline) {
+			close(reloaded)
 			t.Fatal("the rule change was not picked up")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	close(reloaded)
 	acked.Wait()
 	if t.Failed() {
 		return
 	}
+	waitCaughtUp(t, svc)
 
 	msgs := testsvc.ReadKafka(t, kafka.Addrs(), "records", 2*devices*perDevice, 60*time.Second)
 	type rec struct {

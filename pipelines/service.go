@@ -1,8 +1,9 @@
 // Package pipelines wires sluice together: it loads the configuration,
-// builds the broker, the rule sets and the sinks, routes each message from
-// ingest to the pipelines whose topics match, and owns the order in which
-// everything starts and stops. It is composition only: decoding and rules
-// live in rules, destinations in sinks, the broker in ingest.
+// builds the broker, the journals, the rule sets and the sinks, routes each
+// message from ingest to the pipelines whose topics match, and owns the order
+// in which everything starts and stops. It is composition only: decoding and
+// rules live in rules, destinations in sinks, the broker in ingest, the
+// journal in internal/journal.
 package pipelines
 
 import (
@@ -10,13 +11,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/rules"
+	"github.com/sluicehq/sluice/sinks/file"
 	"github.com/sluicehq/sluice/sinks/influxdb"
 	"github.com/sluicehq/sluice/sinks/kafka"
 	"github.com/sluicehq/sluice/sinks/mqtt"
@@ -26,8 +31,9 @@ import (
 type Options struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
-	// DrainTimeout bounds how long Close waits for queued messages to reach
-	// their sinks (default 30s).
+	// DrainTimeout bounds how long Close waits for the sinks to catch up
+	// with the journals (default 30s). What is left stays in the journal
+	// for the next start (except in durability none).
 	DrainTimeout time.Duration
 }
 
@@ -38,13 +44,14 @@ type Service struct {
 	metrics   *metrics.Metrics
 	broker    *ingest.Broker
 	pipelines []*pipeline
-	writers   []*writer // in configuration order
+	sinks     map[string]Sink
 	drain     time.Duration
+	lock      *dirLock
 
-	// ctx ends when shutdown has run out of time; cancel ends it.
-	ctx    context.Context
-	cancel context.CancelFunc
-	// watchCtx ends when shutdown begins.
+	// runCtx ends when the pipelines must stop (after draining); watchCtx
+	// when shutdown begins.
+	runCtx    context.Context
+	stopRun   context.CancelFunc
 	watchCtx  context.Context
 	stopWatch context.CancelFunc
 	wg        sync.WaitGroup
@@ -53,8 +60,9 @@ type Service struct {
 	closeErr  error
 }
 
-// New builds a Service from a validated config: it compiles the rules and
-// creates the sinks and the broker. It does no network I/O.
+// New builds a Service from a validated config: it compiles the rules, opens
+// (and recovers) the journals, and creates the sinks and the broker. It does
+// no network I/O.
 func New(cfg *Config, opts Options) (*Service, error) {
 	sets, err := cfg.CompileRules()
 	if err != nil {
@@ -69,12 +77,23 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, ctx: ctx, cancel: cancel}
+	lock, err := lockDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, sinks: map[string]Sink{}, lock: lock}
+	s.runCtx, s.stopRun = context.WithCancel(context.Background())
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
-	s.broker = ingest.New(cfg.Broker, s, opts.Logger, opts.Metrics)
+	brokerCfg := cfg.Broker
+	brokerCfg.StatePath = filepath.Join(cfg.DataDir, "broker.db")
+	s.broker = ingest.New(brokerCfg, s, opts.Logger, opts.Metrics)
 
-	byName := map[string]*writer{}
+	users := map[string]int{}
+	for _, pc := range cfg.Pipelines {
+		for _, name := range pc.Sinks {
+			users[name]++
+		}
+	}
 	for _, sc := range cfg.Sinks {
 		stream, _ := sluice.ParseStream(sc.Stream)
 		var sink Sink
@@ -85,41 +104,109 @@ func New(cfg *Config, opts Options) (*Service, error) {
 			sink = influxdb.New(*sc.InfluxDB, stream)
 		case sc.MQTT != nil:
 			sink = mqtt.New(*sc.MQTT, stream, s.broker)
+		case sc.File != nil:
+			sink = file.New(*sc.File)
 		}
-		w := newWriter(sc, sink, opts.Logger, opts.Metrics)
-		byName[sc.Name] = w
-		s.writers = append(s.writers, w)
+		if users[sc.Name] > 1 {
+			sink = &lockedSink{Sink: sink}
+		}
+		s.sinks[sc.Name] = sink
 	}
+
 	limits := rules.Limits{MaxSize: cfg.Decode.MaxSize, MaxRatio: cfg.Decode.MaxRatio}
 	for _, pc := range cfg.Pipelines {
-		p := newPipeline(ctx, pc, sets[pc.Name], byName, opts.Logger, opts.Metrics)
-		p.limits = limits
+		p, err := s.newPipeline(pc, sets[pc.Name], limits)
+		if err != nil {
+			s.closeJournals()
+			s.lock.unlock()
+			return nil, err
+		}
 		s.pipelines = append(s.pipelines, p)
 	}
 	return s, nil
 }
 
+func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Limits) (*pipeline, error) {
+	log := s.log.With("pipeline", pc.Name)
+	jopts := journal.Options{
+		Dir:          filepath.Join(s.cfg.DataDir, "journal", pc.Name),
+		SegmentBytes: int64(pc.Journal.SegmentBytes),
+		MaxBytes:     int64(pc.Journal.MaxBytes),
+		MaxAge:       pc.Journal.MaxAge,
+		Logger:       log.With("component", "journal"),
+	}
+	switch pc.Durability {
+	case "none":
+		jopts.Mode, jopts.Dir = journal.Memory, ""
+	case "fsync":
+		jopts.Mode = journal.Fsync
+	default:
+		jopts.Mode = journal.Process
+	}
+	if pc.Journal.Overflow == "drop_oldest" {
+		jopts.Overflow = journal.DropOldest
+	}
+	if jopts.Dir != "" {
+		if err := os.MkdirAll(jopts.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("pipeline %q: journal: %w", pc.Name, err)
+		}
+	}
+	j, err := journal.Open(jopts)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline %q: open journal %s: %w", pc.Name, jopts.Dir, err)
+	}
+	if r := j.Stats().Recovered; r.CutBytes > 0 || r.CorruptSegments > 0 {
+		log.Warn("journal recovered from an unclean stop", "records", r.Records, "cut_bytes", r.CutBytes, "corrupt_segments", r.CorruptSegments)
+	}
+	p := &pipeline{
+		name: pc.Name, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory,
+		streams: map[sluice.Stream]bool{}, log: log, metrics: s.metrics,
+		rlog: newRateLog(log),
+	}
+	p.set.Store(set)
+	for _, t := range pc.Topics {
+		p.filters = append(p.filters, rules.MustFilter(t))
+	}
+	// Readers are made before anything is appended, so no record is
+	// reclaimed before every one of them has seen it.
+	p.processor = j.Reader("rules")
+	for _, name := range pc.Sinks {
+		sc := s.cfg.sink(name)
+		stream, _ := sluice.ParseStream(sc.Stream)
+		p.streams[stream] = true
+		p.sinks = append(p.sinks, newSinkReader(*sc, s.sinks[name], p, log, s.metrics))
+	}
+	per := max(1, pc.Queue/pc.Workers)
+	for range pc.Workers {
+		p.shards = append(p.shards, make(chan work, per))
+	}
+	return p, nil
+}
+
 // Broker returns the embedded broker (to find a listener's address).
 func (s *Service) Broker() *ingest.Broker { return s.broker }
 
-// Start connects the sinks, starts the writers and pipelines, and then the
-// broker: nothing is accepted before there is somewhere to put it. A sink
-// that cannot be reached does not stop the start: its writes are retried
-// (and publishers slowed) until it comes back.
+// Start connects the sinks, starts the pipelines (which first replay what
+// their journals hold from before), and then the broker: nothing is accepted
+// before there is somewhere to put it. A sink that cannot be reached does not
+// stop the start: its backlog waits in the journal until it comes back.
 func (s *Service) Start(ctx context.Context) error {
-	for _, w := range s.writers {
-		if err := w.sink.Connect(ctx); err != nil {
-			w.log.Warn("sink not reachable yet; its writes will be retried", "error", err)
+	for name, sink := range s.sinks {
+		if err := sink.Connect(ctx); err != nil {
+			s.log.Warn("sink not reachable yet; its events wait in the journal", "sink", name, "error", err)
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			w.run(s.ctx)
-		}()
 	}
 	for _, p := range s.pipelines {
-		p.start()
+		if st := p.journal.Stats(); st.Last > p.processor.Acked() {
+			p.log.Info("replaying the journal", "records", st.Last-p.processor.Acked())
+		}
+		p.start(s.runCtx)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.reportJournals(s.watchCtx)
+	}()
 	if s.cfg.WatchRules == nil || *s.cfg.WatchRules {
 		s.wg.Add(1)
 		go func() {
@@ -146,18 +233,23 @@ func (s *Service) Run(ctx context.Context) error {
 	return s.Close(context.Background())
 }
 
-// Handle routes a message from ingest to every pipeline whose topics match.
-func (s *Service) Handle(ctx context.Context, msg *sluice.Message, ack *sluice.Ack) error {
+// Handle takes a message from ingest into the journal of every pipeline
+// whose topics match, and returns once it is safe in all of them (durable as
+// each pipeline's durability says, for QoS 1 and 2). With refuse (an MQTT 5
+// publisher, which can be told), a full journal returns sluice.ErrBusy at
+// once; otherwise the publisher waits for room.
+func (s *Service) Handle(ctx context.Context, msg *sluice.Message, refuse bool) error {
 	routed := false
 	for _, p := range s.pipelines {
 		if !p.matches(msg.Topic) {
 			continue
 		}
 		routed = true
-		ack.Add(1)
-		if err := p.enqueue(ctx, msg, ack); err != nil {
-			ack.Done(err)
-			return fmt.Errorf("pipeline %q: %w", p.name, err)
+		if err := p.accept(ctx, msg, refuse); err != nil {
+			if !errors.Is(err, sluice.ErrBusy) {
+				err = fmt.Errorf("pipeline %q: %w", p.name, err)
+			}
+			return err
 		}
 	}
 	if !routed {
@@ -166,11 +258,11 @@ func (s *Service) Handle(ctx context.Context, msg *sluice.Message, ack *sluice.A
 	return nil
 }
 
-// Close shuts down in order: ingest stops accepting and waits for the
-// publishes it holds to be acknowledged; the pipelines hand on what is
-// queued; the sinks write it; then clients are disconnected and sinks closed.
-// If draining takes longer than the drain timeout, what is left is not
-// acknowledged (clients resend it). Close is safe to call more than once.
+// Close shuts down in order: ingest stops accepting (publishes it holds
+// finish their journal append); the rules and the sinks catch up with the
+// journals, for up to the drain timeout; then clients are disconnected, the
+// cursors are saved and everything is closed. What was not written stays in
+// the journals for the next start. Close is safe to call more than once.
 func (s *Service) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.shutdown(ctx)
@@ -181,41 +273,89 @@ func (s *Service) Close(ctx context.Context) error {
 func (s *Service) shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.drain)
 	defer cancel()
-	stop := context.AfterFunc(ctx, s.cancel) // out of time: give up waiting writes
-	defer stop()
-
 	s.stopWatch()
 	var errs []error
 	if err := s.broker.StopIngest(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	for _, p := range s.pipelines {
-		p.stop()
+	// Let the rules and the sinks catch up.
+	tick := time.NewTicker(20 * time.Millisecond)
+drain:
+	for !s.CaughtUp() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			s.log.Warn("shutdown: the sinks did not catch up in time; the rest stays in the journal")
+			break drain
+		}
 	}
-	// Sinks that may dead-letter go first; the dead-letter sinks last.
-	for _, dl := range []bool{false, true} {
-		for _, w := range s.writers {
-			if (w.stream == sluice.StreamDeadLetters) == dl {
-				w.close()
-			}
-		}
-		for _, w := range s.writers {
-			if (w.stream == sluice.StreamDeadLetters) == dl {
-				<-w.done
-			}
-		}
+	tick.Stop()
+	s.stopRun()
+	for _, p := range s.pipelines {
+		p.wg.Wait()
 	}
 	s.wg.Wait()
 	if err := s.broker.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	for _, w := range s.writers {
-		if err := w.sink.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("sink %q: close: %w", w.name, err))
+	errs = append(errs, s.closeJournals())
+	for name, sink := range s.sinks {
+		if err := sink.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("sink %q: close: %w", name, err))
 		}
 	}
-	s.cancel()
+	errs = append(errs, s.lock.unlock())
 	return errors.Join(errs...)
+}
+
+// CaughtUp reports whether the rules and every sink have finished with
+// everything in the journals.
+func (s *Service) CaughtUp() bool {
+	for _, p := range s.pipelines {
+		if !p.drained() {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Service) closeJournals() error {
+	var errs []error
+	for _, p := range s.pipelines {
+		if err := p.journal.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("pipeline %q: close journal: %w", p.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reportJournals publishes the journals' state as metrics every second: the
+// backlog of each sink (records, bytes, age), the bytes held, and records
+// dropped by drop_oldest.
+func (s *Service) reportJournals(ctx context.Context) {
+	dropped := map[string]uint64{}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for _, p := range s.pipelines {
+			st := p.journal.Stats()
+			s.metrics.JournalBytes.WithLabelValues(p.name).Set(float64(st.Bytes))
+			if st.Dropped > dropped[p.name] {
+				s.metrics.JournalDropped.WithLabelValues(p.name).Add(float64(st.Dropped - dropped[p.name]))
+				dropped[p.name] = st.Dropped
+			}
+			for _, r := range st.Readers {
+				s.metrics.Backlog.WithLabelValues(p.name, r.Name).Set(float64(r.Lag))
+				s.metrics.BacklogBytes.WithLabelValues(p.name, r.Name).Set(float64(r.LagBytes))
+				s.metrics.BacklogAge.WithLabelValues(p.name, r.Name).Set(r.OldestAge.Seconds())
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Rules returns the compiled rule set in force in a pipeline (nil if unknown).
@@ -226,4 +366,14 @@ func (s *Service) Rules(pipeline string) *rules.Set {
 		}
 	}
 	return nil
+}
+
+// JournalStats returns the state of a pipeline's journal.
+func (s *Service) JournalStats(pipeline string) (journal.Stats, bool) {
+	for _, p := range s.pipelines {
+		if p.name == pipeline {
+			return p.journal.Stats(), true
+		}
+	}
+	return journal.Stats{}, false
 }

@@ -3,8 +3,10 @@ package pipelines_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +26,8 @@ rules:
     alert:
       when: t > 90
 `), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "sluice.yaml"), []byte(`
+	must(t, os.WriteFile(filepath.Join(dir, "sluice.yaml"), []byte(fmt.Sprintf(`
+data_dir: %s
 broker:
   listeners: [{name: tcp, address: "127.0.0.1:0"}]
 pipelines:
@@ -36,7 +39,7 @@ sinks:
   - name: state
     stream: alerts
     mqtt: {topic: "state/{rule}/{series}", retain: true, qos: 1}
-`), 0o644))
+`, filepath.Join(dir, "data"))), 0o644))
 	cfg, err := pipelines.Load(filepath.Join(dir, "sluice.yaml"))
 	must(t, err)
 	svc, err := pipelines.New(cfg, pipelines.Options{})
@@ -50,21 +53,45 @@ sinks:
 	dev.Publish(t, "sensors/a", 1, []byte(`{"t": 95}`))
 	dev.Publish(t, "sensors/b", 1, []byte(`{"t": 95}`))
 	dev.Publish(t, "sensors/b", 1, []byte(`{"t": 20}`))
+	waitCaughtUp(t, svc)
 
 	// A dashboard connects afterwards.
 	late := testsvc.MQTT(t, addr, "dashboard")
 	late.Subscribe(t, "state/#")
-	dev.Publish(t, "state/zz", 1, []byte("end")) // not retained: arrives after the retained ones
+	// The broker sends the retained messages after the SUBACK, one per
+	// topic.
 	got := map[string]string{}
-	for _, p := range late.WaitFor(t, "state/zz", 10*time.Second) {
-		var a struct{ Status string }
-		must(t, json.Unmarshal(p.Payload, &a))
-		if !p.Retain {
-			t.Errorf("%s was not delivered as retained", p.Topic)
+	for deadline := time.Now().Add(10 * time.Second); len(got) < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, p := range late.Received() {
+			var a struct{ Status string }
+			must(t, json.Unmarshal(p.Payload, &a))
+			if !p.Retain {
+				t.Errorf("%s was not delivered as retained", p.Topic)
+			}
+			got[p.Topic] = a.Status
 		}
-		got[p.Topic] = a.Status
 	}
 	if len(got) != 2 || got["state/hot/a"] != "firing" || got["state/hot/b"] != "resolved" {
 		t.Fatalf("late subscriber sees %v, want a firing and b resolved", got)
 	}
+}
+
+func TestDataDirIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := pipelines.Parse("s.yaml", []byte(fmt.Sprintf(`
+data_dir: %s
+broker: {listeners: [{name: tcp, address: "127.0.0.1:0"}]}
+pipelines: [{name: p, topics: ["#"], sinks: [a]}]
+sinks: [{name: a, mqtt: {}}]
+`, dir)), dir)
+	must(t, err)
+	first, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	if _, err := pipelines.New(cfg, pipelines.Options{}); err == nil || !strings.Contains(err.Error(), "is in use by process") {
+		t.Fatalf("a second sluice on the same data_dir: %v", err)
+	}
+	must(t, first.Close(context.Background()))
+	second, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	second.Close(context.Background())
 }

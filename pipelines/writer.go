@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/ratelog"
 )
@@ -24,187 +25,225 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
-// job is an event on its way to a sink, and the pipeline it came from (whose
-// dead-letter sinks take it if it fails for good).
-type job struct {
-	ev   sluice.Event
-	from *pipeline
+// lockedSink serialises a sink shared by several pipelines.
+type lockedSink struct {
+	mu sync.Mutex
+	Sink
 }
 
-// writer batches events for one sink and writes them, retrying retryable
-// failures with backoff for as long as it takes, and sending events that fail
-// for good to their pipeline's dead letters. Only the writer's goroutine
-// touches the sink.
-type writer struct {
+func (l *lockedSink) Write(ctx context.Context, batch []sluice.Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Sink.Write(ctx, batch)
+}
+
+// sinkReader feeds one sink from one pipeline's journal: it reads through
+// its own cursor, batches the events of the sink's stream (a batch is written
+// when it holds batch.size events or batch.interval after its first), writes
+// them, retrying retryable failures with backoff for as long as it takes,
+// sends events refused for good to the pipeline's dead letters, and then
+// moves its cursor.
+type sinkReader struct {
 	name    string
 	stream  sluice.Stream
 	sink    Sink
 	cfg     SinkConfig
-	in      chan job
+	reader  *journal.Reader
+	pipe    *pipeline
 	log     *slog.Logger
 	rlog    *ratelog.Logger
 	metrics *metrics.Metrics
-
-	done chan struct{}
-	once sync.Once
 }
 
-func newWriter(cfg SinkConfig, sink Sink, log *slog.Logger, m *metrics.Metrics) *writer {
+func newSinkReader(cfg SinkConfig, sink Sink, p *pipeline, log *slog.Logger, m *metrics.Metrics) *sinkReader {
 	stream, _ := sluice.ParseStream(cfg.Stream)
 	log = log.With("sink", cfg.Name)
-	return &writer{
-		name: cfg.Name, stream: stream, sink: sink, cfg: cfg,
-		in:  make(chan job, cfg.Batch.Queue),
-		log: log, rlog: ratelog.New(log, 10*time.Second, nil), metrics: m,
-		done: make(chan struct{}),
+	return &sinkReader{
+		name: cfg.Name, stream: stream, sink: sink, cfg: cfg, pipe: p,
+		reader: p.journal.Reader("sink:" + cfg.Name),
+		log:    log, rlog: newRateLog(log), metrics: m,
 	}
 }
 
-// enqueue hands an event to the writer, waiting while its queue is full.
-func (w *writer) enqueue(ctx context.Context, j job) error {
-	select {
-	case w.in <- j:
-		w.metrics.SinkQueueDepth.WithLabelValues(w.name).Set(float64(len(w.in)))
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// run batches and writes until the input is closed and drained. ctx ends
-// only when shutdown has run out of time: then what cannot be written is
-// failed back to its acks.
-func (w *writer) run(ctx context.Context) {
-	defer close(w.done)
-	batch := make([]job, 0, w.cfg.Batch.Size)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	flush := func() {
-		timer.Stop()
-		if len(batch) > 0 {
-			w.write(ctx, batch)
-			batch = batch[:0]
+// events returns what a journal record holds for this sink.
+func (s *sinkReader) events(e journal.Entry) ([]sluice.Event, error) {
+	switch {
+	case e.Kind == kindMessage && s.stream == sluice.StreamRaw:
+		msg, ok := e.Value.(*sluice.Message)
+		if !ok {
+			var err error
+			if msg, err = sluice.DecodeMessage(e.Data); err != nil {
+				return nil, err
+			}
 		}
-		w.metrics.SinkQueueDepth.WithLabelValues(w.name).Set(float64(len(w.in)))
+		return []sluice.Event{{Stream: sluice.StreamRaw, Message: msg}}, nil
+	case e.Kind == kindEvents && s.stream != sluice.StreamRaw:
+		all, ok := e.Value.([]sluice.Event)
+		if !ok {
+			var err error
+			if all, err = sluice.DecodeEvents(e.Data); err != nil {
+				return nil, err
+			}
+		}
+		var mine []sluice.Event
+		for _, ev := range all {
+			if ev.Stream == s.stream {
+				mine = append(mine, ev)
+			}
+		}
+		return mine, nil
+	}
+	return nil, nil
+}
+
+// run reads, batches and writes until ctx ends. What was read but not
+// written stays in the journal: the cursor moves only past what is written.
+func (s *sinkReader) run(ctx context.Context) {
+	var (
+		batch    []sluice.Event
+		last     uint64 // the last record whose events are all in the batch
+		deadline context.Context
+		cancel   context.CancelFunc = func() {}
+	)
+	defer func() { cancel() }()
+	flush := func() {
+		cancel()
+		deadline = nil
+		if len(batch) > 0 && !s.write(ctx, batch) {
+			return // shutting down mid-retry: leave the cursor where it is
+		}
+		s.reader.Ack(last)
+		batch = batch[:0]
 	}
 	for {
-		select {
-		case j, ok := <-w.in:
-			if !ok {
-				flush()
-				return
+		next := ctx
+		if deadline != nil {
+			next = deadline
+		}
+		e, err := s.reader.Next(next)
+		if err != nil {
+			if deadline != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				flush() // the batch interval is up
+				continue
 			}
+			return
+		}
+		events, err := s.events(e)
+		if err != nil {
+			s.rlog.Error("journal", "unreadable record in the journal; skipped", "seq", e.Seq, "error", err)
+		}
+		last = e.Seq
+		if len(events) == 0 {
 			if len(batch) == 0 {
-				timer.Reset(w.cfg.Batch.Interval)
+				s.reader.Ack(last)
 			}
-			batch = append(batch, j)
-			if len(batch) >= w.cfg.Batch.Size {
-				flush()
-			}
-		case <-timer.C:
+			continue
+		}
+		if len(batch) == 0 {
+			deadline, cancel = s.batchDeadline(ctx)
+		}
+		batch = append(batch, events...)
+		if len(batch) >= s.cfg.Batch.Size {
 			flush()
 		}
 	}
 }
 
-// close stops the writer's input; run drains what is queued and returns.
-func (w *writer) close() { w.once.Do(func() { close(w.in) }) }
+// batchDeadline returns the context a batch waits under for more events:
+// it ends batch.interval after the batch's first event.
+func (s *sinkReader) batchDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.Batch.Interval)
+}
 
-// write writes jobs until each is written, failed for good, or shutdown runs
-// out of time.
-func (w *writer) write(ctx context.Context, jobs []job) {
-	events := make([]sluice.Event, len(jobs))
-	for attempt := 0; len(jobs) > 0; attempt++ {
-		events = events[:len(jobs)]
-		for i := range jobs {
-			events[i] = jobs[i].ev
-		}
+// write writes events until each is written or failed for good; false if
+// ctx ended first.
+func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
+	for attempt := 0; len(events) > 0; attempt++ {
 		start := time.Now()
-		err := w.sink.Write(ctx, events)
-		w.metrics.SinkLatency.WithLabelValues(w.name).Observe(time.Since(start).Seconds())
+		err := s.sink.Write(ctx, events)
+		s.metrics.SinkLatency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 		if err == nil {
-			w.written(jobs)
-			return
+			s.written(events)
+			return true
 		}
 
-		var retry, permanent []job
+		var retry, permanent []sluice.Event
 		var be *sluice.BatchError
 		switch {
 		case errors.As(err, &be):
-			var ok []job
-			for i, j := range jobs {
-				e, failed := be.Errs[i]
+			var ok []sluice.Event
+			for i, e := range events {
+				ierr, failed := be.Errs[i]
 				switch {
 				case !failed:
-					ok = append(ok, j)
-				case sluice.IsPermanent(e):
-					permanent = append(permanent, j)
-					err = e
+					ok = append(ok, e)
+				case sluice.IsPermanent(ierr):
+					permanent = append(permanent, e)
+					err = ierr
 				default:
-					retry = append(retry, j)
-					err = e
+					retry = append(retry, e)
+					err = ierr
 				}
 			}
-			w.written(ok)
+			s.written(ok)
 		case sluice.IsPermanent(err):
-			permanent = jobs
+			permanent = events
 		default:
-			retry = jobs
+			retry = events
 		}
 
 		if len(permanent) > 0 {
-			w.metrics.SinkFailures.WithLabelValues(w.name, "permanent").Inc()
-			if len(jobs) > 1 {
+			s.metrics.SinkFailures.WithLabelValues(s.name, "permanent").Inc()
+			if len(events) > 1 {
 				// A whole batch can be refused for one bad event (a 400
 				// from InfluxDB, a batch too large): write each alone, so
 				// only the bad ones go to the dead letters.
-				for _, j := range permanent {
-					w.write(ctx, []job{j})
+				for _, e := range permanent {
+					if !s.write(ctx, []sluice.Event{e}) {
+						return false
+					}
 				}
 			} else {
-				w.failed(ctx, permanent[0], err)
+				s.failed(ctx, permanent[0], err)
 			}
 		}
 		if len(retry) == 0 {
-			return
+			return true
 		}
-		w.metrics.SinkFailures.WithLabelValues(w.name, "retryable").Inc()
-		delay := backoff(w.cfg.Retry, attempt, sluice.RetryAfter(err))
-		w.rlog.Warn("retry", "sink write failed; retrying", "events", len(retry), "in", delay.Round(time.Millisecond), "error", err)
+		s.metrics.SinkFailures.WithLabelValues(s.name, "retryable").Inc()
+		delay := backoff(s.cfg.Retry, attempt, sluice.RetryAfter(err))
+		s.rlog.Warn("retry", "sink write failed; retrying", "events", len(retry), "in", delay.Round(time.Millisecond), "error", err)
 		select {
 		case <-time.After(delay):
-			w.metrics.SinkRetries.WithLabelValues(w.name).Inc()
-			jobs = retry
+			s.metrics.SinkRetries.WithLabelValues(s.name).Inc()
+			events = retry
 		case <-ctx.Done():
-			for _, j := range retry {
-				j.ev.Ack.Done(fmt.Errorf("sink %q: not written before shutdown: %w", w.name, err))
-			}
-			return
+			return false
 		}
 	}
+	return true
 }
 
-func (w *writer) written(jobs []job) {
-	if len(jobs) == 0 {
+func (s *sinkReader) written(events []sluice.Event) {
+	if len(events) == 0 {
 		return
 	}
-	w.metrics.SinkWritten.WithLabelValues(w.name).Add(float64(len(jobs)))
-	w.metrics.SinkBatches.WithLabelValues(w.name).Inc()
-	for _, j := range jobs {
-		j.ev.Ack.Done(nil)
+	s.metrics.SinkWritten.WithLabelValues(s.name).Add(float64(len(events)))
+	s.metrics.SinkBatches.WithLabelValues(s.name).Inc()
+	now := time.Now()
+	for i := range events {
+		s.metrics.AckLatency.Observe(now.Sub(events[i].Message.Received).Seconds())
 	}
 }
 
-// failed handles an event the sink refused for good: it goes to its
-// pipeline's dead-letter sinks, if any; otherwise it is logged and its ack
-// reports the error.
-func (w *writer) failed(ctx context.Context, j job, err error) {
-	w.rlog.Warn("permanent", "sink refused an event for good", "stream", j.ev.Stream, "topic", j.ev.Message.Topic, "error", err)
-	if w.stream == sluice.StreamDeadLetters || j.from == nil {
-		j.ev.Ack.Done(fmt.Errorf("sink %q: %w", w.name, err))
+// failed handles an event the sink refused for good: it goes to the
+// pipeline's dead letters (a dead-letter sink's own failures are logged).
+func (s *sinkReader) failed(ctx context.Context, e sluice.Event, err error) {
+	s.rlog.Warn("permanent", "sink refused an event for good", "stream", e.Stream, "topic", e.Message.Topic, "error", err)
+	if s.stream == sluice.StreamDeadLetters {
 		return
 	}
-	j.from.deadLetter(ctx, j.ev, &sluice.DeadLetter{Stage: "sink", Sink: w.name, Reason: err.Error()})
+	s.pipe.deadLetter(ctx, e, &sluice.DeadLetter{Stage: "sink", Sink: s.name, Reason: fmt.Sprint(err)})
 }
 
 // backoff returns the delay before retry attempt n (0-based): exponential

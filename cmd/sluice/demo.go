@@ -94,6 +94,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return err
 	}
 	cfg.Log.Level = o.logLevel
+	cfg.DataDir = filepath.Join(dataDir, "sluice")
 	m := metrics.New()
 	svc, err := pipelines.New(cfg, pipelines.Options{Logger: newLogger(cfg.Log, stderr), Metrics: m})
 	if err != nil {

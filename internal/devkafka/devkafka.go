@@ -7,14 +7,17 @@ package devkafka
 
 import (
 	"fmt"
+	"net"
 	"strconv"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // Cluster is a running stand-in Kafka.
 type Cluster struct {
-	c *kfake.Cluster
+	c  *kfake.Cluster
+	ln *gate
 }
 
 // Options for Start.
@@ -47,11 +50,67 @@ func Start(opts Options) (*Cluster, error) {
 	if opts.DataDir != "" {
 		kopts = append(kopts, kfake.DataDir(opts.DataDir), kfake.SyncWrites())
 	}
+	cl := &Cluster{}
+	kopts = append(kopts, kfake.ListenFn(func(network, address string) (net.Listener, error) {
+		l, err := net.Listen(network, address)
+		if err != nil {
+			return nil, err
+		}
+		cl.ln = &gate{Listener: l, conns: map[net.Conn]bool{}}
+		return cl.ln, nil
+	}))
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("start dev kafka: %w", err)
 	}
-	return &Cluster{c: c}, nil
+	cl.c = c
+	return cl, nil
+}
+
+// Cut takes the cluster off the network, as a broker that went down looks
+// to its clients: open connections are closed and new ones are refused. Its
+// data stays. Restore puts it back.
+func (c *Cluster) Cut() { c.ln.setOpen(false) }
+
+// Restore puts the cluster back on the network after Cut.
+func (c *Cluster) Restore() { c.ln.setOpen(true) }
+
+// gate is a listener that can refuse connections and cut the ones it gave.
+type gate struct {
+	net.Listener
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]bool
+}
+
+func (g *gate) setOpen(open bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = !open
+	if !open {
+		for c := range g.conns {
+			c.Close()
+		}
+		clear(g.conns)
+	}
+}
+
+func (g *gate) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		g.mu.Lock()
+		if g.closed {
+			g.mu.Unlock()
+			c.Close()
+			continue
+		}
+		g.conns[c] = true
+		g.mu.Unlock()
+		return c, nil
+	}
 }
 
 // Addrs returns the brokers' host:port addresses.

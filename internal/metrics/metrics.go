@@ -16,29 +16,32 @@ type Metrics struct {
 	// ingest
 	MessagesIn *prometheus.CounterVec // listener, qos
 	BytesIn    *prometheus.CounterVec // listener
-	Rejected   *prometheus.CounterVec // reason: publishes not accepted (shutting down, timed out)
+	Rejected   *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full)
 
 	// pipelines
-	Routed      *prometheus.CounterVec // pipeline
-	Unrouted    prometheus.Counter     // messages no pipeline subscribed to
-	Dropped     *prometheus.CounterVec // pipeline, reason: unmatched, filtered
-	DeadLetters *prometheus.CounterVec // pipeline, stage
-	Records     *prometheus.CounterVec // pipeline, rule
-	Alerts      *prometheus.CounterVec // rule, severity, status
-	RuleErrors  *prometheus.CounterVec // rule
-	QueueDepth  *prometheus.GaugeVec   // pipeline
-	RuleReloads *prometheus.CounterVec // result
-	RuleSeries  *prometheus.GaugeVec   // rule: series with state
-	RuleEvicted *prometheus.CounterVec // rule: series evicted after their TTL
-	AckLatency  prometheus.Histogram   // receipt to the last sink acknowledgement
+	Routed         *prometheus.CounterVec // pipeline
+	Unrouted       prometheus.Counter     // messages no pipeline subscribed to
+	Dropped        *prometheus.CounterVec // pipeline, reason: unmatched, filtered
+	DeadLetters    *prometheus.CounterVec // pipeline, stage
+	Records        *prometheus.CounterVec // pipeline, rule
+	Alerts         *prometheus.CounterVec // rule, severity, status
+	RuleErrors     *prometheus.CounterVec // rule
+	JournalBytes   *prometheus.GaugeVec   // pipeline
+	JournalDropped *prometheus.CounterVec // pipeline
+	Backlog        *prometheus.GaugeVec   // pipeline, reader
+	BacklogBytes   *prometheus.GaugeVec   // pipeline, reader
+	BacklogAge     *prometheus.GaugeVec   // pipeline, reader
+	RuleReloads    *prometheus.CounterVec // result
+	RuleSeries     *prometheus.GaugeVec   // rule: series with state
+	RuleEvicted    *prometheus.CounterVec // rule: series evicted after their TTL
+	AckLatency     prometheus.Histogram   // receipt to the last sink acknowledgement
 
 	// sinks
-	SinkWritten    *prometheus.CounterVec   // sink
-	SinkBatches    *prometheus.CounterVec   // sink
-	SinkFailures   *prometheus.CounterVec   // sink, class: retryable, permanent
-	SinkRetries    *prometheus.CounterVec   // sink
-	SinkLatency    *prometheus.HistogramVec // sink: one batch write
-	SinkQueueDepth *prometheus.GaugeVec     // sink
+	SinkWritten  *prometheus.CounterVec   // sink
+	SinkBatches  *prometheus.CounterVec   // sink
+	SinkFailures *prometheus.CounterVec   // sink, class: retryable, permanent
+	SinkRetries  *prometheus.CounterVec   // sink
+	SinkLatency  *prometheus.HistogramVec // sink: one batch write
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -88,9 +91,21 @@ func New() *Metrics {
 	m.RuleEvicted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_rule_series_evicted_total", Help: "Series whose state was evicted after the rule's TTL without data.",
 	}, []string{"rule"})
-	m.QueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "sluice_pipeline_queue_depth", Help: "Messages waiting in a pipeline's queues.",
+	m.JournalBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_journal_bytes", Help: "Bytes a pipeline's journal holds.",
 	}, []string{"pipeline"})
+	m.JournalDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_journal_dropped_total", Help: "Records drop_oldest deleted before every reader had them.",
+	}, []string{"pipeline"})
+	m.Backlog = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_backlog_records", Help: "Journal records a reader (the rules, or sink:<name>) has not finished.",
+	}, []string{"pipeline", "reader"})
+	m.BacklogBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_backlog_bytes", Help: "Bytes of journal records a reader has not finished.",
+	}, []string{"pipeline", "reader"})
+	m.BacklogAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_backlog_age_seconds", Help: "Age of the oldest journal record a reader has not finished.",
+	}, []string{"pipeline", "reader"})
 	m.AckLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "sluice_ack_latency_seconds",
 		Help:    "Time from receipt of a message to the acknowledgement of its last sink write.",
@@ -114,14 +129,12 @@ func New() *Metrics {
 		Help:    "Time one batch write took.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 	}, []string{"sink"})
-	m.SinkQueueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "sluice_sink_queue_depth", Help: "Events waiting to be written by a sink.",
-	}, []string{"sink"})
 
 	for _, c := range []prometheus.Collector{
 		m.MessagesIn, m.BytesIn, m.Rejected,
-		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.QueueDepth, m.AckLatency,
-		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkQueueDepth,
+		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
+		m.JournalBytes, m.JournalDropped, m.Backlog, m.BacklogBytes, m.BacklogAge,
+		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

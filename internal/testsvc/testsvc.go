@@ -163,6 +163,13 @@ func (c *Client) Publish(t testing.TB, topic string, qos byte, payload []byte) b
 	return 0
 }
 
+// Received returns a copy of what has been received so far.
+func (c *Client) Received() []*paho.Publish {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*paho.Publish(nil), c.received...)
+}
+
 // WaitFor waits until a message on topic has been received and returns
 // everything received before it (not including it).
 func (c *Client) WaitFor(t testing.TB, topic string, deadline time.Duration) []*paho.Publish {

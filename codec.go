@@ -1,0 +1,357 @@
+package sluice
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// The journal stores messages and the events rules derive from them in a
+// compact binary form. Everything is length-prefixed; decoding checks every
+// length, so a corrupt record is an error, never a panic.
+//
+//	message: version(1) topic payload qos(1) retain(1) client_id username
+//	         content_type props(n × key value) received(varint unix ns)
+//	events:  version(1) message-without-or-with-payload n × event
+//	event:   stream(1) then a record, an alert or a dead letter (raw: nothing)
+//
+// Strings and byte slices are uvarint length + bytes; times are varint unix
+// nanoseconds; values are a type byte ('f' float64, 'i' int64, 'b' bool,
+// 's' string, 'n' nil) and the value.
+
+const codecVersion = 1
+
+// ErrCorrupt is returned when a record cannot be decoded.
+var ErrCorrupt = errors.New("corrupt record")
+
+// AppendBinary appends the message's binary form to b.
+func (m *Message) AppendBinary(b []byte) []byte {
+	b = append(b, codecVersion)
+	return m.appendBody(b, true)
+}
+
+func (m *Message) appendBody(b []byte, payload bool) []byte {
+	b = appendString(b, m.Topic)
+	if payload {
+		b = appendBytes(b, m.Payload)
+	} else {
+		b = binary.AppendUvarint(b, 0)
+	}
+	b = append(b, m.QoS, boolByte(m.Retain))
+	b = appendString(b, m.ClientID)
+	b = appendString(b, m.Username)
+	b = appendString(b, m.ContentType)
+	b = binary.AppendUvarint(b, uint64(len(m.UserProperties)))
+	for _, p := range m.UserProperties {
+		b = appendString(b, p.Key)
+		b = appendString(b, p.Value)
+	}
+	return appendTime(b, m.Received)
+}
+
+// DecodeMessage decodes a message written by AppendBinary.
+func DecodeMessage(b []byte) (*Message, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != codecVersion && d.err == nil {
+		return nil, fmt.Errorf("%w: message version %d", ErrCorrupt, v)
+	}
+	m := d.message()
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// AppendEvents appends the binary form of the events rules derived from
+// msg. The message's payload is kept only when an event needs it (a raw or
+// dead-letter event).
+func AppendEvents(b []byte, msg *Message, events []Event) []byte {
+	b = append(b, codecVersion)
+	payload := false
+	for i := range events {
+		if events[i].Stream == StreamRaw || events[i].Stream == StreamDeadLetters {
+			payload = true
+		}
+	}
+	b = append(b, boolByte(payload))
+	b = msg.appendBody(b, payload)
+	b = binary.AppendUvarint(b, uint64(len(events)))
+	for i := range events {
+		b = appendEvent(b, &events[i])
+	}
+	return b
+}
+
+func appendEvent(b []byte, e *Event) []byte {
+	b = append(b, byte(e.Stream))
+	switch e.Stream {
+	case StreamRecords:
+		r := e.Record
+		b = appendString(b, r.Rule)
+		b = appendString(b, r.Topic)
+		b = appendTime(b, r.Time)
+		b = appendBinaryTags(b, r.Tags)
+		b = binary.AppendUvarint(b, uint64(len(r.Fields)))
+		for _, f := range r.Fields {
+			b = appendString(b, f.Name)
+			b = appendValue(b, f.Value)
+		}
+	case StreamAlerts:
+		a := e.Alert
+		for _, s := range []string{a.Rule, a.Severity, a.Status, a.Series, a.Device, a.Message, a.Topic} {
+			b = appendString(b, s)
+		}
+		b = appendValue(b, a.Value)
+		b = appendTime(b, a.Time)
+		b = appendTime(b, a.Since)
+		b = appendBinaryTags(b, a.Tags)
+		b = binary.AppendUvarint(b, uint64(a.Notification))
+	case StreamDeadLetters:
+		d := e.DeadLetter
+		for _, s := range []string{d.Stage, d.Rule, d.Sink, d.Reason} {
+			b = appendString(b, s)
+		}
+	}
+	return b
+}
+
+// DecodeEvents decodes events written by AppendEvents. They share one
+// *Message.
+func DecodeEvents(b []byte) ([]Event, error) {
+	d := decoder{b: b}
+	if v := d.byte(); v != codecVersion && d.err == nil {
+		return nil, fmt.Errorf("%w: events version %d", ErrCorrupt, v)
+	}
+	d.byte() // whether the payload was kept
+	msg := d.message()
+	n := d.count()
+	events := make([]Event, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		e := Event{Stream: Stream(d.byte()), Message: msg}
+		switch e.Stream {
+		case StreamRecords:
+			r := &Record{Rule: d.string(), Topic: d.string(), Time: d.time(), Tags: d.tags()}
+			nf := d.count()
+			r.Fields = make([]Field, 0, nf)
+			for j := 0; j < nf && d.err == nil; j++ {
+				r.Fields = append(r.Fields, Field{Name: d.string(), Value: d.value()})
+			}
+			e.Record = r
+		case StreamAlerts:
+			a := &Alert{Rule: d.string(), Severity: d.string(), Status: d.string(), Series: d.string(),
+				Device: d.string(), Message: d.string(), Topic: d.string()}
+			a.Value = d.value()
+			a.Time, a.Since = d.time(), d.time()
+			a.Tags = d.tags()
+			a.Notification = int(min(d.uvarint(), math.MaxInt32))
+			e.Alert = a
+		case StreamDeadLetters:
+			e.DeadLetter = &DeadLetter{Stage: d.string(), Rule: d.string(), Sink: d.string(), Reason: d.string()}
+		case StreamRaw:
+		default:
+			d.fail("unknown stream %d", e.Stream)
+		}
+		events = append(events, e)
+	}
+	if err := d.done(); err != nil {
+		return nil, err
+	}
+	return events, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b, s []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// zeroTime stands for the zero time.Time, which has no unix nanoseconds.
+const zeroTime = math.MinInt64
+
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return binary.AppendVarint(b, zeroTime)
+	}
+	return binary.AppendVarint(b, t.UnixNano())
+}
+
+func appendBinaryTags(b []byte, tags []Tag) []byte {
+	b = binary.AppendUvarint(b, uint64(len(tags)))
+	for _, t := range tags {
+		b = appendString(b, t.Key)
+		b = appendString(b, t.Value)
+	}
+	return b
+}
+
+func appendValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case float64:
+		b = append(b, 'f')
+		return binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
+	case int64:
+		return binary.AppendVarint(append(b, 'i'), x)
+	case int:
+		return binary.AppendVarint(append(b, 'i'), int64(x))
+	case bool:
+		return append(b, 'b', boolByte(x))
+	case string:
+		return appendString(append(b, 's'), x)
+	case nil:
+		return append(b, 'n')
+	}
+	return appendString(append(b, 's'), FormatValue(v))
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// decoder reads a record; the first problem sticks in err and every later
+// read returns a zero value.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+	}
+	d.b = nil
+}
+
+func (d *decoder) done() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d bytes left over", len(d.b))
+	}
+	return d.err
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("truncated")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad length")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a count, which cannot exceed the bytes left (every element
+// takes at least one byte).
+func (d *decoder) count() int {
+	v := d.uvarint()
+	if v > uint64(len(d.b))+1 {
+		d.fail("count %d larger than the record", v)
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("length %d beyond the record", n)
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }
+
+func (d *decoder) time() time.Time {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad time")
+		return time.Time{}
+	}
+	d.b = d.b[n:]
+	if v == zeroTime {
+		return time.Time{}
+	}
+	return time.Unix(0, v)
+}
+
+func (d *decoder) tags() []Tag {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	tags := make([]Tag, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		tags = append(tags, Tag{Key: d.string(), Value: d.string()})
+	}
+	return tags
+}
+
+func (d *decoder) value() any {
+	switch t := d.byte(); t {
+	case 'f':
+		if len(d.b) < 8 {
+			d.fail("truncated float")
+			return nil
+		}
+		v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+		d.b = d.b[8:]
+		return v
+	case 'i':
+		v, n := binary.Varint(d.b)
+		if n <= 0 {
+			d.fail("bad integer")
+			return nil
+		}
+		d.b = d.b[n:]
+		return v
+	case 'b':
+		return d.byte() == 1
+	case 's':
+		return d.string()
+	case 'n':
+		return nil
+	default:
+		if d.err == nil {
+			d.fail("unknown value type %q", t)
+		}
+		return nil
+	}
+}
+
+func (d *decoder) message() *Message {
+	m := &Message{Topic: d.string()}
+	if p := d.bytes(); len(p) > 0 {
+		m.Payload = append([]byte(nil), p...)
+	}
+	m.QoS = d.byte()
+	m.Retain = d.byte() == 1
+	m.ClientID, m.Username, m.ContentType = d.string(), d.string(), d.string()
+	if n := d.count(); n > 0 {
+		m.UserProperties = make([]Property, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			m.UserProperties = append(m.UserProperties, Property{Key: d.string(), Value: d.string()})
+		}
+	}
+	m.Received = d.time()
+	return m
+}

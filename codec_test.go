@@ -1,0 +1,98 @@
+package sluice_test
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice"
+)
+
+func sampleMessage() *sluice.Message {
+	return &sluice.Message{Topic: "plant/n/l1/b7/telemetry", Payload: []byte(`{"t":91.5}`), QoS: 1, Retain: true,
+		ClientID: "dev-7", Username: "u", ContentType: "application/json",
+		UserProperties: []sluice.Property{{Key: "unit", Value: "C"}, {Key: "unit", Value: "F"}},
+		Received:       time.Unix(1795694401, 123456789)}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	m := sampleMessage()
+	got, err := sluice.DecodeMessage(m.AppendBinary(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, m) {
+		t.Fatalf("got %+v\nwant %+v", got, m)
+	}
+}
+
+func TestEventsRoundTrip(t *testing.T) {
+	m := sampleMessage()
+	tags := []sluice.Tag{{Key: "device", Value: "b7"}}
+	events := []sluice.Event{
+		{Stream: sluice.StreamRecords, Message: m, Record: &sluice.Record{Rule: "r", Topic: m.Topic, Time: m.Received, Tags: tags,
+			Fields: []sluice.Field{{Name: "f", Value: 91.5}, {Name: "i", Value: int64(-3)}, {Name: "b", Value: true}, {Name: "s", Value: "x"}, {Name: "n", Value: nil}}}},
+		{Stream: sluice.StreamAlerts, Message: m, Alert: &sluice.Alert{Rule: "r", Severity: "critical", Status: "firing", Series: "b7", Device: "b7",
+			Value: 91.5, Message: "hot", Time: m.Received, Since: m.Received, Topic: m.Topic, Tags: tags, Notification: 2}},
+		{Stream: sluice.StreamDeadLetters, Message: m, DeadLetter: &sluice.DeadLetter{Stage: "decode", Rule: "r", Reason: "json: bad"}},
+		{Stream: sluice.StreamRaw, Message: m},
+	}
+	got, err := sluice.DecodeEvents(sluice.AppendEvents(nil, m, events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, events) {
+		t.Fatalf("got %+v\nwant %+v", got, events)
+	}
+	// Without raw or dead-letter events the payload is not kept.
+	got, err = sluice.DecodeEvents(sluice.AppendEvents(nil, m, events[:2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Message.Payload != nil || got[0].Message.Topic != m.Topic {
+		t.Fatalf("%+v", got[0].Message)
+	}
+	// A zero time survives.
+	got, err = sluice.DecodeEvents(sluice.AppendEvents(nil, m, []sluice.Event{{Stream: sluice.StreamAlerts, Message: m, Alert: &sluice.Alert{}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].Alert.Since.IsZero() {
+		t.Fatalf("%v", got[0].Alert.Since)
+	}
+}
+
+func TestDecodeCorrupt(t *testing.T) {
+	m := sampleMessage()
+	full := sluice.AppendEvents(nil, m, []sluice.Event{{Stream: sluice.StreamRecords, Message: m,
+		Record: &sluice.Record{Rule: "r", Fields: []sluice.Field{{Name: "f", Value: 1.0}}}}})
+	for i := range full {
+		if _, err := sluice.DecodeEvents(full[:i]); !errors.Is(err, sluice.ErrCorrupt) {
+			t.Fatalf("truncated at %d: %v", i, err)
+		}
+	}
+	if _, err := sluice.DecodeEvents(append(full, 0)); !errors.Is(err, sluice.ErrCorrupt) {
+		t.Fatalf("trailing byte: %v", err)
+	}
+}
+
+func FuzzDecodeEvents(f *testing.F) {
+	m := sampleMessage()
+	f.Add(sluice.AppendEvents(nil, m, []sluice.Event{{Stream: sluice.StreamRecords, Message: m,
+		Record: &sluice.Record{Rule: "r", Fields: []sluice.Field{{Name: "f", Value: 1.0}, {Name: "s", Value: "x"}}}}}))
+	f.Add(sluice.AppendEvents(nil, m, []sluice.Event{{Stream: sluice.StreamAlerts, Message: m, Alert: &sluice.Alert{Rule: "r"}}}))
+	f.Add(m.AppendBinary(nil))
+	f.Add([]byte{1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Must not panic; what decodes must encode back to the same bytes.
+		events, err := sluice.DecodeEvents(b)
+		if err == nil && len(events) > 0 {
+			again := sluice.AppendEvents(nil, events[0].Message, events)
+			if _, err := sluice.DecodeEvents(again); err != nil {
+				t.Fatalf("re-encoded events do not decode: %v", err)
+			}
+		}
+		sluice.DecodeMessage(b)
+	})
+}

@@ -1,0 +1,176 @@
+// Package journal is sluice's write-ahead journal: an append-only log of
+// records with named reader cursors. The MQTT publish hook appends a
+// message before the broker acknowledges it; the rules processor and each
+// sink read the journal through their own cursor and acknowledge what they
+// are done with; segments every cursor has passed are deleted. A dead sink
+// neither blocks the others nor loses its backlog.
+//
+// # Records
+//
+// A record is a kind byte chosen by the caller, data bytes (at most
+// MaxRecordBytes), an optional in-memory value and the time it was
+// appended. Records are numbered 1, 2, 3, ... without gaps; numbering
+// continues across restarts. (Only corruption found by Open leaves a gap:
+// readers continue after it.)
+//
+// # Modes: what an acknowledged record survives
+//
+//   - Memory: nothing is written to disk. A restart loses every record.
+//     Bounds, overflow, readers, acks and Stats behave as in the other modes.
+//   - Process: Append(wait=true) returns after write(2) put the record in
+//     the OS page cache. It survives a crash of the process, not a power
+//     loss or a kernel crash. Concurrent waiting appends share one pwrite
+//     (a group write, done outside the journal's lock while others keep
+//     appending). Records appended without waiting (Write, wait=false) wait
+//     in a write-behind buffer and go out with the next group write, when
+//     the buffer reaches 256 KiB, when someone waits for Durable, or within
+//     about 200 ms; Durable counts only what was written.
+//   - Fsync: Append(wait=true) returns after an fsync covered the record.
+//     It survives a power loss. Concurrent appenders share fsyncs (group
+//     commit): a syncer goroutine notes the last seq written, fsyncs the
+//     closed segments not yet synced, the segment being written and, after
+//     a file was created, the directory, then advances Durable and wakes
+//     every waiter at once. Appends arriving meanwhile are covered by the
+//     next round. Records appended without waiting (Write, wait=false)
+//     become durable within about 200 ms. If an fsync fails, the journal
+//     refuses further records (after a failed fsync the kernel may have
+//     dropped the dirty pages: nothing more may be acknowledged).
+//
+// If ctx ends while Append waits for durability, Append returns the seq and
+// ctx.Err(): the record is in the journal (readers may deliver it) but must
+// not be acknowledged to the client, which sends it again.
+//
+// # Files
+//
+// A journal directory holds segment files and cursors.json. A segment is
+// named by the seq of its first record, "%020d.seg", and holds a 16-byte
+// header then frames, all integers little-endian:
+//
+//	header: "SLUICEJ1" | uint32 version (1) | uint32 reserved (0)
+//	frame:  uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | data
+//
+// length counts the bytes after the CRC field (17 + len(data)); the CRC
+// (Castagnoli) covers those same bytes. A frame takes 25 bytes plus its
+// data. Records in a segment have consecutive seqs starting with the
+// file's name. A segment is closed, and the next begun, once it reaches
+// SegmentBytes (default 8 MiB, or MaxBytes/8 if that is smaller, but not
+// below 4 KiB). Nothing is ever rewritten: frames are written at the end with
+// pwrite. A failed write is truncated back and makes the journal refuse
+// further records: its seqs were handed out and readers may have seen them.
+//
+// In memory each segment has a sparse index (seq, offset, time) with an
+// entry at least every 8 KiB and every second, built while writing and
+// while recovering, so that a reader can seek to the record it wants and
+// MaxAge knows how old records on disk are.
+//
+// # Cursors
+//
+// A reader is a named cursor: the last seq it acknowledged. cursors.json,
+//
+//	{"version":1,"readers":{"influx":{"acked":41,"skipped":0}}}
+//
+// is written atomically (a temporary file renamed over it; in Fsync mode
+// the file and the directory are fsync'd) by a background goroutine at
+// most every 200 ms when a cursor changed, and by Close. A saved cursor is
+// never ahead of Durable: records after Durable may be lost in a crash and
+// their seqs reused by new records, which the reader must not skip. Open
+// pulls a cursor that is ahead of the last record recovered back to it
+// (logged). A missing cursors file means no readers; a corrupt one is
+// logged and treated as missing, so readers start again at the first
+// record held: records are delivered again, never lost.
+//
+// # Reading
+//
+// Next returns records in seq order. A reader at the tail gets them from
+// the cache of recent records (CacheBytes, default 32 MiB; Memory mode
+// keeps every record there), with the value given to Append and no file
+// I/O or decoding. A reader further behind reads the segment files with
+// its own file handle and buffered positional reads, checking each CRC;
+// such records have no Value. Once it catches up it continues from the
+// cache. Entry.Data is valid until the reader's next Next call and must not
+// be modified.
+//
+// A reader acknowledges with Ack (from any goroutine); acks only move
+// forward. Rewind makes Next read again from a seq (after a failed batch).
+// A new reader starts at the first record held.
+//
+// # Reclaiming
+//
+// Whole segments whose last record every reader has acknowledged are
+// deleted; never the segment being written. Reclaiming is decided on Ack
+// (under the journal's lock, without I/O) and the files are removed by the
+// background goroutine. With no reader at all nothing is reclaimed: the
+// records are kept for the readers to come. Readers must therefore be
+// created before the first Append after Open if they must not miss
+// records.
+//
+// # Bounds and overflow
+//
+// The journal is full when the bytes held reach MaxBytes, or when the
+// oldest record some reader has not acknowledged is older than MaxAge (with
+// no readers, the oldest record held). The time of a record no longer in
+// the cache comes from the sparse index, so MaxAge may take it for up to a
+// second older than it is. Then Append either
+//
+//   - waits (Block) until readers acknowledge and space is reclaimed, or
+//     until its ctx ends; TryAppend returns ErrFull instead of waiting. When
+//     the bytes held sit in the segment being written, that segment is
+//     closed as soon as every reader has acknowledged part of it, so that
+//     it can be reclaimed; or
+//   - deletes the oldest segments until the journal is within its bounds
+//     (DropOldest), closing the segment being written first if it is the
+//     only one. Readers that had not acknowledged the deleted records jump
+//     past them; each counts them in Skipped, the journal in Dropped
+//     (records deleted before every reader had them), and the drop is
+//     logged. A reader reading a deleted segment keeps its open file and
+//     continues with the first record held.
+//
+// Write ignores the bounds: it is for records derived from records already
+// in the journal, which must not wait for the space they help free. The
+// journal thus holds at most MaxBytes plus one record (and a segment
+// header) plus what Write added.
+//
+// # Recovery
+//
+// Open scans every segment and checks every frame: its length, its CRC
+// and its seq. A torn or corrupt tail of the last segment (a crash during
+// a write) is truncated after the last good record and logged. A bad
+// frame in an earlier segment cuts the rest of that segment (logged at
+// error, counted in Stats().Recovered.CorruptSegments); reading continues
+// with the next segment. An empty segment before the last is removed; a
+// file that is not a segment (bad magic) is renamed to *.corrupt; a segment
+// of an unknown format version, or segments whose seqs overlap, make Open
+// fail rather than guess. Seqs continue after the last good record (or
+// after the seq the last, empty, segment is named for).
+//
+// # Concurrency
+//
+// One mutex guards the journal's state. Append holds it while it encodes
+// the frame, writes it with pwrite, adds it to the cache and the index, and
+// wakes readers; file creation at rotation also happens under it, fsyncs
+// and file removal never do. A Block appender waits on a channel closed
+// when acks move or space is reclaimed; readers at the tail wait on one
+// closed by the next write; Fsync waiters on one closed by the syncer.
+// Each reader has its own mutex for its file position, so readers read
+// files in parallel with the writer and each other. Close wakes everyone
+// with ErrClosed, stops the goroutines, fsyncs (Fsync mode), saves the
+// cursors and closes the files; it is idempotent.
+//
+// # Figures
+//
+// On the 2-core development VM (ext4 on virtio), 256-byte records, go test
+// -bench (compare as ratios; the machine is shared and noisy):
+//
+//	Append, Memory                     ~0.12 µs/op, 0 allocs (the data copy: 256 B/op)
+//	Append, Process                    ~0.6 µs/op, 0 allocs (pwrite ~0.55 µs of it)
+//	Append, Fsync, 1 appender          ~210 µs/op (one fsync each)
+//	Append, Fsync, 64 appenders        ~10 µs/op, ~31 appends per fsync
+//	Next from the cache                ~0.035 µs/record
+//	Next following a writer (Memory)   ~0.19 µs/record, writer and reader together
+//	Next from files (page cache)       ~0.13 µs/record, CRC checked
+//
+// Memory use: the cache (CacheBytes of data plus 64 bytes a record, values
+// not counted), the sparse index (24 bytes per 8 KiB of segment or per
+// second of records, whichever comes first), a 64 KiB
+// read buffer per reader reading files.
+package journal

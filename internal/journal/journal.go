@@ -1,0 +1,942 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode is how durable a record is when Append returns.
+type Mode int
+
+const (
+	Memory  Mode = iota // records live in memory only: a restart loses them (no files at all)
+	Process             // written to the OS (write(2)) before Append returns: survives a crash of the process, not a power loss
+	Fsync               // fsync'd before Append returns; concurrent appends share one fsync (group commit)
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Memory:
+		return "memory"
+	case Process:
+		return "process"
+	case Fsync:
+		return "fsync"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Overflow is what Append does when the journal is over its bounds.
+type Overflow int
+
+const (
+	Block      Overflow = iota // Append waits until readers free space, or its ctx ends
+	DropOldest                 // the oldest segments are deleted to make room; readers behind them skip ahead, and the records they skipped are counted
+)
+
+func (o Overflow) String() string {
+	switch o {
+	case Block:
+		return "block"
+	case DropOldest:
+		return "drop_oldest"
+	}
+	return fmt.Sprintf("Overflow(%d)", int(o))
+}
+
+// Options configure a journal. The zero value of every field but Dir is a
+// usable default.
+type Options struct {
+	Dir          string           // required unless Mode is Memory; created if missing
+	Mode         Mode             // default Memory
+	SegmentBytes int64            // target segment size; default 8 MiB, or MaxBytes/8 if smaller (a segment is closed once it exceeds it)
+	MaxBytes     int64            // bound on the bytes held (all segments); 0: none
+	MaxAge       time.Duration    // bound on the age of the oldest record some reader still needs; 0: none
+	Overflow     Overflow         // default Block
+	CacheBytes   int64            // recent records kept in memory, with their values, for readers at the tail; default 32 MiB; negative: none. (Memory mode keeps everything in memory regardless.)
+	Logger       *slog.Logger     // may be nil
+	Now          func() time.Time // clock for record times and MaxAge; default time.Now (tests inject a fake)
+
+	syncFile func(*os.File) error // fsync; tests count the calls
+}
+
+const (
+	defaultSegmentBytes = 8 << 20
+	minSegmentBytes     = 4 << 10
+	defaultCacheBytes   = 32 << 20
+	flushEvery          = 200 * time.Millisecond
+)
+
+var (
+	ErrClosed = errors.New("journal closed")
+	ErrFull   = errors.New("journal full") // returned by TryAppend
+)
+
+// Entry is a record as a reader sees it.
+type Entry struct {
+	Seq   uint64    // 1, 2, 3, ... gapless per journal, continuing across restarts
+	Kind  byte      // chosen by the caller
+	Data  []byte    // the bytes appended (valid until the reader's next Next call)
+	Value any       // the value given to Append while the record is in the cache; nil when read back from disk
+	Time  time.Time // when it was appended
+}
+
+// Journal is an append-only log of records with named reader cursors. All
+// methods are safe for concurrent use.
+type Journal struct {
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	syncFile func(*os.File) error
+	files    bool // Process or Fsync
+
+	durable atomic.Uint64
+
+	mu        sync.Mutex
+	closed    bool
+	err       error // sticky: a failed write that could not be undone, a failed fsync
+	segs      []*segment
+	active    *segment // segs[len(segs)-1]: the one being written
+	first     uint64   // first seq held (segs[0].first); first > last when empty
+	last      uint64   // last seq written
+	bytes     int64
+	cache     cache
+	readers   map[string]*Reader
+	minAck    uint64 // lowest acked seq of all readers (when there are readers)
+	dropped   uint64
+	recovered RecoveryStats
+	// pend holds frames of the active segment not yet written to its file:
+	// records appended without waiting go out with the next write someone
+	// waits for (or when it grows large, or Durable is waited for, or a
+	// reader needs them from the file), so the rules' records and QoS 0
+	// messages ride along with the next acknowledged message in one pwrite.
+	pend     []byte
+	pendLast uint64 // last seq in pend
+	spare    []byte // the other write-behind buffer, swapped with pend by a group write
+	// flushing is set while a group write runs outside mu; flushDone
+	// (on mu) is signalled when it ends.
+	flushing  bool
+	flushDone sync.Cond
+	rotateErr error // last rotation failure, logged once
+
+	// Channels closed (and forgotten) to wake waiters; made only when
+	// someone waits.
+	appendCh  chan struct{} // a record was written, a reader was removed, or the journal closed
+	spaceCh   chan struct{} // acks moved or space was reclaimed
+	durableCh chan struct{} // Durable moved
+
+	// Fsync mode: the syncer goroutine's work.
+	syncCond   sync.Cond
+	syncWanted bool
+	unsynced   []*os.File // closed segments not fsync'd yet
+	dirDirty   bool       // a segment file was created since the last directory fsync
+
+	trash        []string // paths of reclaimed segments, removed by the background goroutine
+	cursorsDirty bool
+
+	kick      chan struct{}
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	saveMu    sync.Mutex // one cursors save at a time
+	saveErr   bool       // the last cursors save failed (logged once)
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens or creates a journal and recovers it: every segment is scanned; a torn or corrupt tail
+// (short frame, bad length, CRC mismatch) is cut off at the last good record and the loss is logged;
+// a corrupt record in the middle of a segment cuts the rest of THAT segment (logged, counted in
+// Stats().Recovered) and reading continues with the next segment. Seq numbering continues after the
+// last good record. Saved cursors are loaded.
+func Open(opts Options) (*Journal, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	j := &Journal{
+		opts:     opts,
+		log:      opts.Logger,
+		now:      opts.Now,
+		syncFile: opts.syncFile,
+		files:    opts.Mode != Memory,
+		readers:  map[string]*Reader{},
+	}
+	j.syncCond.L = &j.mu
+	j.flushDone.L = &j.mu
+	if !j.files {
+		j.active = &segment{first: 1, last: 0, size: headerSize}
+		j.segs = []*segment{j.active}
+		j.first = 1
+		j.bytes = headerSize
+		return j, nil
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("journal: create dir: %w", err)
+	}
+	err := j.recover()
+	for _, s := range j.segs {
+		s.written = s.size
+	}
+	if err != nil {
+		for _, s := range j.segs {
+			if s.f != nil {
+				s.f.Close()
+			}
+		}
+		return nil, err
+	}
+	if err := j.loadCursors(); err != nil {
+		j.active.f.Close()
+		return nil, err
+	}
+	j.kick = make(chan struct{}, 1)
+	j.stop = make(chan struct{})
+	j.reclaim() // what the saved readers have all passed
+	j.durable.Store(j.last)
+	j.wg.Add(1)
+	go j.background()
+	if opts.Mode == Fsync {
+		j.wg.Add(1)
+		go j.syncLoop()
+	}
+	return j, nil
+}
+
+func (o *Options) validate() error {
+	switch o.Mode {
+	case Memory, Process, Fsync:
+	default:
+		return fmt.Errorf("journal: unknown mode %d", int(o.Mode))
+	}
+	switch o.Overflow {
+	case Block, DropOldest:
+	default:
+		return fmt.Errorf("journal: unknown overflow policy %d", int(o.Overflow))
+	}
+	if o.Mode != Memory && o.Dir == "" {
+		return errors.New("journal: Dir is required unless Mode is Memory")
+	}
+	if o.SegmentBytes < 0 || o.MaxBytes < 0 || o.MaxAge < 0 {
+		return errors.New("journal: SegmentBytes, MaxBytes and MaxAge must not be negative")
+	}
+	return nil
+}
+
+func (o *Options) setDefaults() {
+	if o.SegmentBytes == 0 {
+		o.SegmentBytes = defaultSegmentBytes
+		if o.MaxBytes > 0 {
+			// Space is reclaimed whole segments at a time: keep several
+			// segments within the bound.
+			o.SegmentBytes = min(o.SegmentBytes, max(o.MaxBytes/8, minSegmentBytes))
+		}
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = defaultCacheBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.syncFile == nil {
+		o.syncFile = (*os.File).Sync
+	}
+}
+
+// recover scans the segment files and opens the last one for appending
+// (or starts a new one).
+func (j *Journal) recover() error {
+	firsts, err := segmentFiles(j.opts.Dir)
+	if err != nil {
+		return err
+	}
+	for i, first := range firsts {
+		if n := len(j.segs); n > 0 && first <= j.segs[n-1].last {
+			return fmt.Errorf("journal: segment %s overlaps %s (seqs up to %d)",
+				segmentName(first), segmentName(j.segs[n-1].first), j.segs[n-1].last)
+		}
+		last := i == len(firsts)-1
+		sc, err := j.recoverSegment(first, last)
+		if err != nil {
+			return err
+		}
+		j.recovered.Records += sc.records
+		if sc.cut > 0 {
+			j.recovered.CutBytes += sc.cut
+			path := segmentName(first)
+			switch {
+			case sc.corrupt:
+				j.recovered.CorruptSegments++
+				j.log.Error("journal: segment file is not a journal segment; set aside as .corrupt",
+					"dir", j.opts.Dir, "segment", path, "bytes", sc.cut)
+			case last:
+				j.log.Warn("journal: cut torn or corrupt tail of the last segment",
+					"dir", j.opts.Dir, "segment", path, "reason", sc.reason.Error(),
+					"bytes", sc.cut, "records_kept", sc.records)
+			default:
+				j.recovered.CorruptSegments++
+				j.log.Error("journal: cut corrupt segment; the rest of it is lost",
+					"dir", j.opts.Dir, "segment", path, "reason", sc.reason.Error(),
+					"bytes", sc.cut, "records_kept", sc.records)
+			}
+		}
+		s := sc.seg
+		if s == nil {
+			continue
+		}
+		j.segs = append(j.segs, s)
+		j.bytes += s.size
+	}
+
+	if n := len(j.segs); n > 0 {
+		j.active = j.segs[n-1]
+		j.last = j.active.last
+	}
+	if j.active == nil || j.active.size >= j.opts.SegmentBytes {
+		s, err := createSegment(j.opts.Dir, j.last+1)
+		if err != nil {
+			return err
+		}
+		if j.active != nil {
+			j.active.f.Close()
+			j.active.f = nil
+		}
+		j.segs = append(j.segs, s)
+		j.active = s
+		j.bytes += s.size
+	}
+	j.first = j.segs[0].first
+	if j.opts.Mode == Fsync {
+		if err := j.syncDir(); err != nil {
+			return err
+		}
+	}
+	j.log.Info("journal: opened", "dir", j.opts.Dir, "mode", j.opts.Mode.String(),
+		"segments", len(j.segs), "first", j.first, "last", j.last, "bytes", j.bytes)
+	return nil
+}
+
+// Append adds a record. While the journal is over its bounds it either waits (Block; returns ctx.Err()
+// if ctx ends first) or drops the oldest segments (DropOldest). Then it writes the record and, when
+// wait is true, returns once the record is durable per Mode (Fsync: group commit). It returns the seq.
+func (j *Journal) Append(ctx context.Context, kind byte, data []byte, value any, wait bool) (uint64, error) {
+	return j.append(ctx, kind, data, value, wait, false)
+}
+
+// TryAppend is Append that returns ErrFull at once instead of waiting for room (for MQTT 5 clients, which
+// can be told "quota exceeded"). With DropOldest it never returns ErrFull.
+func (j *Journal) TryAppend(ctx context.Context, kind byte, data []byte, value any, wait bool) (uint64, error) {
+	return j.append(ctx, kind, data, value, wait, true)
+}
+
+// Write adds a record without regard to bounds and without waiting for durability: for records derived
+// from records already in the journal (which must never deadlock on the bound they help free).
+func (j *Journal) Write(kind byte, data []byte, value any) (uint64, error) {
+	if len(data) > MaxRecordBytes {
+		return 0, errTooLarge(len(data))
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return 0, err
+	}
+	return j.write(kind, data, value, false)
+}
+
+func errTooLarge(n int) error {
+	return fmt.Errorf("journal: record of %d bytes is larger than %d", n, MaxRecordBytes)
+}
+
+func (j *Journal) append(ctx context.Context, kind byte, data []byte, value any, wait, try bool) (uint64, error) {
+	if len(data) > MaxRecordBytes {
+		return 0, errTooLarge(len(data))
+	}
+	j.mu.Lock()
+	for {
+		if err := j.usable(); err != nil {
+			j.mu.Unlock()
+			return 0, err
+		}
+		if !j.full() {
+			break
+		}
+		if j.opts.Overflow == DropOldest {
+			j.dropOldest()
+			break
+		}
+		if j.makeRoom() {
+			continue
+		}
+		if try {
+			j.mu.Unlock()
+			return 0, ErrFull
+		}
+		if j.spaceCh == nil {
+			j.spaceCh = make(chan struct{})
+		}
+		ch := j.spaceCh
+		j.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		j.mu.Lock()
+	}
+	// A waiting append leaves its frame in the write-behind and joins a
+	// group write: concurrent appenders share one pwrite.
+	seq, err := j.write(kind, data, value, false)
+	j.mu.Unlock()
+	if err != nil || !wait {
+		return seq, err
+	}
+	return seq, j.WaitDurable(ctx, seq)
+}
+
+// usable returns why nothing can be written, if anything. Called with mu held.
+func (j *Journal) usable() error {
+	if j.closed {
+		return ErrClosed
+	}
+	return j.err
+}
+
+// write appends one record to the active segment and the cache. Called with
+// mu held.
+func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, error) {
+	seq := j.last + 1
+	t := j.now().UnixNano()
+	s := j.active
+	size := int64(frameOverhead + len(data))
+	if j.files {
+		s.note(seq, s.size, t)
+		j.pend = appendFrame(j.pend, seq, t, kind, data)
+		j.pendLast = seq
+	}
+	s.size += size
+	s.last = seq
+	j.bytes += size
+	j.last = seq
+	if !j.files || j.opts.CacheBytes > 0 {
+		j.cache.push(seq, centry{data: j.cache.copyData(data), value: value, time: t, kind: kind})
+		if j.files {
+			j.cache.trim(j.opts.CacheBytes)
+		}
+	}
+	if !j.files {
+		j.durable.Store(seq)
+		wake(&j.durableCh)
+	} else if now || len(j.pend) >= pendMax {
+		if err := j.flush(); err != nil {
+			return 0, err
+		}
+	}
+	wake(&j.appendCh)
+	if s.size >= j.opts.SegmentBytes {
+		j.rotate()
+	}
+	return seq, nil
+}
+
+// groupWrite writes the write-behind outside mu, so appenders keep adding
+// frames meanwhile; one group write runs at a time. It returns with mu held.
+// Called with mu held, not flushing.
+func (j *Journal) groupWrite() error {
+	if j.err != nil {
+		return j.err
+	}
+	if len(j.pend) == 0 {
+		return nil
+	}
+	s, buf, last, off := j.active, j.pend, j.pendLast, j.active.written
+	j.pend, j.spare = j.spare[:0], nil
+	j.flushing = true
+	j.mu.Unlock()
+	_, err := s.f.WriteAt(buf, off)
+	j.mu.Lock()
+	j.flushing = false
+	j.flushDone.Broadcast()
+	if err != nil {
+		j.err = fmt.Errorf("journal: write segment %s: %w", s.path, err)
+		j.log.Error("journal: write failed; the journal refuses further records", "segment", s.path, "error", err)
+		wake(&j.durableCh)
+		return j.err
+	}
+	s.written += int64(len(buf))
+	if cap(buf) <= 4*pendMax {
+		j.spare = buf[:0]
+	}
+	if j.opts.Mode == Process {
+		j.durable.Store(last)
+		wake(&j.durableCh)
+	}
+	return nil
+}
+
+// pendMax is how much write-behind a journal holds before writing it.
+const pendMax = 256 << 10
+
+// flush writes the pending frames to the active segment's file (one
+// pwrite) and, in Process mode, moves Durable past them. A failed write is
+// sticky: seqs were handed out and readers may have seen the records, so
+// the journal refuses further records rather than renumber. Called with mu
+// held.
+func (j *Journal) flush() error {
+	for j.flushing {
+		j.flushDone.Wait()
+	}
+	if j.err != nil {
+		return j.err
+	}
+	if len(j.pend) == 0 {
+		return nil
+	}
+	s := j.active
+	if _, err := s.f.WriteAt(j.pend, s.written); err != nil {
+		j.err = fmt.Errorf("journal: write segment %s: %w", s.path, err)
+		j.log.Error("journal: write failed; the journal refuses further records", "segment", s.path, "error", err)
+		s.f.Truncate(s.written)
+		wake(&j.durableCh)
+		return j.err
+	}
+	s.written += int64(len(j.pend))
+	j.pend = j.pend[:0]
+	if cap(j.pend) > 4*pendMax {
+		j.pend = nil // do not keep a buffer the size of a rare huge record
+	}
+	if j.opts.Mode == Process {
+		j.durable.Store(j.pendLast)
+		wake(&j.durableCh)
+	}
+	return nil
+}
+
+// wake closes *ch, if anyone waits on it, waking them.
+func wake(ch *chan struct{}) {
+	if *ch != nil {
+		close(*ch)
+		*ch = nil
+	}
+}
+
+// rotate closes the active segment and starts the next. Called with mu held.
+func (j *Journal) rotate() bool {
+	old := j.active
+	if old.empty() {
+		return false
+	}
+	if j.files && j.flush() != nil {
+		return false
+	}
+	var s *segment
+	if j.files {
+		var err error
+		s, err = createSegment(j.opts.Dir, old.last+1)
+		if err != nil {
+			if j.rotateErr == nil {
+				j.log.Error("journal: cannot start a new segment; writing on in the current one", "error", err)
+			}
+			j.rotateErr = err
+			return false
+		}
+		if j.rotateErr != nil {
+			j.log.Info("journal: started a new segment again", "segment", s.path)
+			j.rotateErr = nil
+		}
+		if j.opts.Mode == Fsync {
+			// The syncer fsyncs and closes it; Durable does not pass its
+			// records before that.
+			j.unsynced = append(j.unsynced, old.f)
+			j.dirDirty = true
+			j.syncCond.Signal()
+		} else {
+			old.f.Close()
+		}
+		old.f = nil
+	} else {
+		s = &segment{first: old.last + 1, last: old.last, size: headerSize, written: headerSize}
+	}
+	j.segs = append(j.segs, s)
+	j.active = s
+	j.bytes += s.size
+	return true
+}
+
+// floor returns the highest seq every reader has acknowledged; with no
+// readers, the seq before the first held (every held record is kept for
+// readers to come). Called with mu held.
+func (j *Journal) floor() uint64 {
+	if len(j.readers) == 0 {
+		return j.first - 1
+	}
+	return j.minAck
+}
+
+func (j *Journal) updateMinAck() {
+	first := true
+	for _, r := range j.readers {
+		if first || r.acked < j.minAck {
+			j.minAck = r.acked
+			first = false
+		}
+	}
+}
+
+// full reports whether the journal is over its bounds. Called with mu held.
+func (j *Journal) full() bool {
+	if j.opts.MaxBytes > 0 && j.bytes >= j.opts.MaxBytes {
+		return true
+	}
+	return j.opts.MaxAge > 0 && j.oldestAge() > j.opts.MaxAge
+}
+
+// oldestAge returns the age of the oldest record some reader still needs.
+func (j *Journal) oldestAge() time.Duration {
+	seq := j.floor() + 1
+	if seq > j.last {
+		return 0
+	}
+	return j.now().Sub(time.Unix(0, j.timeOf(seq)))
+}
+
+// timeOf returns the time of record seq, or of the first record after it if
+// seq is not held. Exact for cached records; for the others, the time of
+// the indexed record at or before it (at most indexTime earlier).
+func (j *Journal) timeOf(seq uint64) int64 {
+	if e, ok := j.cache.get(seq); ok {
+		return e.time
+	}
+	s, next := j.segmentFor(seq)
+	if s == nil {
+		if e, ok := j.cache.get(next); ok {
+			return e.time
+		}
+		if s, _ = j.segmentFor(next); s == nil {
+			return j.now().UnixNano()
+		}
+		seq = next
+	}
+	if ie, ok := s.locate(seq); ok {
+		return ie.time
+	}
+	return j.now().UnixNano()
+}
+
+// segmentFor returns the segment holding seq. When no segment holds it
+// (before the first, or in a gap left by a corrupt segment), it returns nil
+// and the first seq held after it.
+func (j *Journal) segmentFor(seq uint64) (*segment, uint64) {
+	segs := j.segs
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].first > seq }) - 1
+	if i < 0 {
+		return nil, segs[0].first
+	}
+	s := segs[i]
+	if seq > s.last {
+		if i+1 < len(segs) {
+			return nil, segs[i+1].first
+		}
+		return nil, s.last + 1
+	}
+	return s, 0
+}
+
+// makeRoom is Block's way out of a journal whose bytes sit in the segment
+// being written: when every reader has acknowledged some of its records, it
+// closes it so that it can be reclaimed. It reports whether space was freed.
+func (j *Journal) makeRoom() bool {
+	freed := j.reclaim()
+	if a := j.active; len(j.readers) > 0 && !a.empty() && j.minAck >= a.first && j.rotate() {
+		freed += j.reclaim()
+	}
+	return freed > 0
+}
+
+// reclaim removes the segments every reader has passed (never the active
+// one) and returns how many. Called with mu held.
+func (j *Journal) reclaim() int {
+	if len(j.readers) == 0 {
+		return 0
+	}
+	n := 0
+	for len(j.segs) > 1 && j.segs[0].last <= j.minAck {
+		j.removeFirst()
+		n++
+	}
+	return n
+}
+
+// removeFirst forgets the oldest segment; its file goes to the trash, for
+// the background goroutine to remove. Called with mu held.
+func (j *Journal) removeFirst() {
+	s := j.segs[0]
+	s.removed = true
+	copy(j.segs, j.segs[1:])
+	j.segs[len(j.segs)-1] = nil
+	j.segs = j.segs[:len(j.segs)-1]
+	j.bytes -= s.size
+	j.first = j.segs[0].first
+	if !j.files {
+		// The cache is where Memory mode keeps records. (Otherwise the
+		// records before first stay in the cache until its budget pushes
+		// them out: nothing asks for them, and dropping them each time a
+		// segment goes would make the ring shrink and grow again.)
+		j.cache.dropBefore(j.first)
+	}
+	if j.files {
+		j.trash = append(j.trash, s.path)
+		select {
+		case j.kick <- struct{}{}:
+		default:
+		}
+	}
+	wake(&j.spaceCh)
+}
+
+// dropOldest removes the oldest segments until the journal is within its
+// bounds, moving the readers that had not acknowledged them past them.
+// Called with mu held.
+func (j *Journal) dropOldest() {
+	j.reclaim()
+	var segs int
+	var records, skippedBy uint64
+	var bytes int64
+	for j.full() {
+		if len(j.segs) == 1 && !j.rotate() {
+			break // nothing left to drop but an empty segment
+		}
+		s := j.segs[0]
+		floor := j.floor()
+		if s.last > floor {
+			records += s.last - max(floor, s.first-1)
+		}
+		for _, r := range j.readers {
+			if r.acked < s.last {
+				skippedBy++
+				r.skipped += s.last - max(r.acked, s.first-1)
+				r.acked = s.last
+				j.cursorsDirty = true
+			}
+			if r.next <= s.last {
+				r.next = s.last + 1
+			}
+		}
+		bytes += s.size
+		j.removeFirst()
+		j.updateMinAck()
+		segs++
+	}
+	if segs > 0 {
+		j.dropped += records
+		j.log.Warn("journal: over its bounds; dropped the oldest segments",
+			"dir", j.opts.Dir, "segments", segs, "records", records, "bytes", bytes,
+			"readers_behind", skippedBy, "dropped_total", j.dropped)
+	}
+}
+
+// Durable returns the highest seq that is durable per Mode (all records <= it). In Memory and Process
+// modes it is the last written seq.
+func (j *Journal) Durable() uint64 { return j.durable.Load() }
+
+// WaitDurable waits until seq is durable (Fsync mode: triggers/joins a group fsync).
+func (j *Journal) WaitDurable(ctx context.Context, seq uint64) error {
+	for {
+		if j.durable.Load() >= seq {
+			return nil
+		}
+		j.mu.Lock()
+		if j.durable.Load() >= seq {
+			j.mu.Unlock()
+			return nil
+		}
+		if err := j.usable(); err != nil {
+			j.mu.Unlock()
+			return err
+		}
+		if j.opts.Mode == Process && seq <= j.last && !j.flushing {
+			// Nobody is writing: write the write-behind, this record's
+			// and whatever others appended meanwhile.
+			err := j.groupWrite()
+			j.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if j.opts.Mode == Fsync && seq <= j.last {
+			j.syncWanted = true
+			j.syncCond.Signal()
+		}
+		if j.durableCh == nil {
+			j.durableCh = make(chan struct{})
+		}
+		ch := j.durableCh
+		j.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Full reports whether the journal is over its bounds.
+func (j *Journal) Full() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.full()
+}
+
+// ReaderStats describe one reader.
+type ReaderStats struct {
+	Name      string
+	Acked     uint64
+	Lag       uint64        // records appended after Acked
+	LagBytes  int64         // approximate bytes of those records
+	OldestAge time.Duration // age of the oldest record not yet acknowledged (0 if none)
+	Skipped   uint64
+}
+
+// Stats describe the journal.
+type Stats struct {
+	Bytes     int64         // bytes held in segments
+	Segments  int           // segments held, the one being written included
+	First     uint64        // first seq held (0 if empty)
+	Last      uint64        // last seq written
+	Durable   uint64        // see Journal.Durable
+	Full      bool          // see Journal.Full
+	Dropped   uint64        // records deleted by DropOldest before every reader had them
+	Recovered RecoveryStats // what Open found
+	Readers   []ReaderStats // by name
+}
+
+// RecoveryStats is what Open found: the records it kept, the bytes it cut
+// (torn tails and corrupt records with everything after them in their
+// segment) and the segments that had a cut before their end (or were not
+// segments at all).
+type RecoveryStats struct {
+	Records         uint64
+	CutBytes        int64
+	CorruptSegments int
+}
+
+// Stats returns the journal's figures.
+func (j *Journal) Stats() Stats {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	st := Stats{
+		Bytes:     j.bytes,
+		Segments:  len(j.segs),
+		Last:      j.last,
+		Durable:   j.durable.Load(),
+		Full:      j.full(),
+		Dropped:   j.dropped,
+		Recovered: j.recovered,
+	}
+	if j.first <= j.last {
+		st.First = j.first
+	}
+	now := j.now()
+	for _, r := range j.readers {
+		rs := ReaderStats{Name: r.name, Acked: r.acked, Skipped: r.skipped}
+		if r.acked < j.last {
+			rs.Lag = j.last - r.acked
+			rs.LagBytes = j.bytesAfter(r.acked)
+			rs.OldestAge = now.Sub(time.Unix(0, j.timeOf(r.acked+1)))
+		}
+		st.Readers = append(st.Readers, rs)
+	}
+	sort.Slice(st.Readers, func(a, b int) bool { return st.Readers[a].Name < st.Readers[b].Name })
+	return st
+}
+
+// bytesAfter estimates the bytes of the records after seq, assuming the
+// records of a segment are of equal size.
+func (j *Journal) bytesAfter(seq uint64) int64 {
+	var n int64
+	for i := len(j.segs) - 1; i >= 0; i-- {
+		s := j.segs[i]
+		if s.empty() || s.last <= seq {
+			break
+		}
+		data := s.size - headerSize
+		if s.first > seq {
+			n += data
+			continue
+		}
+		n += int64(float64(data) * float64(s.last-seq) / float64(s.records()))
+		break
+	}
+	return n
+}
+
+// Close flushes the cursors (fsync'd in Fsync mode), stops background work, wakes blocked Next/Append
+// calls with ErrClosed, and closes files. Safe to call more than once.
+func (j *Journal) Close() error {
+	j.closeOnce.Do(func() { j.closeErr = j.close() })
+	return j.closeErr
+}
+
+func (j *Journal) close() error {
+	j.mu.Lock()
+	j.closed = true
+	wake(&j.appendCh)
+	wake(&j.spaceCh)
+	wake(&j.durableCh)
+	j.syncCond.Broadcast()
+	readers := make([]*Reader, 0, len(j.readers))
+	for _, r := range j.readers {
+		readers = append(readers, r)
+	}
+	j.mu.Unlock()
+
+	if j.stop != nil {
+		close(j.stop)
+	}
+	j.wg.Wait()
+
+	var errs []error
+	if j.files {
+		// The goroutines are gone and nothing writes any more: the files
+		// are Close's alone.
+		j.mu.Lock()
+		if j.err == nil {
+			if err := j.flush(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		unsynced, active, last, failed := j.unsynced, j.active.f, j.last, j.err != nil
+		j.unsynced = nil
+		j.mu.Unlock()
+		if j.opts.Mode == Fsync && !failed {
+			if err := j.syncFiles(unsynced, active, true); err != nil {
+				errs = append(errs, err)
+			} else {
+				j.durable.Store(last)
+			}
+		}
+		for _, f := range unsynced {
+			f.Close()
+		}
+		if err := active.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("journal: close segment: %w", err))
+		}
+		j.removeTrash()
+		errs = append(errs, j.saveCursors())
+	}
+	for _, r := range readers {
+		r.mu.Lock()
+		r.closeFile()
+		r.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
