@@ -159,7 +159,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		// state does not need). Like sluice's default journal mode, it
 		// survives a crash of the process; NoSync spares an fsync per
 		// stored packet.
-		store := &bolt.Hook{}
+		store := &boltStore{Hook: &bolt.Hook{}}
 		err := b.server.AddHook(store, &bolt.Options{Path: b.cfg.StatePath,
 			Options: &bbolt.Options{Timeout: 5 * time.Second, NoSync: true}})
 		if err != nil {
