@@ -69,8 +69,8 @@ sinks: [{name: a, mqtt: {}}]
 		t.Fatalf("retained after restart: %v", got)
 	}
 	// The session survived, with its queued messages. (Their order is
-	// mochi's: it sorts messages queued in the same second arbitrarily;
-	// see docs/broker.md.)
+	// mochi's, which sorts messages queued within one second arbitrarily:
+	// a known defect, see docs/delivery.md.)
 	var got []string
 	back := persistentClient(t, addr, "dashboard", false, func(p *paho.Publish) { got = append(got, string(p.Payload)) })
 	defer back.Disconnect(&paho.Disconnect{})

@@ -119,8 +119,6 @@ type SinkConfig struct {
 type BatchConfig struct {
 	Size     int           `yaml:"size"`
 	Interval time.Duration `yaml:"interval"`
-	// Queue bounds the events waiting for this sink (default 4 batches).
-	Queue int `yaml:"queue"`
 }
 
 // RetryConfig is a sink's retry policy for retryable failures: exponential
@@ -287,9 +285,6 @@ func (c *Config) SetDefaults() {
 				s.Batch.Interval = 10 * time.Millisecond
 			}
 		}
-		if s.Batch.Queue == 0 {
-			s.Batch.Queue = 4 * s.Batch.Size
-		}
 		if s.Retry.Initial == 0 {
 			s.Retry.Initial = 100 * time.Millisecond
 		}
@@ -430,9 +425,6 @@ func (s *SinkConfig) validate() error {
 	}
 	if s.Batch.Interval < 0 {
 		p.Addf("batch.interval", "must not be negative")
-	}
-	if s.Batch.Queue < 1 {
-		p.Addf("batch.queue", "must be at least 1")
 	}
 	if s.Retry.Initial <= 0 || s.Retry.Max < s.Retry.Initial {
 		p.Addf("retry", "want 0 < initial <= max")
