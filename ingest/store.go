@@ -32,3 +32,10 @@ func (h *boltStore) StoredInflightMessages() ([]storage.Message, error) {
 	}
 	return msgs, err
 }
+
+// StoredSysInfo returns nothing: sluice does not restore the $SYS counters
+// across restarts (they describe this run), and the bolt hook logs an error
+// for the missing record on every first start.
+func (h *boltStore) StoredSysInfo() (storage.SystemInfo, error) {
+	return storage.SystemInfo{}, nil
+}

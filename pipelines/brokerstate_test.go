@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,13 +72,26 @@ sinks: [{name: a, mqtt: {}}]
 	// The session survived, with its queued messages. (Their order is
 	// mochi's, which sorts messages queued within one second arbitrarily:
 	// a known defect, see docs/delivery.md.)
+	var mu sync.Mutex
 	var got []string
-	back := persistentClient(t, addr, "dashboard", false, func(p *paho.Publish) { got = append(got, string(p.Payload)) })
+	back := persistentClient(t, addr, "dashboard", false, func(p *paho.Publish) {
+		mu.Lock()
+		got = append(got, string(p.Payload))
+		mu.Unlock()
+	})
 	defer back.Disconnect(&paho.Disconnect{})
 	deadline := time.Now().Add(10 * time.Second)
-	for len(got) < 3 && time.Now().Before(deadline) {
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	sort.Strings(got)
 	if fmt.Sprint(got) != "[queued 0 queued 1 queued 2]" {
 		t.Fatalf("queued messages after restart: %v", got)
