@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"sync"
 	"time"
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/internal/tmpl"
 )
 
@@ -29,10 +31,11 @@ import (
 type Config struct {
 	URL string `yaml:"url"`
 	// Token authenticates: an InfluxDB 2 API token, or "user:password" for
-	// InfluxDB 1.x with authentication on (empty when it is off).
-	Token  string `yaml:"token"`
-	Org    string `yaml:"org"`
-	Bucket string `yaml:"bucket"`
+	// InfluxDB 1.x with authentication on (empty when it is off). Inline,
+	// {env: NAME} or {file: PATH}.
+	Token  secret.String `yaml:"token"`
+	Org    string        `yaml:"org"`
+	Bucket string        `yaml:"bucket"`
 	// Measurement is a template; default "{rule}" for records (each rule
 	// its own measurement) and "alerts" for alerts.
 	Measurement string `yaml:"measurement"`
@@ -50,6 +53,9 @@ type Config struct {
 	TimeFormat string `yaml:"time_format"`
 	// Timeout bounds one batch write (default 10s).
 	Timeout time.Duration `yaml:"timeout"`
+	// TLS sets what an https URL trusts (default: the system's roots) and
+	// the client certificate for mutual TLS.
+	TLS *secret.TLS `yaml:"tls"`
 }
 
 var timeFormats = []string{"unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"}
@@ -102,6 +108,12 @@ func (c *Config) Validate() error {
 	if c.Timeout < 0 {
 		p.Addf("timeout", "must not be negative")
 	}
+	if c.TLS != nil {
+		if u, err := url.Parse(c.URL); err == nil && u.Scheme == "http" {
+			p.Addf("tls", "the url is http://, so TLS is not used; write https://")
+		}
+		p.Nest("tls", c.TLS.Validate())
+	}
 	return p.Err()
 }
 
@@ -111,8 +123,11 @@ type Sink struct {
 	measurement *tmpl.Template
 	tags        []tagTemplate
 	fields      map[string]bool
-	client      influxdb2.Client
-	write       api.WriteAPIBlocking
+
+	mu     sync.Mutex
+	closed bool
+	client influxdb2.Client // nil until set up
+	write  api.WriteAPIBlocking
 }
 
 type tagTemplate struct {
@@ -120,7 +135,8 @@ type tagTemplate struct {
 	t    *tmpl.Template
 }
 
-// New returns a sink for cfg (validated). It does no I/O.
+// New returns a sink for cfg (validated). It does no I/O: the TLS files are
+// read by Connect or the first Write.
 func New(cfg Config, stream sluice.Stream) *Sink {
 	cfg.SetDefaults(stream)
 	s := &Sink{cfg: cfg, measurement: tmpl.MustParse(cfg.Measurement)}
@@ -134,21 +150,47 @@ func New(cfg Config, stream sluice.Stream) *Sink {
 			s.fields[f] = true
 		}
 	}
-	opts := influxdb2.DefaultOptions().
-		SetHTTPRequestTimeout(uint(math.Ceil(cfg.Timeout.Seconds()))).
-		SetLogLevel(0)
-	s.client = influxdb2.NewClientWithOptions(cfg.URL, cfg.Token, opts)
-	s.write = s.client.WriteAPIBlocking(cfg.Org, cfg.Bucket)
 	return s
+}
+
+// setup reads the TLS files and makes the client, once it succeeds: until
+// then every Connect and Write tries again, so a fixed file is picked up
+// without a restart.
+func (s *Sink) setup() (influxdb2.Client, api.WriteAPIBlocking, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, errors.New("sink closed")
+	}
+	if s.client != nil {
+		return s.client, s.write, nil
+	}
+	opts := influxdb2.DefaultOptions().
+		SetHTTPRequestTimeout(uint(math.Ceil(s.cfg.Timeout.Seconds()))).
+		SetLogLevel(0)
+	if s.cfg.TLS != nil {
+		tlsCfg, err := s.cfg.TLS.Load()
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.SetTLSConfig(tlsCfg)
+	}
+	s.client = influxdb2.NewClientWithOptions(s.cfg.URL, s.cfg.Token.Reveal(), opts)
+	s.write = s.client.WriteAPIBlocking(s.cfg.Org, s.cfg.Bucket)
+	return s.client, s.write, nil
 }
 
 // Connect checks that InfluxDB answers.
 func (s *Sink) Connect(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	ok, err := s.client.Ping(ctx)
+	client, _, err := s.setup()
 	if err != nil {
 		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	ok, err := client.Ping(ctx)
+	if err != nil {
+		return s.explain(err)
 	}
 	if !ok {
 		return errors.New("ping failed")
@@ -160,6 +202,12 @@ func (s *Sink) Connect(ctx context.Context) error {
 // (no fields, a bad timestamp) is reported permanent in a *sluice.BatchError;
 // a rejected request is classified by its HTTP status.
 func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
+	_, writeAPI, err := s.setup()
+	if err != nil {
+		// A TLS file that is missing or bad: the events wait in the
+		// journal while the operator fixes it.
+		return sluice.Retryable(err, 0)
+	}
 	points := make([]*write.Point, 0, len(batch))
 	bad := map[int]error{}
 	for i := range batch {
@@ -171,8 +219,8 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 		points = append(points, p)
 	}
 	if len(points) > 0 {
-		if err := s.write.WritePoint(ctx, points...); err != nil {
-			err = classify(err)
+		if err := writeAPI.WritePoint(ctx, points...); err != nil {
+			err = classify(s.explain(err))
 			if len(bad) == 0 {
 				return err
 			}
@@ -189,9 +237,14 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 	return nil
 }
 
-// Close releases the HTTP client.
+// Close releases the HTTP client. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
-	s.client.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed && s.client != nil {
+		s.client.Close()
+	}
+	s.closed = true
 	return nil
 }
 
@@ -339,6 +392,23 @@ func parseTime(v any, format string) (time.Time, error) {
 	default:
 		return time.Unix(0, int64(n)), nil
 	}
+}
+
+// explain adds to a refused token, or a failed TLS handshake, what the
+// operator has to check. It says where the token came from, never the token.
+func (s *Sink) explain(err error) error {
+	var he *http2.Error
+	switch {
+	case errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden):
+		from := "no token is set"
+		if s.cfg.Token.IsSet() {
+			from = "the token from " + s.cfg.Token.Source()
+		}
+		return fmt.Errorf("InfluxDB refused the request (%s); check token in the config and its permissions on the bucket: %w", from, err)
+	case secret.IsTLSFailure(err):
+		return fmt.Errorf("TLS with InfluxDB failed; check tls in the config (ca_file, cert_file, key_file, server_name): %w", err)
+	}
+	return err
 }
 
 // classify sorts a write error by HTTP status: 400 (bad line protocol, a

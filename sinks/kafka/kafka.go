@@ -1,19 +1,27 @@
 // Package kafka is the Kafka sink: it writes events to one Kafka topic with
 // segmentio/kafka-go's synchronous Writer, one WriteMessages call per batch,
 // so the result of every write drives the acknowledgement of its messages.
+// Connections may be TLS (mutual TLS with a client certificate) and
+// authenticated with SASL PLAIN or SCRAM.
 package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/internal/tmpl"
 )
 
@@ -36,6 +44,67 @@ type Config struct {
 	AutoCreateTopic bool `yaml:"auto_create_topic"`
 	// Timeout bounds one batch write (default 10s).
 	Timeout time.Duration `yaml:"timeout"`
+	// TLS, when set, encrypts the connections to the brokers; omitted, they
+	// are plaintext.
+	TLS *secret.TLS `yaml:"tls"`
+	// SASL, when set, authenticates sluice to the brokers.
+	SASL *SASLConfig `yaml:"sasl"`
+}
+
+// SASLConfig authenticates sluice to the brokers.
+type SASLConfig struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. PLAIN sends the
+	// password as it is: use it over TLS.
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	// Password is inline, {env: NAME} or {file: PATH}.
+	Password secret.String `yaml:"password"`
+}
+
+// Validate checks the settings.
+func (c *SASLConfig) Validate() error {
+	var p conf.Problems
+	switch c.Mechanism {
+	case "":
+		p.Missing("mechanism")
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		p.Addf("mechanism", "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.Mechanism)
+	}
+	if c.Username == "" {
+		p.Missing("username")
+	}
+	if !c.Password.IsSet() {
+		p.Missing("password")
+	} else if c.Mechanism == "SCRAM-SHA-256" || c.Mechanism == "SCRAM-SHA-512" {
+		if _, err := c.mechanism(); err != nil {
+			p.Addf("password", "%v", err)
+		}
+	}
+	return p.Err()
+}
+
+// mechanism returns the kafka-go SASL mechanism. Its errors never carry the
+// password (the SCRAM library's would).
+func (c *SASLConfig) mechanism() (sasl.Mechanism, error) {
+	algo := scram.SHA256
+	switch c.Mechanism {
+	case "PLAIN":
+		return plain.Mechanism{Username: c.Username, Password: c.Password.Reveal()}, nil
+	case "SCRAM-SHA-256":
+	case "SCRAM-SHA-512":
+		algo = scram.SHA512
+	default:
+		return nil, fmt.Errorf("unknown SASL mechanism %q", c.Mechanism)
+	}
+	m, err := scram.Mechanism(algo, c.Username, c.Password.Reveal())
+	if err != nil {
+		// SASLprep refused the username or the password (control
+		// characters, unassigned code points); the library's message
+		// quotes them.
+		return nil, errors.New("the username or password holds characters SCRAM does not allow (SASLprep)")
+	}
+	return m, nil
 }
 
 var (
@@ -84,27 +153,76 @@ func (c *Config) Validate() error {
 	if c.Timeout < 0 {
 		p.Addf("timeout", "must not be negative")
 	}
+	if c.TLS != nil {
+		p.Nest("tls", c.TLS.Validate())
+	}
+	if c.SASL != nil {
+		p.Nest("sasl", c.SASL.Validate())
+	}
 	return p.Err()
 }
 
+// batchBytes is the most a batch (and so a message) may hold: Kafka's
+// default message.max.bytes.
+const batchBytes = 1 << 20
+
 // Sink writes events to Kafka.
 type Sink struct {
-	cfg    Config
-	key    *tmpl.Template
-	writer *kafkago.Writer
+	cfg      Config
+	key      *tmpl.Template
+	maxBatch int
+
+	mu        sync.Mutex
+	closed    bool
+	writer    *kafkago.Writer // nil until set up
+	transport *kafkago.Transport
+	dialer    *kafkago.Dialer
 }
 
 // New returns a sink for cfg (validated) that is given batches of at most
-// maxBatch events. It does no I/O.
+// maxBatch events. It does no I/O: the TLS files are read by Connect or the
+// first Write.
 func New(cfg Config, maxBatch int) *Sink {
 	cfg.SetDefaults()
-	s := &Sink{cfg: cfg}
+	s := &Sink{cfg: cfg, maxBatch: maxBatch}
 	if cfg.Key != "" {
 		s.key = tmpl.MustParse(cfg.Key)
 	}
+	return s
+}
+
+// setup reads the TLS files and makes the writer, once it succeeds: until
+// then every Connect and Write tries again, so a fixed file is picked up
+// without a restart.
+func (s *Sink) setup() (*kafkago.Writer, *kafkago.Dialer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, errors.New("sink closed")
+	}
+	if s.writer != nil {
+		return s.writer, s.dialer, nil
+	}
+	var tlsCfg *tls.Config
+	var mech sasl.Mechanism
+	var err error
+	if s.cfg.TLS != nil {
+		if tlsCfg, err = s.cfg.TLS.Load(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if s.cfg.SASL != nil {
+		if mech, err = s.cfg.SASL.mechanism(); err != nil {
+			return nil, nil, fmt.Errorf("sasl: %w", err)
+		}
+	}
+	cfg := s.cfg
+	s.transport = &kafkago.Transport{DialTimeout: cfg.Timeout, TLS: tlsCfg, SASL: mech}
+	s.dialer = &kafkago.Dialer{Timeout: cfg.Timeout, DualStack: true, TLS: tlsCfg, SASLMechanism: mech}
 	s.writer = &kafkago.Writer{
-		Addr:  kafkago.TCP(cfg.Brokers...),
-		Topic: cfg.Topic,
+		Addr:      kafkago.TCP(cfg.Brokers...),
+		Transport: s.transport,
+		Topic:     cfg.Topic,
 		// The same partitioner as the Java client, so a key lands on the
 		// same partition whoever produced it.
 		Balancer:     &kafkago.Murmur2Balancer{},
@@ -115,27 +233,31 @@ func New(cfg Config, maxBatch int) *Sink {
 		// full), nor retry behind our back: our retries are classified.
 		// kafka-go allocates BatchSize messages for every batch: it must be
 		// the size of ours, not "large".
-		BatchSize:              max(maxBatch, 1),
-		BatchBytes:             1 << 20, // Kafka's default message.max.bytes
+		BatchSize:              max(s.maxBatch, 1),
+		BatchBytes:             batchBytes,
 		BatchTimeout:           time.Millisecond,
 		MaxAttempts:            1,
 		WriteTimeout:           cfg.Timeout,
 		ReadTimeout:            cfg.Timeout,
 		AllowAutoTopicCreation: cfg.AutoCreateTopic,
 	}
-	return s
+	return s.writer, s.dialer, nil
 }
 
-// Connect checks that a broker answers and the topic exists (or may be
-// created).
+// Connect checks that a broker answers (over TLS and authenticated, when
+// configured) and the topic exists (or may be created).
 func (s *Sink) Connect(ctx context.Context) error {
+	_, dialer, err := s.setup()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var errs []error
 	for _, b := range s.cfg.Brokers {
-		conn, err := kafkago.DialContext(ctx, "tcp", b)
+		conn, err := dialer.DialContext(ctx, "tcp", b)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, s.explain(err))
 			continue
 		}
 		_, err = conn.ReadPartitions(s.cfg.Topic)
@@ -145,13 +267,19 @@ func (s *Sink) Connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("topic %q: %w", s.cfg.Topic, err)
 	}
-	return fmt.Errorf("no broker answered: %w", errors.Join(errs...))
+	return fmt.Errorf("no broker could be reached: %w", errors.Join(errs...))
 }
 
 // Write writes a batch in one synchronous call. Items Kafka rejects for good
 // (too large, invalid) come back in a *sluice.BatchError as permanent; the
 // others are written or retried.
 func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
+	writer, dialer, err := s.setup()
+	if err != nil {
+		// A TLS file that is missing or bad: the events wait in the
+		// journal while the operator fixes it.
+		return sluice.Retryable(err, 0)
+	}
 	msgs := make([]kafkago.Message, 0, len(batch))
 	index := make([]int, 0, len(batch)) // msgs[i] is batch[index[i]]
 	bad := map[int]error{}
@@ -165,28 +293,28 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 		index = append(index, i)
 	}
 	if len(msgs) > 0 {
-		if err := s.writer.WriteMessages(ctx, msgs...); err != nil {
+		if err := writer.WriteMessages(ctx, msgs...); err != nil {
 			var werrs kafkago.WriteErrors
 			var tooLarge kafkago.MessageTooLargeError
 			switch {
 			case errors.As(err, &werrs):
 				for i, e := range werrs {
 					if e != nil {
-						bad[index[i]] = classify(e)
+						bad[index[i]] = classify(s.explain(e))
 					}
 				}
 			case errors.As(err, &tooLarge):
 				// kafka-go refuses the whole call; find the culprits and
 				// let the rest be retried.
 				for i := range msgs {
-					if int64(len(msgs[i].Key)+len(msgs[i].Value)) > s.writer.BatchBytes {
+					if len(msgs[i].Key)+len(msgs[i].Value) > batchBytes {
 						bad[index[i]] = sluice.Permanent(fmt.Errorf("message of %d bytes is larger than the batch limit", len(msgs[i].Value)))
 					} else {
 						bad[index[i]] = sluice.Retryable(err, 0)
 					}
 				}
 			default:
-				return classify(err)
+				return classify(s.diagnose(ctx, dialer, err))
 			}
 		}
 	}
@@ -226,14 +354,26 @@ func (s *Sink) message(e *sluice.Event) (kafkago.Message, error) {
 	return m, nil
 }
 
-// Close flushes and closes the writer.
+// Close flushes and closes the writer and its connections. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
-	return s.writer.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.writer == nil {
+		return nil
+	}
+	err := s.writer.Close()
+	s.transport.CloseIdleConnections()
+	return err
 }
 
 // classify sorts a Kafka error: a message Kafka rejects as invalid or too
 // large is permanent; anything else (network errors, leader elections,
-// timeouts, unknown errors) is retried.
+// timeouts, failed authentication, unknown errors) is retried: credentials
+// and certificates are fixed by the operator while the events wait.
 func classify(err error) error {
 	var kerr kafkago.Error
 	if errors.As(err, &kerr) {
@@ -244,4 +384,54 @@ func classify(err error) error {
 		}
 	}
 	return sluice.Retryable(err, 0)
+}
+
+// explain adds to a failure to authenticate, or to agree on TLS, what the
+// operator has to check.
+func (s *Sink) explain(err error) error {
+	if e := s.securityFailure(err); e != nil {
+		return e
+	}
+	return err
+}
+
+// securityFailure returns err with what to check when it is a failure to
+// authenticate or to agree on TLS, and nil otherwise. It names the user and
+// where the password came from, never the password.
+func (s *Sink) securityFailure(err error) error {
+	switch {
+	case s.cfg.SASL != nil && (errors.Is(err, kafkago.SASLAuthenticationFailed) ||
+		errors.Is(err, kafkago.UnsupportedSASLMechanism) || errors.Is(err, kafkago.IllegalSASLState)):
+		c := s.cfg.SASL
+		return fmt.Errorf("SASL %s authentication as %q (password from %s) failed; check sasl in the config and the user on the brokers: %w",
+			c.Mechanism, c.Username, c.Password.Source(), err)
+	case secret.IsTLSFailure(err):
+		return fmt.Errorf("TLS with the brokers failed; check tls in the config (ca_file, cert_file, key_file, server_name): %w", err)
+	}
+	return nil
+}
+
+// diagnose explains a write that failed on the connection. A broker that
+// refuses the SASL credentials may just hang up, and then the writer sees
+// only a closed connection; so, with SASL configured, it dials a broker the
+// way Connect does to find out whether the credentials are the cause.
+func (s *Sink) diagnose(ctx context.Context, dialer *kafkago.Dialer, err error) error {
+	if e := s.securityFailure(err); e != nil {
+		return e
+	}
+	var kerr kafkago.Error
+	if s.cfg.SASL == nil || ctx.Err() != nil || errors.As(err, &kerr) {
+		return err // nothing to find out, or the broker answered
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	conn, derr := dialer.DialContext(ctx, "tcp", s.cfg.Brokers[0])
+	if derr != nil {
+		if e := s.securityFailure(derr); e != nil {
+			return fmt.Errorf("%w (the write failed with: %v)", e, err)
+		}
+		return err
+	}
+	conn.Close()
+	return err
 }
