@@ -22,12 +22,12 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"go.etcd.io/bbolt"
 
 	"github.com/sluicehq/sluice"
-	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/ingest/auth"
 	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/internal/ratelog"
 )
 
 // Handler receives every PUBLISH a client sends, before it is acknowledged.
@@ -40,75 +40,12 @@ type Handler interface {
 	Handle(ctx context.Context, msg *sluice.Message, refuse bool) error
 }
 
-// Config is the broker section of the configuration.
-type Config struct {
-	Listeners []ListenerConfig `yaml:"listeners"`
-	// Persistence keeps the broker's state (sessions, subscriptions,
-	// retained messages, QoS 1/2 messages in flight to subscribers) in
-	// <data_dir>/broker.db, so it survives a restart (default true).
-	Persistence *bool `yaml:"persistence"`
-
-	// StatePath is where the state is kept; set by the caller from data_dir.
-	StatePath string `yaml:"-"`
-}
-
-// ListenerConfig is one network listener.
-type ListenerConfig struct {
-	// Name identifies the listener in logs and metrics.
-	Name string `yaml:"name"`
-	// Type is the transport: tcp.
-	Type string `yaml:"type"`
-	// Address is host:port to bind; port 0 picks a free port.
-	Address string `yaml:"address"`
-}
-
-// DefaultAddress is where the broker listens when no listener is configured:
-// loopback only, as mosquitto 2 does, until an operator opens it up.
-const DefaultAddress = "127.0.0.1:1883"
-
-// SetDefaults fills in what the operator left out.
-func (c *Config) SetDefaults() {
-	if len(c.Listeners) == 0 {
-		c.Listeners = []ListenerConfig{{Name: "tcp", Type: "tcp", Address: DefaultAddress}}
-	}
-	for i := range c.Listeners {
-		l := &c.Listeners[i]
-		if l.Type == "" {
-			l.Type = "tcp"
-		}
-		if l.Name == "" {
-			l.Name = fmt.Sprintf("%s-%d", l.Type, i)
-		}
-	}
-}
-
-// Validate checks the broker section.
-func (c *Config) Validate() error {
-	var p conf.Problems
-	names := map[string]bool{}
-	for i, l := range c.Listeners {
-		at := fmt.Sprintf("listeners[%d]", i)
-		if names[l.Name] {
-			p.Addf(at+".name", "listener name %q is used twice", l.Name)
-		}
-		names[l.Name] = true
-		if l.Type != "tcp" {
-			p.Addf(at+".type", "unknown listener type %q (want tcp)", l.Type)
-		}
-		if l.Address == "" {
-			p.Missing(at + ".address")
-		} else if _, _, err := net.SplitHostPort(l.Address); err != nil {
-			p.Addf(at+".address", "%q is not host:port", l.Address)
-		}
-	}
-	return p.Err()
-}
-
 // Broker is the embedded MQTT broker.
 type Broker struct {
 	cfg     Config
 	handler Handler
 	log     *slog.Logger
+	rlog    *ratelog.Logger
 	metrics *metrics.Metrics
 	server  *mqtt.Server
 
@@ -121,16 +58,30 @@ type Broker struct {
 	closing  bool
 	inflight sync.WaitGroup
 
+	open      atomic.Int64 // connections, over all listeners
+	passwords *auth.Verifier
+	acl       atomic.Pointer[auth.ACL]
+	listeners map[string]*ListenerConfig
+
 	closed atomic.Bool
 }
 
 // New returns a broker that hands publishes to h. It does no I/O; Start
-// binds the listeners.
+// reads the auth and TLS files and binds the listeners.
 func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	cfg.SetDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{cfg: cfg, handler: h, log: log, metrics: m, ctx: ctx, cancel: cancel}
+	b := &Broker{cfg: cfg, handler: h, log: log, metrics: m, ctx: ctx, cancel: cancel,
+		rlog: ratelog.New(log, 10*time.Second, nil), listeners: map[string]*ListenerConfig{}}
+	for i := range b.cfg.Listeners {
+		b.listeners[b.cfg.Listeners[i].Name] = &b.cfg.Listeners[i]
+	}
+	lim := cfg.Limits
 	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(lim.MaxPacketSize)
+	caps.MaximumSessionExpiryInterval = uint32(lim.SessionExpiry / time.Second)
+	caps.ReceiveMaximum = uint16(lim.MaxInflight)
+	caps.MaximumInflight = uint16(lim.MaxQueued)
 	// mochi copies the PUBLISH's properties (user properties included) onto
 	// its PUBACK/PUBREC, and then also writes a QoS code (0x01) as the
 	// reason code, which is not a valid PUBACK reason [MQTT-3.4.2.1]:
@@ -144,10 +95,15 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	return b
 }
 
-// Start binds every listener and starts serving. A listener that cannot
-// bind (address in use) fails Start.
+// Start reads the password, ACL and TLS files, binds every listener and
+// starts serving. A file that does not load, or a listener that cannot
+// bind (address in use), fails Start.
 func (b *Broker) Start(ctx context.Context) error {
-	if err := b.server.AddHook(&hook{b: b}, nil); err != nil {
+	if err := b.loadAuth(); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	h := &hook{b: b}
+	if err := b.server.AddHook(h, nil); err != nil {
 		return fmt.Errorf("broker: add hook: %w", err)
 	}
 	if b.cfg.StatePath != "" && (b.cfg.Persistence == nil || *b.cfg.Persistence) {
@@ -166,18 +122,135 @@ func (b *Broker) Start(ctx context.Context) error {
 			return fmt.Errorf("broker: open state %s: %w", b.cfg.StatePath, err)
 		}
 	}
-	for _, l := range b.cfg.Listeners {
-		tcp := listeners.NewTCP(listeners.Config{ID: l.Name, Address: l.Address})
-		if err := b.server.AddListener(tcp); err != nil {
+	for _, lc := range b.cfg.Listeners {
+		l, err := newListener(b, lc)
+		if err == nil {
+			err = b.server.AddListener(l)
+		}
+		if err != nil {
 			b.server.Listeners.CloseAll(func(string) {})
-			return fmt.Errorf("broker: listener %q on %s: %w", l.Name, l.Address, err)
+			return fmt.Errorf("broker: listener %q on %s: %w", lc.Name, lc.Address, err)
 		}
 	}
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
+	h.countRetained(b.server)
+	b.logAccess()
 	return nil
 }
+
+// logAccess says at start who can connect where, so that an open listener
+// (or one nobody can use) is not a surprise.
+func (b *Broker) logAccess() {
+	for _, lc := range b.cfg.Listeners {
+		addr := b.Addr(lc.Name)
+		mtls := lc.TLS != nil && lc.TLS.ClientCAFile != ""
+		switch {
+		case lc.AllowAnonymous && isLoopback(addr):
+			b.log.Info("anonymous access is enabled on this listener (loopback only)", "listener", lc.Name, "address", addr)
+		case lc.AllowAnonymous:
+			b.log.Warn("anonymous access is enabled on a listener open to the network", "listener", lc.Name, "address", addr)
+		case b.passwords == nil && !mtls:
+			b.log.Warn("no client can connect to this listener: anonymous access is off and there is neither a password file nor client certificates",
+				"listener", lc.Name, "address", addr)
+		}
+	}
+	if b.acl.Load() == nil {
+		b.log.Info("no ACL file: connected clients may publish and subscribe to any topic")
+	}
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// loadAuth reads the password and ACL files.
+func (b *Broker) loadAuth() error {
+	pw, acl, err := b.cfg.loadAuth()
+	if err != nil {
+		return err
+	}
+	if pw != nil {
+		if b.passwords == nil {
+			b.passwords = auth.NewVerifier(pw)
+		} else {
+			b.passwords.Swap(pw)
+		}
+	}
+	b.acl.Store(acl)
+	return nil
+}
+
+func (c *Config) loadAuth() (*auth.Passwords, *auth.ACL, error) {
+	var pw *auth.Passwords
+	var acl *auth.ACL
+	var err error
+	if f := c.Auth.PasswordFile; f != "" {
+		if pw, err = auth.LoadPasswords(f); err != nil {
+			return nil, nil, fmt.Errorf("password file: %w", err)
+		}
+	}
+	if f := c.Auth.ACLFile; f != "" {
+		if acl, err = auth.LoadACL(f); err != nil {
+			return nil, nil, fmt.Errorf("ACL file: %w", err)
+		}
+	}
+	return pw, acl, nil
+}
+
+// ReloadAuth reads the password and ACL files again and, when both load,
+// applies them: the ACL to every check from now on (connected clients
+// included), the passwords to the next CONNECT. When either has a problem,
+// nothing changes and the problem is returned and logged.
+func (b *Broker) ReloadAuth() error {
+	if err := b.loadAuth(); err != nil {
+		b.log.Error("password and ACL files not reloaded; the previous ones stay", "error", err)
+		return err
+	}
+	n := 0
+	if acl := b.acl.Load(); acl != nil {
+		n = acl.Len()
+	}
+	users := 0
+	if b.passwords != nil {
+		users = b.passwords.Passwords().Len()
+	}
+	b.log.Info("password and ACL files reloaded", "users", users, "acl_rules", n)
+	return nil
+}
+
+// CheckFiles loads the password, ACL and TLS files the configuration
+// names, as Start would, and reports every problem (for sluice validate).
+func (c *Config) CheckFiles() error {
+	var errs []error
+	if _, _, err := c.loadAuth(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range c.Listeners {
+		if l.TLS != nil {
+			if _, err := newTLSFiles(l.Name, *l.TLS, slog.New(slog.DiscardHandler), nil); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// authView is what the hook needs to authenticate and authorize.
+type authView struct {
+	passwords *auth.Verifier
+	acl       *auth.ACL
+}
+
+func (b *Broker) auth() authView { return authView{passwords: b.passwords, acl: b.acl.Load()} }
+
+func (b *Broker) listenerConfig(name string) *ListenerConfig { return b.listeners[name] }
 
 // Addr returns the bound address of the named listener ("" if unknown), so
 // a listener configured on port 0 can be found.

@@ -59,7 +59,7 @@ func (h *holdingHandler) wait(t *testing.T) (*sluice.Message, bool) {
 func start(t *testing.T) (*ingest.Broker, *holdingHandler, string) {
 	t.Helper()
 	h := &holdingHandler{got: make(chan struct{}, 100), release: make(chan error, 100)}
-	b := ingest.New(ingest.Config{Listeners: []ingest.ListenerConfig{{Name: "tcp", Address: "127.0.0.1:0"}}},
+	b := ingest.New(ingest.Config{Listeners: []ingest.ListenerConfig{{Name: "tcp", Address: "127.0.0.1:0", AllowAnonymous: true}}},
 		h, slog.New(slog.DiscardHandler), metrics.New())
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestListenerInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	b := ingest.New(ingest.Config{Listeners: []ingest.ListenerConfig{{Name: "main", Address: l.Addr().String()}}},
+	b := ingest.New(ingest.Config{Listeners: []ingest.ListenerConfig{{Name: "main", Address: l.Addr().String(), AllowAnonymous: true}}},
 		&holdingHandler{got: make(chan struct{}, 1), release: make(chan error)}, slog.New(slog.DiscardHandler), metrics.New())
 	err = b.Start(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `listener "main"`) || !strings.Contains(err.Error(), "address already in use") {

@@ -35,7 +35,7 @@ func TestSinkDownLosesNothing(t *testing.T) {
 	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 data_dir: %s
 broker:
-  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines:
   - name: p
     topics: ["sensors/#"]

@@ -27,7 +27,7 @@ func TestBrokerStateSurvivesARestart(t *testing.T) {
 	must(t, os.WriteFile(path, []byte(fmt.Sprintf(`
 data_dir: %s
 broker:
-  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines: [{name: p, topics: ["telemetry/#"], sinks: [a]}]
 sinks: [{name: a, mqtt: {}}]
 `, filepath.Join(dir, "data"))), 0o644))

@@ -161,6 +161,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c.dir = filepath.Dir(path)
+	c.Broker.Resolve(c.dir)
 	return &c, nil
 }
 
@@ -172,6 +173,7 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	c.dir = dir
+	c.Broker.Resolve(c.dir)
 	return &c, nil
 }
 
@@ -389,8 +391,8 @@ func (c *Config) Validate() error {
 		if pc.Journal.SegmentBytes < 64<<10 {
 			p.Addf(at+".journal.segment_bytes", "must be at least 64KiB")
 		}
-		if pc.Journal.MaxBytes > 0 && pc.Journal.MaxBytes < 2*pc.Journal.SegmentBytes {
-			p.Addf(at+".journal.max_bytes", "must be at least two segments (%v)", 2*pc.Journal.SegmentBytes)
+		if pc.Journal.MaxBytes > 0 && pc.Journal.MaxBytes/2 < pc.Journal.SegmentBytes { // 2*SegmentBytes may overflow
+			p.Addf(at+".journal.max_bytes", "must be at least two segments of %v", pc.Journal.SegmentBytes)
 		}
 	}
 	return p.Err()

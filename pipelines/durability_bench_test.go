@@ -54,7 +54,7 @@ rules:
 	cfg, err := pipelines.Parse("bench.yaml", []byte(fmt.Sprintf(`
 data_dir: %s
 watch_rules: false
-broker: {listeners: [{name: tcp, address: "127.0.0.1:0"}]}
+broker: {listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]}
 pipelines:
   - name: p
     topics: ["plant/#"]

@@ -39,6 +39,7 @@ broker:
   listeners:
     - name: tcp
       address: 127.0.0.1:0
+      allow_anonymous: true
 pipelines:
   - name: telemetry
     topics: ["plant/#"]

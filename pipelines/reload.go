@@ -2,6 +2,7 @@ package pipelines
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,19 +35,30 @@ func (s *Service) ReloadRules() error {
 	return nil
 }
 
-// watchRules reloads the rules when a rule file changes, until ctx ends.
-// Folders are watched rather than files: editors save by replacing a file,
-// and a new file in a rule folder is a new rule file. Bursts of events (a
-// save is several) are coalesced.
-func (s *Service) watchRules(ctx context.Context) {
+// Reload reloads the rules and the broker's password and ACL files (SIGHUP).
+// Each applies on its own: a rule file with an error does not keep a
+// corrected ACL file out, and the other way round.
+func (s *Service) Reload() error {
+	return errors.Join(s.ReloadRules(), s.broker.ReloadAuth())
+}
+
+// watchFiles reloads the rules when a rule file changes, and the password
+// and ACL files when they change, until ctx ends. Folders are watched
+// rather than files: editors save by replacing a file, and a new file in a
+// rule folder is a new rule file. Bursts of events (a save is several) are
+// coalesced.
+func (s *Service) watchFiles(ctx context.Context, watchRules bool) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		s.log.Warn("cannot watch rule files; reload with SIGHUP", "error", err)
+		s.log.Warn("cannot watch rule, password and ACL files; reload with SIGHUP", "error", err)
 		return
 	}
 	defer w.Close()
 	dirs := map[string]bool{}
 	for i := range s.cfg.Pipelines {
+		if !watchRules {
+			break
+		}
 		for _, p := range s.cfg.RulePaths(&s.cfg.Pipelines[i]) {
 			dir := p
 			if st, err := os.Stat(p); err != nil || !st.IsDir() {
@@ -55,14 +67,20 @@ func (s *Service) watchRules(ctx context.Context) {
 			dirs[filepath.Clean(dir)] = true
 		}
 	}
+	authFiles := map[string]bool{}
+	for _, f := range s.cfg.Broker.Files() {
+		authFiles[filepath.Clean(f)] = true
+		dirs[filepath.Dir(filepath.Clean(f))] = true
+	}
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
-			s.log.Warn("cannot watch rule folder; reload with SIGHUP", "folder", d, "error", err)
+			s.log.Warn("cannot watch a folder; reload with SIGHUP", "folder", d, "error", err)
 		}
 	}
 	const settle = 300 * time.Millisecond
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	rulesTimer, authTimer := time.NewTimer(time.Hour), time.NewTimer(time.Hour)
+	rulesTimer.Stop()
+	authTimer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -71,16 +89,22 @@ func (s *Service) watchRules(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if isRuleFileEvent(ev) {
-				timer.Reset(settle)
+			switch {
+			case ev.Op == fsnotify.Chmod:
+			case authFiles[filepath.Clean(ev.Name)]:
+				authTimer.Reset(settle)
+			case watchRules && isRuleFileEvent(ev):
+				rulesTimer.Reset(settle)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
 			}
-			s.log.Warn("rule file watcher", "error", err)
-		case <-timer.C:
+			s.log.Warn("file watcher", "error", err)
+		case <-rulesTimer.C:
 			s.ReloadRules()
+		case <-authTimer.C:
+			s.broker.ReloadAuth()
 		}
 	}
 }

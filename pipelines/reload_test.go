@@ -47,7 +47,7 @@ func TestReloadUnderLoadLosesAndDuplicatesNothing(t *testing.T) {
 	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 data_dir: %s
 broker:
-  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines:
   - name: load
     topics: ["load/#"]

@@ -207,11 +207,12 @@ func (s *Service) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.reportJournals(s.watchCtx)
 	}()
-	if s.cfg.WatchRules == nil || *s.cfg.WatchRules {
+	watchRules := s.cfg.WatchRules == nil || *s.cfg.WatchRules
+	if watchRules || len(s.cfg.Broker.Files()) > 0 {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.watchRules(s.watchCtx)
+			s.watchFiles(s.watchCtx, watchRules)
 		}()
 	}
 	if err := s.broker.Start(ctx); err != nil {

@@ -29,7 +29,7 @@ rules:
 	must(t, os.WriteFile(filepath.Join(dir, "sluice.yaml"), []byte(fmt.Sprintf(`
 data_dir: %s
 broker:
-  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines:
   - name: p
     topics: ["sensors/#"]
@@ -80,7 +80,7 @@ func TestDataDirIsLocked(t *testing.T) {
 	dir := t.TempDir()
 	cfg, err := pipelines.Parse("s.yaml", []byte(fmt.Sprintf(`
 data_dir: %s
-broker: {listeners: [{name: tcp, address: "127.0.0.1:0"}]}
+broker: {listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]}
 pipelines: [{name: p, topics: ["#"], sinks: [a]}]
 sinks: [{name: a, mqtt: {}}]
 `, dir)), dir)

@@ -7,6 +7,7 @@
 //	sluice rules lint|test PATH...   compile rule files; run their tests
 //	sluice demo                      run the demo on embedded defaults
 //	sluice simulate -broker h:1883   publish simulated device telemetry
+//	sluice passwd [-D] FILE USER     set (or delete) a user's broker password
 //	sluice version                   print the version
 //
 // Exit codes: 0 success, 1 a failure while running, 2 bad usage or an
@@ -62,6 +63,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdSimulate(ctx, rest, stdout, stderr)
 	case "rules":
 		return cmdRules(ctx, rest, stdout, stderr)
+	case "passwd":
+		return cmdPasswd(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
@@ -84,6 +87,7 @@ Usage:
   sluice rules test PATH...        run rule tests (*_test.yaml) on a simulated clock
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
   sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
+  sluice passwd [-D] FILE USER     set a broker user's password (prompted, or stdin), or delete it
   sluice version                   print the version
 
 Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.
@@ -127,7 +131,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log.Info("sluice starting", "version", version, "config", *path)
-	// SIGHUP reloads the rules (rule files are also watched).
+	// SIGHUP reloads the rules, the password file and the ACL file (they
+	// are also watched).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -135,8 +140,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		for {
 			select {
 			case <-hup:
-				log.Info("SIGHUP: reloading rules")
-				svc.ReloadRules()
+				log.Info("SIGHUP: reloading rules, passwords and ACLs")
+				svc.Reload()
 			case <-ctx.Done():
 				return
 			}
@@ -159,6 +164,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	cfg, err := pipelines.Load(*path)
 	if err == nil {
 		_, err = cfg.CompileRules()
+	}
+	if err == nil {
+		err = cfg.Broker.CheckFiles()
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -170,7 +170,7 @@ func TestRunServesAndStopsCleanly(t *testing.T) {
 	path := writeFile(t, dir, "sluice.yaml", `log: {level: info}
 data_dir: `+filepath.Join(dir, "data")+`
 broker:
-  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines:
   - name: p
     topics: ["sensors/#"]

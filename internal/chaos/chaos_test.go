@@ -335,7 +335,7 @@ log: {level: info}
 watch_rules: false
 data_dir: %s
 broker:
-  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines:
   - name: chaos
     topics: ["plant/#"]

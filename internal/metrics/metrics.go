@@ -14,9 +14,14 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	// ingest
-	MessagesIn *prometheus.CounterVec // listener, qos
-	BytesIn    *prometheus.CounterVec // listener
-	Rejected   *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full)
+	MessagesIn  *prometheus.CounterVec // listener, qos
+	BytesIn     *prometheus.CounterVec // listener
+	Rejected    *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full)
+	Connections *prometheus.GaugeVec   // listener: open connections
+	Refused     *prometheus.CounterVec // listener, reason: connections refused
+	Denied      *prometheus.CounterVec // action (publish, subscribe), reason: acl, quota, rate
+	NotRetained *prometheus.CounterVec // reason (size, count): retained messages not kept
+	CertExpiry  *prometheus.GaugeVec   // listener: when the served certificate expires
 
 	// pipelines
 	Routed         *prometheus.CounterVec // pipeline
@@ -60,6 +65,22 @@ func New() *Metrics {
 	m.Rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_messages_rejected_total", Help: "Publishes not acknowledged (the client keeps and resends them), by reason.",
 	}, []string{"reason"})
+
+	m.Connections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_broker_connections", Help: "Open client connections, by listener.",
+	}, []string{"listener"})
+	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_broker_connections_refused_total", Help: "Connections refused, by listener and reason (limit, tls, protocol, timeout, auth, keep_alive).",
+	}, []string{"listener", "reason"})
+	m.Denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_broker_denied_total", Help: "Publishes and subscriptions refused, by action and reason (acl, max_subscriptions, rate).",
+	}, []string{"action", "reason"})
+	m.NotRetained = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_broker_not_retained_total", Help: "Retained messages delivered but not kept, by reason (size, count).",
+	}, []string{"reason"})
+	m.CertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_tls_certificate_expiry_timestamp_seconds", Help: "When the certificate a TLS listener serves expires (Unix time).",
+	}, []string{"listener"})
 
 	m.Routed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_pipeline_messages_total", Help: "Messages routed to a pipeline.",
@@ -131,7 +152,7 @@ func New() *Metrics {
 	}, []string{"sink"})
 
 	for _, c := range []prometheus.Collector{
-		m.MessagesIn, m.BytesIn, m.Rejected,
+		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Refused, m.Denied, m.NotRetained, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
 		m.JournalBytes, m.JournalDropped, m.Backlog, m.BacklogBytes, m.BacklogAge,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency,

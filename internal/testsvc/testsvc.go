@@ -5,6 +5,8 @@ package testsvc
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -98,17 +100,58 @@ type Client struct {
 	notify   chan struct{}
 }
 
-// MQTT connects an MQTT 5 client to addr.
+// MQTT connects an MQTT 5 client to addr, anonymously.
 func MQTT(t testing.TB, addr, clientID string) *Client {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, ca, err := Connect(MQTTOptions{Addr: addr, ClientID: clientID})
 	if err != nil {
-		t.Fatalf("mqtt: dial %s: %v", addr, err)
+		t.Fatalf("mqtt: connect: %v", err)
+	}
+	if ca.ReasonCode != 0 {
+		t.Fatalf("mqtt: connect refused: reason %d", ca.ReasonCode)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// MQTTOptions says how Connect connects.
+type MQTTOptions struct {
+	Addr     string
+	ClientID string
+	Username string
+	Password string
+	// TLS, when set, connects over TLS.
+	TLS *tls.Config
+	// Conn, when set, is used instead of dialling Addr (a WebSocket).
+	Conn net.Conn
+	// KeepAlive in seconds: 0 means 30, -1 asks for none (0 on the wire).
+	KeepAlive int
+	// SessionExpiry is the requested session expiry interval in seconds.
+	SessionExpiry uint32
+}
+
+// Connect connects an MQTT 5 client and returns it with the CONNACK. A
+// refused CONNECT returns the CONNACK with its reason code (and paho's
+// error); a failure to connect at all returns only the error. The caller
+// disconnects.
+func Connect(o MQTTOptions) (*Client, *paho.Connack, error) {
+	conn := o.Conn
+	if conn == nil {
+		var err error
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		if o.TLS != nil {
+			conn, err = tls.DialWithDialer(d, "tcp", o.Addr, o.TLS)
+		} else {
+			conn, err = d.Dial("tcp", o.Addr)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("dial %s: %w", o.Addr, err)
+		}
 	}
 	c := &Client{notify: make(chan struct{}, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn:     conn,
-		ClientID: clientID,
+		ClientID: o.ClientID,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.mu.Lock()
 			c.received = append(c.received, pr.Packet)
@@ -122,15 +165,25 @@ func MQTT(t testing.TB, addr, clientID string) *Client {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true})
-	if err != nil {
-		t.Fatalf("mqtt: connect: %v", err)
+	cp := &paho.Connect{ClientID: o.ClientID, KeepAlive: 30, CleanStart: true}
+	if o.KeepAlive != 0 {
+		cp.KeepAlive = uint16(max(o.KeepAlive, 0))
 	}
-	if ca.ReasonCode != 0 {
-		t.Fatalf("mqtt: connect refused: reason %d", ca.ReasonCode)
+	if o.Username != "" {
+		cp.Username, cp.UsernameFlag = o.Username, true
 	}
-	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
-	return c
+	if o.Password != "" {
+		cp.Password, cp.PasswordFlag = []byte(o.Password), true
+	}
+	if o.SessionExpiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &o.SessionExpiry}
+	}
+	ca, err := c.Connect(ctx, cp)
+	if err != nil && ca == nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return c, ca, err
 }
 
 // Subscribe subscribes to filter at QoS 1.

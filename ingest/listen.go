@@ -1,0 +1,440 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener is one configured listener: tcp, tls, ws or wss. It implements
+// mochi's listeners.Listener, in place of mochi's own TCP and WebSocket
+// listeners, to do what a broker on an open network must before a
+// connection reaches mochi:
+//
+//   - count connections against the listener's and the broker's limits, and
+//     close those over them at once;
+//   - bound the time a connection has to finish its TLS handshake and send
+//     its CONNECT, so that idle or slow half-open connections cannot pile up;
+//   - read the whole CONNECT first, buffering only the bytes that arrive,
+//     and close a connection whose first packet is not a CONNECT or is over
+//     the size limit, so a claimed length costs nothing until it is sent;
+//   - keep the TLS state, whose client certificate names the client.
+//
+// It binds in Init, so a listener that cannot bind fails the start, and a
+// listener on port 0 reports the port it got.
+type listener struct {
+	cfg ListenerConfig
+	b   *Broker
+	tls *tlsFiles // nil without TLS
+
+	ln   net.Listener
+	http *http.Server // ws and wss
+
+	open atomic.Int64
+	end  atomic.Bool
+
+	mu      sync.Mutex
+	pending map[*clientConn]struct{} // connections not yet handed to mochi
+}
+
+func newListener(b *Broker, cfg ListenerConfig) (*listener, error) {
+	l := &listener{cfg: cfg, b: b, pending: map[*clientConn]struct{}{}}
+	if cfg.TLS != nil {
+		f, err := newTLSFiles(cfg.Name, *cfg.TLS, b.log, func(leaf *x509.Certificate) {
+			b.metrics.CertExpiry.WithLabelValues(cfg.Name).Set(float64(leaf.NotAfter.Unix()))
+		})
+		if err != nil {
+			return nil, err
+		}
+		l.tls = f
+	}
+	return l, nil
+}
+
+func (l *listener) ID() string       { return l.cfg.Name }
+func (l *listener) Protocol() string { return l.cfg.Type }
+
+func (l *listener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.cfg.Address
+}
+
+// Init binds the address.
+func (l *listener) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", l.cfg.Address)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+	return nil
+}
+
+// Serve accepts connections until Close.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	if l.cfg.Type == typeWS || l.cfg.Type == typeWSS {
+		l.serveWebSocket(establish)
+		return
+	}
+	l.acceptLoop(func(c *clientConn) {
+		go l.serveConn(c, establish)
+	})
+}
+
+// acceptLoop accepts connections and passes on those within the limits.
+// Accept errors that pass (out of file descriptors) are waited out, as
+// net/http does, rather than ending the listener.
+func (l *listener) acceptLoop(handle func(*clientConn)) {
+	var backoff time.Duration
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.end.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.b.rlog.Log(slog.LevelWarn, "accept:"+l.cfg.Name, "cannot accept connections", "listener", l.cfg.Name, "error", err)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !l.admit() {
+			conn.Close()
+			continue
+		}
+		handle(&clientConn{Conn: conn, l: l})
+	}
+}
+
+// admit counts a new connection, or refuses it when a limit is reached.
+func (l *listener) admit() bool {
+	refuse := func() bool {
+		l.b.metrics.Refused.WithLabelValues(l.cfg.Name, "limit").Inc()
+		l.b.rlog.Log(slog.LevelWarn, "limit:"+l.cfg.Name, "connection refused: too many connections", "listener", l.cfg.Name,
+			"listener_max", l.cfg.MaxConnections, "broker_max", l.b.cfg.Limits.MaxConnections)
+		return false
+	}
+	if n := l.open.Add(1); l.cfg.MaxConnections > 0 && n > int64(l.cfg.MaxConnections) {
+		l.open.Add(-1)
+		return refuse()
+	}
+	if n := l.b.open.Add(1); n > int64(l.b.cfg.Limits.MaxConnections) {
+		l.b.open.Add(-1)
+		l.open.Add(-1)
+		return refuse()
+	}
+	l.b.metrics.Connections.WithLabelValues(l.cfg.Name).Inc()
+	return true
+}
+
+func (l *listener) release() {
+	l.open.Add(-1)
+	l.b.open.Add(-1)
+	l.b.metrics.Connections.WithLabelValues(l.cfg.Name).Dec()
+}
+
+// serveConn completes the TLS handshake and reads the CONNECT of a tcp or
+// tls connection, within the connect timeout, then hands it to mochi.
+func (l *listener) serveConn(c *clientConn, establish listeners.EstablishFn) {
+	if !l.track(c) {
+		c.Close()
+		return
+	}
+	deadline := time.Now().Add(l.b.cfg.Limits.ConnectTimeout)
+	c.SetDeadline(deadline)
+	if l.tls != nil {
+		tc := tls.Server(c.Conn, l.tls.serverConfig())
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.untrack(c)
+			l.refused(c, "tls", err)
+			c.Close()
+			return
+		}
+		st := tc.ConnectionState()
+		c.Conn, c.tlsState = tc, &st
+	}
+	l.handOver(c, establish)
+}
+
+// handOver reads the CONNECT and gives the connection to mochi, which
+// serves it until it ends.
+func (l *listener) handOver(c *clientConn, establish listeners.EstablishFn) {
+	err := c.readConnect(int(l.b.cfg.Limits.MaxPacketSize))
+	l.untrack(c)
+	if err != nil {
+		reason := "protocol"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = "timeout"
+		}
+		l.refused(c, reason, err)
+		c.Close()
+		return
+	}
+	if err := establish(l.cfg.Name, c); err != nil && !isClosedErr(err) {
+		l.b.log.Debug("client connection ended", "listener", l.cfg.Name, "remote", c.RemoteAddr().String(), "error", err)
+	}
+}
+
+func (l *listener) refused(c net.Conn, reason string, err error) {
+	l.b.metrics.Refused.WithLabelValues(l.cfg.Name, reason).Inc()
+	if errors.Is(err, io.EOF) || l.end.Load() {
+		return // a client that went away, or shutting down
+	}
+	l.b.rlog.Log(slog.LevelWarn, reason+":"+l.cfg.Name, "connection refused", "listener", l.cfg.Name,
+		"reason", reason, "remote", c.RemoteAddr().String(), "error", err)
+}
+
+// track records a connection that is not mochi's yet, so Close can close it.
+func (l *listener) track(c *clientConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.end.Load() {
+		return false
+	}
+	l.pending[c] = struct{}{}
+	return true
+}
+
+func (l *listener) untrack(c *clientConn) {
+	l.mu.Lock()
+	delete(l.pending, c)
+	l.mu.Unlock()
+}
+
+// Close stops accepting, closes connections not yet handed over, then has
+// mochi close its clients on this listener.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	if l.end.CompareAndSwap(false, true) {
+		if l.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			l.http.Shutdown(ctx)
+			cancel()
+		}
+		if l.ln != nil {
+			l.ln.Close()
+		}
+		l.mu.Lock()
+		for c := range l.pending {
+			c.Close()
+		}
+		l.mu.Unlock()
+	}
+	closeClients(l.cfg.Name)
+}
+
+// serveWebSocket serves MQTT over WebSocket (RFC 6455, subprotocol "mqtt")
+// at the listener's path, over TLS for wss.
+func (l *listener) serveWebSocket(establish listeners.EstablishFn) {
+	limits := l.b.cfg.Limits
+	up := &websocket.Upgrader{
+		Subprotocols:     []string{"mqtt"},
+		HandshakeTimeout: limits.ConnectTimeout,
+		CheckOrigin:      l.checkOrigin,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(l.cfg.Path, func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			l.b.metrics.Refused.WithLabelValues(l.cfg.Name, "protocol").Inc()
+			return // the upgrader has answered
+		}
+		// A WebSocket message carries MQTT packets (or parts of one):
+		// bound it like a packet.
+		ws.SetReadLimit(int64(limits.MaxPacketSize) + 1024)
+		c := &clientConn{Conn: &wsConn{Conn: ws.UnderlyingConn(), ws: ws}, tlsState: r.TLS}
+		if !l.track(c) {
+			c.Close()
+			return
+		}
+		c.SetDeadline(time.Now().Add(limits.ConnectTimeout))
+		l.handOver(c, establish)
+	})
+	l.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: limits.ConnectTimeout,
+		MaxHeaderBytes:    16 << 10,
+		// net/http logs each failed TLS handshake; the metrics count them.
+		ErrorLog: slog.NewLogLogger(l.b.log.Handler(), slog.LevelDebug),
+	}
+	var ln net.Listener = &admitListener{l: l}
+	if l.tls != nil {
+		ln = tls.NewListener(ln, l.tls.serverConfig())
+	}
+	if err := l.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.end.Load() {
+		l.b.log.Error("WebSocket listener stopped", "listener", l.cfg.Name, "error", err)
+	}
+}
+
+// checkOrigin allows requests without an Origin (devices) and, when
+// allowed_origins is set, browsers on those origins only.
+func (l *listener) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(l.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	return slices.Contains(l.cfg.AllowedOrigins, origin)
+}
+
+// admitListener is the listener's socket as http.Server sees it: only
+// connections within the limits come out of Accept, counted.
+type admitListener struct{ l *listener }
+
+func (a *admitListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := a.l.ln.Accept()
+		if err != nil {
+			return nil, err // http.Server waits out temporary errors itself
+		}
+		if a.l.admit() {
+			return &countedConn{Conn: conn, l: a.l}, nil
+		}
+		conn.Close()
+	}
+}
+
+func (a *admitListener) Close() error   { return a.l.ln.Close() }
+func (a *admitListener) Addr() net.Addr { return a.l.ln.Addr() }
+
+// countedConn releases its place in the connection count when closed.
+type countedConn struct {
+	net.Conn
+	l    *listener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.l.release)
+	return c.Conn.Close()
+}
+
+// clientConn is a client connection as mochi gets it: its CONNECT,
+// already read, is read again first; it knows its TLS state; closing it
+// releases its place in the connection count (for tcp and tls; a
+// WebSocket's place is its countedConn's).
+type clientConn struct {
+	net.Conn
+	l        *listener // set when this conn holds a place in the count
+	tlsState *tls.ConnectionState
+	connect  *bytes.Reader
+	once     sync.Once
+}
+
+func (c *clientConn) Read(p []byte) (int, error) {
+	if c.connect != nil && c.connect.Len() > 0 {
+		return c.connect.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *clientConn) Close() error {
+	if c.l != nil {
+		c.once.Do(c.l.release)
+	}
+	return c.Conn.Close()
+}
+
+// TLS returns the connection's TLS state, nil without TLS.
+func (c *clientConn) TLS() *tls.ConnectionState { return c.tlsState }
+
+// errNotConnect is a first packet that is not a CONNECT.
+var errNotConnect = errors.New("the first packet is not a CONNECT")
+
+// readConnect reads the first packet, which must be a CONNECT of at most
+// maxSize bytes, into c.connect. Only the bytes that arrive are buffered.
+func (c *clientConn) readConnect(maxSize int) error {
+	var head [5]byte
+	if _, err := io.ReadFull(c.Conn, head[:1]); err != nil {
+		return err
+	}
+	if head[0] != 0x10 { // CONNECT, flags 0 [MQTT-3.1.0-1]
+		return errNotConnect
+	}
+	remaining, n := 0, 1
+	for shift := 0; ; shift += 7 {
+		if n == len(head) {
+			return errors.New("malformed remaining length")
+		}
+		if _, err := io.ReadFull(c.Conn, head[n:n+1]); err != nil {
+			return err
+		}
+		remaining |= int(head[n]&0x7f) << shift
+		n++
+		if head[n-1]&0x80 == 0 {
+			break
+		}
+	}
+	if remaining+1 > maxSize {
+		return fmt.Errorf("CONNECT of %d bytes is over max_packet_size (%d)", remaining+1, maxSize)
+	}
+	var buf bytes.Buffer
+	buf.Write(head[:n])
+	if _, err := io.CopyN(&buf, c.Conn, int64(remaining)); err != nil {
+		return err
+	}
+	c.connect = bytes.NewReader(buf.Bytes())
+	return nil
+}
+
+// wsConn is a WebSocket connection as a byte stream: MQTT packets may span
+// WebSocket messages and a message may hold several packets.
+type wsConn struct {
+	net.Conn // the underlying connection, for addresses and deadlines
+	ws       *websocket.Conn
+	r        io.Reader // the message being read
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("WebSocket text message: MQTT travels in binary messages")
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) Close() error { return c.ws.Close() }
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}

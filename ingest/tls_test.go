@@ -1,0 +1,414 @@
+package ingest_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
+
+	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/ingest/auth"
+	"github.com/sluicehq/sluice/internal/testsvc"
+)
+
+// ca is a certificate authority made for a test.
+type ca struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+	pem  []byte
+}
+
+var serial int64
+
+func newCA(t *testing.T, name string) *ca {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &ca{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue makes a certificate signed by the CA, valid from notBefore to
+// notAfter: a server certificate for 127.0.0.1, or a client certificate.
+func (c *ca) issue(t *testing.T, cn string, server bool, notBefore, notAfter time.Time) (certPEM, keyPEM []byte, pair tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{cn + ".devices.example"},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+		tmpl.DNSNames = []string{"localhost"}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	pair, err = tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM, pair
+}
+
+func (c *ca) client(t *testing.T, cn string) tls.Certificate {
+	_, _, pair := c.issue(t, cn, false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	return pair
+}
+
+// tlsSetup writes a server certificate signed by a new CA, and that CA as
+// the client CA bundle, and returns the listener's TLS config.
+func tlsSetup(t *testing.T) (*ca, *ingest.TLSConfig) {
+	t.Helper()
+	dir := t.TempDir()
+	root := newCA(t, "sluice test CA")
+	certPEM, keyPEM, _ := root.issue(t, "sluice", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	cfg := &ingest.TLSConfig{
+		CertFile:     filepath.Join(dir, "server.crt"),
+		KeyFile:      filepath.Join(dir, "server.key"),
+		ClientCAFile: filepath.Join(dir, "clients-ca.pem"),
+	}
+	writeFile(t, cfg.CertFile, string(certPEM))
+	writeFile(t, cfg.KeyFile, string(keyPEM))
+	writeFile(t, cfg.ClientCAFile, string(root.pem))
+	return root, cfg
+}
+
+// connectTLS connects an MQTT 5 client over TLS and reports whether the
+// broker accepted it (a CONNACK with reason 0).
+func connectTLS(t *testing.T, addr string, conf *tls.Config, user, password string) (*testsvc.Client, error) {
+	t.Helper()
+	c, ca, err := testsvc.Connect(testsvc.MQTTOptions{Addr: addr, ClientID: "tls-client", TLS: conf, Username: user, Password: password})
+	switch {
+	case err == nil && ca.ReasonCode == 0:
+		t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+		return c, nil
+	case ca != nil:
+		return nil, fmt.Errorf("CONNACK %#x", ca.ReasonCode)
+	default:
+		return nil, err
+	}
+}
+
+func TestMutualTLS(t *testing.T) {
+	root, tlsCfg := tlsSetup(t)
+	b, rec, _ := startBroker(t, ingest.Config{Listeners: []ingest.ListenerConfig{
+		{Name: "mqtts", Type: "tls", Address: "127.0.0.1:0", TLS: tlsCfg},
+	}})
+	addr := b.Addr("mqtts")
+	other := newCA(t, "some other CA")
+	clientConf := func(certs ...tls.Certificate) *tls.Config {
+		return &tls.Config{RootCAs: root.pool, Certificates: certs, ServerName: "127.0.0.1"}
+	}
+
+	t.Run("valid client certificate", func(t *testing.T) {
+		c, err := connectTLS(t, addr, clientConf(root.client(t, "device-0042")), "", "")
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		if code := c.Publish(t, "devices/device-0042/temp", 1, []byte("21.5")); code != 0 {
+			t.Fatalf("publish: %#x", code)
+		}
+		// The certificate's subject CN is the client's username.
+		if m := rec.last(); m == nil || m.Username != "device-0042" {
+			t.Errorf("message username %v, want the certificate's CN device-0042", m)
+		}
+	})
+
+	_, _, expired := root.issue(t, "device-old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	refused := []struct {
+		name string
+		conf *tls.Config
+	}{
+		{"expired client certificate", clientConf(expired)},
+		{"certificate from another CA", clientConf(other.client(t, "device-0042"))},
+		{"no client certificate", clientConf()},
+		{"TLS 1.1", func() *tls.Config {
+			c := clientConf(root.client(t, "device-0042"))
+			c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+			return c
+		}()},
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := connectTLS(t, addr, c.conf, "", ""); err == nil {
+				t.Fatal("connected; want refused")
+			}
+		})
+	}
+
+	t.Run("plain MQTT to the TLS port", func(t *testing.T) {
+		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// A minimal MQTT 3.1.1 CONNECT, client id "p".
+		conn.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 'p'})
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 64)
+		n, err := conn.Read(buf)
+		if n > 0 && buf[0] == 0x20 {
+			t.Fatalf("got a CONNACK over plain TCP: % x", buf[:n])
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the broker kept a plain-TCP connection open on its TLS port")
+		}
+	})
+}
+
+func TestTLSOptionalClientCertificates(t *testing.T) {
+	root, tlsCfg := tlsSetup(t)
+	tlsCfg.ClientCerts = "optional"
+	tlsCfg.Identity = "san_dns"
+	pwFile := filepath.Join(t.TempDir(), "passwd")
+	if err := auth.SetPassword(pwFile, "alice", []byte("alice-secret"), 4); err != nil {
+		t.Fatal(err)
+	}
+	b, rec, _ := startBroker(t, ingest.Config{
+		Listeners: []ingest.ListenerConfig{{Name: "mqtts", Address: "127.0.0.1:0", TLS: tlsCfg}},
+		Auth:      ingest.AuthConfig{PasswordFile: pwFile},
+	})
+	addr := b.Addr("mqtts")
+	conf := &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"}
+
+	c, err := connectTLS(t, addr, conf, "alice", "alice-secret")
+	if err != nil {
+		t.Fatalf("password login without a certificate: %v", err)
+	}
+	c.Publish(t, "t", 1, nil)
+	if m := rec.last(); m.Username != "alice" {
+		t.Errorf("username %q, want alice", m.Username)
+	}
+	if _, err := connectTLS(t, addr, conf, "", ""); err == nil {
+		t.Error("no certificate and no password: connected, want refused")
+	}
+
+	withCert := conf.Clone()
+	withCert.Certificates = []tls.Certificate{root.client(t, "pump-7")}
+	c2, err := connectTLS(t, addr, withCert, "", "")
+	if err != nil {
+		t.Fatalf("certificate login: %v", err)
+	}
+	c2.Publish(t, "t", 1, nil)
+	if m := rec.last(); m.Username != "pump-7.devices.example" {
+		t.Errorf("username %q, want the certificate's first DNS SAN", m.Username)
+	}
+}
+
+func TestTLSCertificateReload(t *testing.T) {
+	root, tlsCfg := tlsSetup(t)
+	tlsCfg.ClientCAFile = ""
+	b, _, logs := startBroker(t, ingest.Config{Listeners: []ingest.ListenerConfig{
+		{Name: "mqtts", Type: "tls", Address: "127.0.0.1:0", TLS: tlsCfg, AllowAnonymous: true},
+	}})
+	addr := b.Addr("mqtts")
+	served := func() string {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "sluice" {
+		t.Fatalf("serving %q", cn)
+	}
+	// A connected client stays connected through the renewal.
+	c, err := connectTLS(t, addr, &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"}, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A renewal that does not load (a key that does not match) is logged
+	// and the old certificate stays.
+	_, otherKey, _ := root.issue(t, "x", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	writeFile(t, tlsCfg.KeyFile, string(otherKey))
+	waitFor(t, "the failed reload to be logged", func() bool {
+		served()
+		return strings.Contains(logs.String(), "do not load")
+	})
+	if cn := served(); cn != "sluice" {
+		t.Fatalf("after a broken renewal, serving %q", cn)
+	}
+
+	certPEM, keyPEM, _ := root.issue(t, "sluice-renewed", true, time.Now().Add(-time.Hour), time.Now().Add(48*time.Hour))
+	writeFile(t, tlsCfg.CertFile, string(certPEM))
+	writeFile(t, tlsCfg.KeyFile, string(keyPEM))
+	waitFor(t, "the renewed certificate to be served", func() bool { return served() == "sluice-renewed" })
+	if code := c.Publish(t, "still/connected", 1, nil); code != 0 {
+		t.Errorf("the client connected before the renewal: %#x", code)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestWebSocketListeners(t *testing.T) {
+	root, tlsCfg := tlsSetup(t)
+	b, rec, _ := startBroker(t, ingest.Config{Listeners: []ingest.ListenerConfig{
+		{Name: "ws", Type: "ws", Address: "127.0.0.1:0", AllowAnonymous: true, AllowedOrigins: []string{"https://ops.example.com"}},
+		{Name: "wss", Type: "wss", Address: "127.0.0.1:0", TLS: tlsCfg},
+	}})
+
+	dial := func(url string, d *websocket.Dialer, origin string) (net.Conn, error) {
+		h := map[string][]string{}
+		if origin != "" {
+			h["Origin"] = []string{origin}
+		}
+		ws, resp, err := d.Dial(url, h)
+		if err != nil {
+			if resp != nil {
+				return nil, errors.New(resp.Status)
+			}
+			return nil, err
+		}
+		return &wsNetConn{Conn: ws}, nil
+	}
+
+	conn, err := dial("ws://"+b.Addr("ws")+"/mqtt", &websocket.Dialer{Subprotocols: []string{"mqtt"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ca, err := testsvc.Connect(testsvc.MQTTOptions{Conn: conn, ClientID: "ws-client"})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("ws connect: %v", err)
+	}
+	defer c.Disconnect(&paho.Disconnect{})
+	c.Publish(t, "over/ws", 1, []byte("hello"))
+	if m := rec.last(); m == nil || m.Topic != "over/ws" || string(m.Payload) != "hello" {
+		t.Errorf("over ws the pipelines got %+v", m)
+	}
+
+	if _, err := dial("ws://"+b.Addr("ws")+"/mqtt", &websocket.Dialer{Subprotocols: []string{"mqtt"}}, "https://evil.example"); err == nil {
+		t.Error("a browser origin not in allowed_origins was upgraded")
+	}
+	if _, err := dial("ws://"+b.Addr("ws")+"/elsewhere", &websocket.Dialer{Subprotocols: []string{"mqtt"}}, ""); err == nil {
+		t.Error("a path other than /mqtt was upgraded")
+	}
+
+	wssDialer := &websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: &tls.Config{
+		RootCAs: root.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{root.client(t, "browser-gw")},
+	}}
+	conn, err = dial("wss://"+b.Addr("wss")+"/mqtt", wssDialer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, ca, err := testsvc.Connect(testsvc.MQTTOptions{Conn: conn, ClientID: "wss-client"})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("wss connect: %v", err)
+	}
+	defer c2.Disconnect(&paho.Disconnect{})
+	c2.Publish(t, "over/wss", 1, nil)
+	if m := rec.last(); m == nil || m.Topic != "over/wss" || m.Username != "browser-gw" {
+		t.Errorf("over wss the pipelines got %+v, want the certificate's CN as username", m)
+	}
+
+	noCert := &websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"}}
+	if conn, err := dial("wss://"+b.Addr("wss")+"/mqtt", noCert, ""); err == nil {
+		conn.Close()
+		t.Error("wss without a client certificate was upgraded")
+	}
+}
+
+// wsNetConn is a WebSocket client connection as the byte stream paho
+// wants.
+type wsNetConn struct {
+	*websocket.Conn
+	r io.Reader
+}
+
+func (c *wsNetConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			_, r, err := c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsNetConn) Write(p []byte) (int, error) {
+	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsNetConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
