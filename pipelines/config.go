@@ -31,6 +31,10 @@ type Config struct {
 	// DataDir holds the journals and the broker's state (default "data",
 	// relative to the working directory).
 	DataDir string `yaml:"data_dir"`
+	// ShutdownTimeout bounds how long a stop waits for the sinks to write
+	// what the journals hold (default 30s); the rest stays in the journals
+	// for the next start.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
@@ -242,6 +246,9 @@ func (c *Config) SetDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = "data"
 	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		if p.Workers == 0 {
@@ -325,6 +332,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Decode.MaxRatio < 0 {
 		p.Addf("decode.max_ratio", "must be positive")
+	}
+	if c.ShutdownTimeout < 0 {
+		p.Addf("shutdown_timeout", "must be positive")
 	}
 
 	sinks := map[string]*SinkConfig{}

@@ -75,6 +75,9 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		opts.Metrics = metrics.New()
 	}
 	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = cfg.ShutdownTimeout
+	}
+	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
 	lock, err := lockDir(cfg.DataDir)
