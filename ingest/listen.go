@@ -399,7 +399,8 @@ func (c *clientConn) readConnect(maxSize int) error {
 type wsConn struct {
 	net.Conn // the underlying connection, for addresses and deadlines
 	ws       *websocket.Conn
-	r        io.Reader // the message being read
+	r        io.Reader  // the message being read
+	wmu      sync.Mutex // a WebSocket takes one writer at a time
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {
@@ -427,6 +428,8 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}

@@ -1,20 +1,16 @@
 package ingest_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,106 +19,36 @@ import (
 
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/ingest/auth"
+	"github.com/sluicehq/sluice/internal/secret/secrettest"
 	"github.com/sluicehq/sluice/internal/testsvc"
 )
 
-// ca is a certificate authority made for a test.
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	pem  []byte
-}
-
-var serial int64
-
-func newCA(t *testing.T, name string) *ca {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &ca{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue makes a certificate signed by the CA, valid from notBefore to
-// notAfter: a server certificate for 127.0.0.1, or a client certificate.
-func (c *ca) issue(t *testing.T, cn string, server bool, notBefore, notAfter time.Time) (certPEM, keyPEM []byte, pair tls.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{cn + ".devices.example"},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	pair, err = tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, keyPEM, pair
-}
-
-func (c *ca) client(t *testing.T, cn string) tls.Certificate {
-	_, _, pair := c.issue(t, cn, false, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	return pair
-}
-
-// tlsSetup writes a server certificate signed by a new CA, and that CA as
-// the client CA bundle, and returns the listener's TLS config.
-func tlsSetup(t *testing.T) (*ca, *ingest.TLSConfig) {
+// tlsSetup makes a CA, a server certificate it signs for 127.0.0.1, and
+// the listener TLS config that serves it and takes client certificates
+// from the same CA. The files are copies the test may overwrite.
+func tlsSetup(t *testing.T) (*secrettest.CA, *ingest.TLSConfig) {
 	t.Helper()
 	dir := t.TempDir()
-	root := newCA(t, "sluice test CA")
-	certPEM, keyPEM, _ := root.issue(t, "sluice", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	root := secrettest.NewCA(t, "sluice-test")
+	server := root.Server(t, "127.0.0.1")
 	cfg := &ingest.TLSConfig{
 		CertFile:     filepath.Join(dir, "server.crt"),
 		KeyFile:      filepath.Join(dir, "server.key"),
 		ClientCAFile: filepath.Join(dir, "clients-ca.pem"),
 	}
-	writeFile(t, cfg.CertFile, string(certPEM))
-	writeFile(t, cfg.KeyFile, string(keyPEM))
-	writeFile(t, cfg.ClientCAFile, string(root.pem))
+	copyFile(t, server.CertFile, cfg.CertFile)
+	copyFile(t, server.KeyFile, cfg.KeyFile)
+	copyFile(t, root.CertFile, cfg.ClientCAFile)
 	return root, cfg
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, to, string(data))
 }
 
 // connectTLS connects an MQTT 5 client over TLS and reports whether the
@@ -147,13 +73,13 @@ func TestMutualTLS(t *testing.T) {
 		{Name: "mqtts", Type: "tls", Address: "127.0.0.1:0", TLS: tlsCfg},
 	}})
 	addr := b.Addr("mqtts")
-	other := newCA(t, "some other CA")
+	other := secrettest.NewCA(t, "other")
 	clientConf := func(certs ...tls.Certificate) *tls.Config {
-		return &tls.Config{RootCAs: root.pool, Certificates: certs, ServerName: "127.0.0.1"}
+		return &tls.Config{RootCAs: root.Pool, Certificates: certs, ServerName: "127.0.0.1"}
 	}
 
 	t.Run("valid client certificate", func(t *testing.T) {
-		c, err := connectTLS(t, addr, clientConf(root.client(t, "device-0042")), "", "")
+		c, err := connectTLS(t, addr, clientConf(root.Client(t, "device-0042").TLS), "", "")
 		if err != nil {
 			t.Fatalf("refused: %v", err)
 		}
@@ -166,16 +92,16 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 
-	_, _, expired := root.issue(t, "device-old", false, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	expired := root.Client(t, "device-old", secrettest.Expired).TLS
 	refused := []struct {
 		name string
 		conf *tls.Config
 	}{
 		{"expired client certificate", clientConf(expired)},
-		{"certificate from another CA", clientConf(other.client(t, "device-0042"))},
+		{"certificate from another CA", clientConf(other.Client(t, "device-0042").TLS)},
 		{"no client certificate", clientConf()},
 		{"TLS 1.1", func() *tls.Config {
-			c := clientConf(root.client(t, "device-0042"))
+			c := clientConf(root.Client(t, "device-0042").TLS)
 			c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 			return c
 		}()},
@@ -222,7 +148,7 @@ func TestTLSOptionalClientCertificates(t *testing.T) {
 		Auth:      ingest.AuthConfig{PasswordFile: pwFile},
 	})
 	addr := b.Addr("mqtts")
-	conf := &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"}
+	conf := &tls.Config{RootCAs: root.Pool, ServerName: "127.0.0.1"}
 
 	c, err := connectTLS(t, addr, conf, "alice", "alice-secret")
 	if err != nil {
@@ -237,7 +163,7 @@ func TestTLSOptionalClientCertificates(t *testing.T) {
 	}
 
 	withCert := conf.Clone()
-	withCert.Certificates = []tls.Certificate{root.client(t, "pump-7")}
+	withCert.Certificates = []tls.Certificate{root.Client(t, "pump-7", secrettest.DNSNames("pump-7.devices.example")).TLS}
 	c2, err := connectTLS(t, addr, withCert, "", "")
 	if err != nil {
 		t.Fatalf("certificate login: %v", err)
@@ -255,39 +181,38 @@ func TestTLSCertificateReload(t *testing.T) {
 		{Name: "mqtts", Type: "tls", Address: "127.0.0.1:0", TLS: tlsCfg, AllowAnonymous: true},
 	}})
 	addr := b.Addr("mqtts")
-	served := func() string {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"})
+	conf := &tls.Config{RootCAs: root.Pool, ServerName: "127.0.0.1"}
+	served := func() *big.Int {
+		conn, err := tls.Dial("tcp", addr, conf)
 		if err != nil {
 			t.Fatalf("handshake: %v", err)
 		}
 		defer conn.Close()
-		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber
 	}
-	if cn := served(); cn != "sluice" {
-		t.Fatalf("serving %q", cn)
-	}
+	first := served()
 	// A connected client stays connected through the renewal.
-	c, err := connectTLS(t, addr, &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"}, "", "")
+	c, err := connectTLS(t, addr, conf, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// A renewal that does not load (a key that does not match) is logged
 	// and the old certificate stays.
-	_, otherKey, _ := root.issue(t, "x", true, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	writeFile(t, tlsCfg.KeyFile, string(otherKey))
+	copyFile(t, root.Server(t, "127.0.0.1").KeyFile, tlsCfg.KeyFile)
 	waitFor(t, "the failed reload to be logged", func() bool {
 		served()
 		return strings.Contains(logs.String(), "do not load")
 	})
-	if cn := served(); cn != "sluice" {
-		t.Fatalf("after a broken renewal, serving %q", cn)
+	if got := served(); got.Cmp(first) != 0 {
+		t.Fatalf("after a broken renewal, serving certificate %v, want %v", got, first)
 	}
 
-	certPEM, keyPEM, _ := root.issue(t, "sluice-renewed", true, time.Now().Add(-time.Hour), time.Now().Add(48*time.Hour))
-	writeFile(t, tlsCfg.CertFile, string(certPEM))
-	writeFile(t, tlsCfg.KeyFile, string(keyPEM))
-	waitFor(t, "the renewed certificate to be served", func() bool { return served() == "sluice-renewed" })
+	renewed := root.Server(t, "127.0.0.1")
+	copyFile(t, renewed.CertFile, tlsCfg.CertFile)
+	copyFile(t, renewed.KeyFile, tlsCfg.KeyFile)
+	want := renewed.TLS.Leaf.SerialNumber
+	waitFor(t, "the renewed certificate to be served", func() bool { return served().Cmp(want) == 0 })
 	if code := c.Publish(t, "still/connected", 1, nil); code != 0 {
 		t.Errorf("the client connected before the renewal: %#x", code)
 	}
@@ -350,7 +275,7 @@ func TestWebSocketListeners(t *testing.T) {
 	}
 
 	wssDialer := &websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: &tls.Config{
-		RootCAs: root.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{root.client(t, "browser-gw")},
+		RootCAs: root.Pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{root.Client(t, "browser-gw").TLS},
 	}}
 	conn, err = dial("wss://"+b.Addr("wss")+"/mqtt", wssDialer, "")
 	if err != nil {
@@ -366,7 +291,7 @@ func TestWebSocketListeners(t *testing.T) {
 		t.Errorf("over wss the pipelines got %+v, want the certificate's CN as username", m)
 	}
 
-	noCert := &websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: &tls.Config{RootCAs: root.pool, ServerName: "127.0.0.1"}}
+	noCert := &websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: &tls.Config{RootCAs: root.Pool, ServerName: "127.0.0.1"}}
 	if conn, err := dial("wss://"+b.Addr("wss")+"/mqtt", noCert, ""); err == nil {
 		conn.Close()
 		t.Error("wss without a client certificate was upgraded")
@@ -377,7 +302,8 @@ func TestWebSocketListeners(t *testing.T) {
 // wants.
 type wsNetConn struct {
 	*websocket.Conn
-	r io.Reader
+	r  io.Reader
+	mu sync.Mutex // paho writes from more than one goroutine
 }
 
 func (c *wsNetConn) Read(p []byte) (int, error) {
@@ -402,6 +328,8 @@ func (c *wsNetConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsNetConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}

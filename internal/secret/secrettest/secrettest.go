@@ -78,10 +78,28 @@ func (ca *CA) Server(t testing.TB, hosts ...string) Pair {
 	return ca.issue(t, tmpl)
 }
 
-// Client issues a client certificate for name.
-func (ca *CA) Client(t testing.TB, name string) Pair {
+// Client issues a client certificate for name (its subject CN), changed
+// by opts.
+func (ca *CA) Client(t testing.TB, name string, opts ...Option) Pair {
 	t.Helper()
-	return ca.issue(t, ca.template(t, name, x509.ExtKeyUsageClientAuth))
+	tmpl := ca.template(t, name, x509.ExtKeyUsageClientAuth)
+	for _, o := range opts {
+		o(tmpl)
+	}
+	return ca.issue(t, tmpl)
+}
+
+// An Option changes a certificate before it is signed.
+type Option func(*x509.Certificate)
+
+// Expired makes a certificate that expired a day ago.
+func Expired(c *x509.Certificate) {
+	c.NotBefore, c.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+}
+
+// DNSNames adds DNS subject alternative names.
+func DNSNames(names ...string) Option {
+	return func(c *x509.Certificate) { c.DNSNames = append(c.DNSNames, names...) }
 }
 
 func (ca *CA) template(t testing.TB, name string, usage x509.ExtKeyUsage) *x509.Certificate {
