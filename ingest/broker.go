@@ -21,8 +21,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
-	"go.etcd.io/bbolt"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/ingest/auth"
@@ -110,15 +108,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		if err := os.MkdirAll(filepath.Dir(b.cfg.StatePath), 0o755); err != nil {
 			return fmt.Errorf("broker: state folder: %w", err)
 		}
-		// bbolt: one file, pure Go, crash-safe transactions, little memory
-		// (badger and pebble trade memory for write speed the broker's
-		// state does not need). Like sluice's default journal mode, it
-		// survives a crash of the process; NoSync spares an fsync per
-		// stored packet.
-		store := &boltStore{Hook: &bolt.Hook{}}
-		err := b.server.AddHook(store, &bolt.Options{Path: b.cfg.StatePath,
-			Options: &bbolt.Options{Timeout: 5 * time.Second, NoSync: true}})
-		if err != nil {
+		// One bbolt file, encrypted with a key (see stateStore).
+		store := newStateStore(b.cfg.StatePath, b.cfg.StateKey, b.log.With("component", "broker-state"))
+		if err := b.server.AddHook(store, nil); err != nil {
 			return fmt.Errorf("broker: open state %s: %w", b.cfg.StatePath, err)
 		}
 	}

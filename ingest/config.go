@@ -25,6 +25,9 @@ type Config struct {
 
 	// StatePath is where the state is kept; set by the caller from data_dir.
 	StatePath string `yaml:"-"`
+	// StateKey, when set, encrypts the stored state (32 bytes, AES-256);
+	// set by the caller from the encryption key file.
+	StateKey []byte `yaml:"-"`
 }
 
 // ListenerConfig is one network listener.

@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/keyfile"
 	"github.com/sluicehq/sluice/rules"
 	"github.com/sluicehq/sluice/sinks/file"
 	"github.com/sluicehq/sluice/sinks/influxdb"
@@ -35,10 +36,20 @@ type Config struct {
 	// what the journals hold (default 30s); the rest stays in the journals
 	// for the next start.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Encryption encrypts what sluice keeps on disk: the journals and the
+	// broker's state.
+	Encryption EncryptionConfig `yaml:"encryption"`
 
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
 	dir string
+}
+
+// EncryptionConfig turns on encryption at rest.
+type EncryptionConfig struct {
+	// KeyFile holds a 32-byte AES-256 key (hex, base64 or raw; mode 0600);
+	// `sluice keygen FILE` makes one. Relative to the config file.
+	KeyFile string `yaml:"key_file"`
 }
 
 // LogConfig sets up logging.
@@ -165,7 +176,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c.dir = filepath.Dir(path)
-	c.Broker.Resolve(c.dir)
+	c.resolve()
 	return &c, nil
 }
 
@@ -177,8 +188,24 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 		return nil, err
 	}
 	c.dir = dir
-	c.Broker.Resolve(c.dir)
+	c.resolve()
 	return &c, nil
+}
+
+// resolve makes the file paths of the config absolute against its folder.
+func (c *Config) resolve() {
+	c.Broker.Resolve(c.dir)
+	if k := c.Encryption.KeyFile; k != "" && !filepath.IsAbs(k) && c.dir != "" {
+		c.Encryption.KeyFile = filepath.Join(c.dir, k)
+	}
+}
+
+// Key loads the encryption key; nil without encryption.
+func (c *Config) Key() ([]byte, error) {
+	if c.Encryption.KeyFile == "" {
+		return nil, nil
+	}
+	return keyfile.Load(c.Encryption.KeyFile)
 }
 
 // RulePaths returns a pipeline's rule paths resolved against the config

@@ -80,6 +80,10 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	key, err := cfg.Key()
+	if err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -89,6 +93,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	brokerCfg := cfg.Broker
 	brokerCfg.StatePath = filepath.Join(cfg.DataDir, "broker.db")
+	brokerCfg.StateKey = key
 	s.broker = ingest.New(brokerCfg, s, opts.Logger, opts.Metrics)
 
 	users := map[string]int{}
@@ -118,7 +123,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 
 	limits := rules.Limits{MaxSize: cfg.Decode.MaxSize, MaxRatio: cfg.Decode.MaxRatio}
 	for _, pc := range cfg.Pipelines {
-		p, err := s.newPipeline(pc, sets[pc.Name], limits)
+		p, err := s.newPipeline(pc, sets[pc.Name], limits, key)
 		if err != nil {
 			s.closeJournals()
 			s.lock.unlock()
@@ -129,13 +134,14 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Limits) (*pipeline, error) {
+func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Limits, key []byte) (*pipeline, error) {
 	log := s.log.With("pipeline", pc.Name)
 	jopts := journal.Options{
 		Dir:          filepath.Join(s.cfg.DataDir, "journal", pc.Name),
 		SegmentBytes: int64(pc.Journal.SegmentBytes),
 		MaxBytes:     int64(pc.Journal.MaxBytes),
 		MaxAge:       pc.Journal.MaxAge,
+		Key:          key,
 		Logger:       log.With("component", "journal"),
 	}
 	switch pc.Durability {

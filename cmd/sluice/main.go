@@ -8,6 +8,7 @@
 //	sluice demo                      run the demo on embedded defaults
 //	sluice simulate -broker h:1883   publish simulated device telemetry
 //	sluice passwd [-D] FILE USER     set (or delete) a user's broker password
+//	sluice keygen FILE               write a new key for encryption at rest
 //	sluice version                   print the version
 //
 // Exit codes: 0 success, 1 a failure while running, 2 bad usage or an
@@ -65,6 +66,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRules(ctx, rest, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, stdout, stderr)
+	case "keygen":
+		return cmdKeygen(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
@@ -88,6 +91,7 @@ Usage:
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
   sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
   sluice passwd [-D] FILE USER     set a broker user's password (prompted, or stdin), or delete it
+  sluice keygen FILE               write a new key (mode 0600) for encryption at rest
   sluice version                   print the version
 
 Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.
@@ -167,6 +171,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	if err == nil {
 		err = cfg.Broker.CheckFiles()
+	}
+	if err == nil {
+		_, err = cfg.Key()
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -11,22 +11,30 @@ import (
 const benchRecord = 256
 
 // BenchmarkAppend appends 256-byte records and waits for each to be durable
-// per mode. The reader acknowledges as it goes, so space is reclaimed.
+// per mode. The reader acknowledges as it goes, so space is reclaimed. The
+// "+key" cases set Options.Key (Memory mode ignores it).
 func BenchmarkAppend(b *testing.B) {
 	for _, bc := range []struct {
 		name      string
 		mode      Mode
 		appenders int
+		key       bool
 	}{
-		{"memory", Memory, 1},
-		{"process", Process, 1},
-		{"fsync/1", Fsync, 1},
-		{"fsync/64", Fsync, 64},
+		{"memory", Memory, 1, false},
+		{"memory+key", Memory, 1, true},
+		{"process", Process, 1, false},
+		{"process+key", Process, 1, true},
+		{"fsync/1", Fsync, 1, false},
+		{"fsync/64", Fsync, 64, false},
+		{"fsync/64+key", Fsync, 64, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var fsyncs atomic.Int64
 			o := optsFor(b, bc.mode)
 			o.syncFile = func(f *os.File) error { fsyncs.Add(1); return f.Sync() }
+			if bc.key {
+				o.Key = testKey(1)
+			}
 			j := open(b, o)
 			r := j.Reader("sink")
 			data := make([]byte, benchRecord)
@@ -115,20 +123,23 @@ func BenchmarkReadTail(b *testing.B) {
 // BenchmarkReadCache reads records already in the cache (no writer
 // running while the timer runs): the cost of Next itself.
 func BenchmarkReadCache(b *testing.B) {
-	benchReadBehind(b, Process, 0)
+	benchReadBehind(b, Process, 0, nil)
 }
 
 // BenchmarkReadDisk: a reader behind the writer reads 256-byte records
-// from the segment files (in the page cache), checking each CRC.
+// from the segment files (in the page cache), checking each CRC and, with
+// a key, authenticating and decrypting each record.
 func BenchmarkReadDisk(b *testing.B) {
-	benchReadBehind(b, Process, -1)
+	b.Run("plain", func(b *testing.B) { benchReadBehind(b, Process, -1, nil) })
+	b.Run("key", func(b *testing.B) { benchReadBehind(b, Process, -1, testKey(1)) })
 }
 
 // benchReadBehind appends records in chunks with the timer stopped, then
 // reads them back with it running.
-func benchReadBehind(b *testing.B, mode Mode, cacheBytes int64) {
+func benchReadBehind(b *testing.B, mode Mode, cacheBytes int64, key []byte) {
 	o := optsFor(b, mode)
 	o.CacheBytes = cacheBytes
+	o.Key = key
 	j := open(b, o)
 	r := j.Reader("sink")
 	data := make([]byte, benchRecord)

@@ -49,6 +49,9 @@
 //	header: "SLUICEJ1" | uint32 version (1) | uint32 reserved (0)
 //	frame:  uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | data
 //
+// (An encrypted segment has a longer header and sealed data: see
+// Encryption.)
+//
 // length counts the bytes after the CRC field (17 + len(data)); the CRC
 // (Castagnoli) covers those same bytes. A frame takes 25 bytes plus its
 // data. Records in a segment have consecutive seqs starting with the
@@ -85,14 +88,70 @@
 // the cache of recent records (CacheBytes, default 32 MiB; Memory mode
 // keeps every record there), with the value given to Append and no file
 // I/O or decoding. A reader further behind reads the segment files with
-// its own file handle and buffered positional reads, checking each CRC;
-// such records have no Value. Once it catches up it continues from the
+// its own file handle and buffered positional reads, checking each CRC
+// (and, if encrypted, authenticating and decrypting the record); such
+// records have no Value. Once it catches up it continues from the
 // cache. Entry.Data is valid until the reader's next Next call and must not
 // be modified.
 //
 // A reader acknowledges with Ack (from any goroutine); acks only move
 // forward. Rewind makes Next read again from a seq (after a failed batch).
 // A new reader starts at the first record held.
+//
+// # Encryption
+//
+// With Options.Key (32 bytes, AES-256; see internal/keyfile) the segments
+// are encrypted at rest. Each segment has its own key, derived with
+// HKDF-SHA256 from Options.Key and a random 16-byte salt in its header,
+// which is format version 2:
+//
+//	header: "SLUICEJ1" | uint32 version (2) | uint32 cipher (1: AES-256-GCM) | salt [16] | key check [16]
+//	frame:  uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | nonce [12] | sealed data | tag [16]
+//
+// The key check (HKDF of the key and salt, under another label) lets Open
+// tell a wrong key from damage before reading a record. A record's data is
+// sealed with AES-256-GCM, its seq, time and kind (the 17 bytes before the
+// nonce, as stored) being the additional data: a frame cannot be relabelled,
+// and one moved to another segment fails authentication there. The CRC
+// still covers the whole frame, so that a torn or damaged frame is told
+// from an altered one. Sealing adds 28 bytes to a frame.
+//
+// The nonce is 4 bytes drawn at random when the segment was created, then
+// the record's seq. GCM breaks if a nonce repeats under one key, and seqs
+// do repeat in a journal: a record cut by recovery, or lost with the page
+// cache in Process mode, has its seq given to the next record, and
+// journals sharing a key count from 1 alike. So no key seals more than one
+// segment, and no segment is written by more than one run: an encrypted
+// journal never appends to a segment found at Open but starts a new one
+// (an empty last segment is removed and created again, with a new salt).
+// Within one run and one segment a seq is sealed once (a failed write
+// stops the journal), so a nonce never repeats for a key, by construction
+// rather than by chance, and at no cost per record. (12 random bytes per
+// record would cost a getrandom call each and, all under one key, bound
+// the key's life to about 2^32 records, a day of a busy broker; 4 random
+// bytes and the seq under one key would collide across journals.)
+//
+// Recovery treats a frame whose CRC fails as before (torn or damaged: the
+// rest of the segment is cut). A frame whose CRC checks out but which fails
+// authentication, or an authentic frame out of its place (not the next
+// seq), was altered on purpose: Open fails with ErrTampered, naming the
+// segment and the record, and changes nothing. It neither cuts (which
+// would drop the good records after it, and let a forger delete records at
+// will) nor delivers it. To go on without that segment, an operator moves
+// it out of the folder: Open then leaves a gap (or, for the last segment,
+// continues after the one before). A reader that meets such a record on
+// disk after Open gets ErrTampered from Next, every time, until rewound past
+// it. A segment written with another key, an encrypted segment without a
+// key and a plain one with a key make Open fail with ErrWrongKey: an
+// encrypted journal neither reads nor continues a plain one (drain it and
+// remove its segments, or open it without a key).
+//
+// This is encryption at rest, not in memory: the cache holds records in
+// clear, and Entry.Data is plaintext. It does not hide record sizes, seqs,
+// times or kinds, nor detect a segment deleted or cut at a frame boundary,
+// nor a folder rolled back to an older copy. cursors.json stays plain (it
+// holds reader names and seqs). Memory mode writes nothing and ignores the
+// key.
 //
 // # Reclaiming
 //
@@ -141,7 +200,8 @@
 // file that is not a segment (bad magic) is renamed to *.corrupt; a segment
 // of an unknown format version, or segments whose seqs overlap, make Open
 // fail rather than guess. Seqs continue after the last good record (or
-// after the seq the last, empty, segment is named for).
+// after the seq the last, empty, segment is named for). In an encrypted
+// journal a frame that fails authentication fails Open (see Encryption).
 //
 // # Concurrency
 //
@@ -168,6 +228,9 @@
 //	Next from the cache                ~0.035 µs/record
 //	Next following a writer (Memory)   ~0.19 µs/record, writer and reader together
 //	Next from files (page cache)       ~0.13 µs/record, CRC checked
+//	Append, Process, with a Key        ~0.73 µs/op against ~0.63 without, in one run (AES-GCM ~0.1 µs)
+//	Append, Fsync, 64 appenders, Key   unchanged (fsync dominates)
+//	Next from files, with a Key        ~0.19 µs/record against ~0.10 without, in one run
 //
 // Memory use: the cache (CacheBytes of data plus 64 bytes a record, values
 // not counted), the sparse index (24 bytes per 8 KiB of segment or per

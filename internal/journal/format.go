@@ -14,7 +14,7 @@ import (
 const (
 	magic         = "SLUICEJ1"
 	formatVersion = 1
-	headerSize    = 16 // magic, uint32 version, uint32 reserved (zero)
+	headerSize    = 16 // magic, uint32 version, uint32 reserved (zero); an encrypted segment's is longer (crypt.go)
 
 	frameHead     = 8                      // uint32 length, uint32 CRC-32C
 	recordHead    = 17                     // uint64 seq, int64 unix-nano time, kind
@@ -26,7 +26,8 @@ const (
 )
 
 // MaxRecordBytes is the largest data a record may carry: the largest MQTT
-// payload (256 MiB). It also bounds the frame length recovery believes.
+// payload (256 MiB). It also bounds the frame length recovery believes
+// (plus what sealing adds, in an encrypted segment).
 const MaxRecordBytes = 256 << 20
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -78,8 +79,9 @@ type frame struct {
 	time int64
 	kind byte
 	data []byte
-	off  int64 // offset of the frame in its file
-	size int64 // bytes of the whole frame
+	ad   []byte // the frame's seq, time and kind as stored: an encrypted record's additional data
+	off  int64  // offset of the frame in its file
+	size int64  // bytes of the whole frame
 }
 
 // frameReader reads frames from a segment file with buffered positional
@@ -141,7 +143,7 @@ func (r *frameReader) next() (frame, error) {
 		return frame{}, err
 	}
 	length := binary.LittleEndian.Uint32(r.buf[r.start:])
-	if length < recordHead || length > recordHead+MaxRecordBytes {
+	if length < recordHead || length > recordHead+sealOverhead+MaxRecordBytes {
 		return frame{}, errLength
 	}
 	total := frameHead + int(length)
@@ -157,6 +159,7 @@ func (r *frameReader) next() (frame, error) {
 		time: int64(binary.LittleEndian.Uint64(b[16:])),
 		kind: b[24],
 		data: b[frameOverhead:total:total],
+		ad:   b[frameHead:frameOverhead:frameOverhead],
 		off:  r.off,
 		size: int64(total),
 	}

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,13 @@ type Options struct {
 	CacheBytes   int64            // recent records kept in memory, with their values, for readers at the tail; default 32 MiB; negative: none. (Memory mode keeps everything in memory regardless.)
 	Logger       *slog.Logger     // may be nil
 	Now          func() time.Time // clock for record times and MaxAge; default time.Now (tests inject a fake)
+	// Key, when set, encrypts the segments at rest: a KeySize-byte (AES-256)
+	// key, such as internal/keyfile loads. Each record's data is sealed with
+	// AES-256-GCM; see "Encryption" in the package documentation. Open fails
+	// with ErrWrongKey if the segments on disk were written with another
+	// key, or without one (and when the key is missing for encrypted ones).
+	// Memory mode, which writes nothing, ignores it.
+	Key []byte
 
 	syncFile func(*os.File) error // fsync; tests count the calls
 }
@@ -83,7 +91,7 @@ var (
 type Entry struct {
 	Seq   uint64    // 1, 2, 3, ... gapless per journal, continuing across restarts
 	Kind  byte      // chosen by the caller
-	Data  []byte    // the bytes appended (valid until the reader's next Next call)
+	Data  []byte    // the bytes appended, decrypted if the journal is encrypted (valid until the reader's next Next call)
 	Value any       // the value given to Append while the record is in the cache; nil when read back from disk
 	Time  time.Time // when it was appended
 }
@@ -95,7 +103,8 @@ type Journal struct {
 	log      *slog.Logger
 	now      func() time.Time
 	syncFile func(*os.File) error
-	files    bool // Process or Fsync
+	files    bool   // Process or Fsync
+	key      []byte // Options.Key, copied; nil in Memory mode
 
 	durable atomic.Uint64
 
@@ -154,7 +163,8 @@ type Journal struct {
 // (short frame, bad length, CRC mismatch) is cut off at the last good record and the loss is logged;
 // a corrupt record in the middle of a segment cuts the rest of THAT segment (logged, counted in
 // Stats().Recovered) and reading continues with the next segment. Seq numbering continues after the
-// last good record. Saved cursors are loaded.
+// last good record. Saved cursors are loaded. With Options.Key, a record that fails authentication, or
+// segments written with another key (or without one), make Open fail (ErrTampered, ErrWrongKey).
 func Open(opts Options) (*Journal, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -168,10 +178,14 @@ func Open(opts Options) (*Journal, error) {
 		files:    opts.Mode != Memory,
 		readers:  map[string]*Reader{},
 	}
+	if j.files && len(opts.Key) > 0 {
+		j.key = bytes.Clone(opts.Key)
+		j.opts.Key = j.key
+	}
 	j.syncCond.L = &j.mu
 	j.flushDone.L = &j.mu
 	if !j.files {
-		j.active = &segment{first: 1, last: 0, size: headerSize}
+		j.active = &segment{first: 1, last: 0, size: headerSize, hdr: headerSize}
 		j.segs = []*segment{j.active}
 		j.first = 1
 		j.bytes = headerSize
@@ -225,6 +239,9 @@ func (o *Options) validate() error {
 	}
 	if o.SegmentBytes < 0 || o.MaxBytes < 0 || o.MaxAge < 0 {
 		return errors.New("journal: SegmentBytes, MaxBytes and MaxAge must not be negative")
+	}
+	if len(o.Key) != 0 && len(o.Key) != KeySize {
+		return fmt.Errorf("journal: Key must be %d bytes (AES-256), not %d", KeySize, len(o.Key))
 	}
 	return nil
 }
@@ -301,8 +318,26 @@ func (j *Journal) recover() error {
 		j.active = j.segs[n-1]
 		j.last = j.active.last
 	}
+	if a := j.active; a != nil && j.key != nil {
+		// An encrypted journal never writes to a segment an earlier run
+		// wrote: a record cut from its tail (torn, or lost with the page
+		// cache) may have sealed another plaintext with the nonce its seq
+		// would be sealed with again. A new segment has a new key.
+		a.f.Close()
+		a.f = nil
+		j.active = nil
+		if a.empty() {
+			// Its key may have sealed records that were cut: remove it;
+			// its successor takes its name.
+			if err := os.Remove(a.path); err != nil {
+				return fmt.Errorf("journal: remove empty segment: %w", err)
+			}
+			j.segs = j.segs[:len(j.segs)-1]
+			j.bytes -= a.size
+		}
+	}
 	if j.active == nil || j.active.size >= j.opts.SegmentBytes {
-		s, err := createSegment(j.opts.Dir, j.last+1)
+		s, err := createSegment(j.opts.Dir, j.last+1, j.key)
 		if err != nil {
 			return err
 		}
@@ -320,7 +355,7 @@ func (j *Journal) recover() error {
 			return err
 		}
 	}
-	j.log.Info("journal: opened", "dir", j.opts.Dir, "mode", j.opts.Mode.String(),
+	j.log.Info("journal: opened", "dir", j.opts.Dir, "mode", j.opts.Mode.String(), "encrypted", j.key != nil,
 		"segments", len(j.segs), "first", j.first, "last", j.last, "bytes", j.bytes)
 	return nil
 }
@@ -416,10 +451,14 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 	seq := j.last + 1
 	t := j.now().UnixNano()
 	s := j.active
-	size := int64(frameOverhead + len(data))
+	size := s.frameSize(len(data))
 	if j.files {
 		s.note(seq, s.size, t)
-		j.pend = appendFrame(j.pend, seq, t, kind, data)
+		if s.seal != nil {
+			j.pend = appendSealedFrame(j.pend, seq, t, kind, data, s.seal)
+		} else {
+			j.pend = appendFrame(j.pend, seq, t, kind, data)
+		}
 		j.pendLast = seq
 	}
 	s.size += size
@@ -540,7 +579,7 @@ func (j *Journal) rotate() bool {
 	var s *segment
 	if j.files {
 		var err error
-		s, err = createSegment(j.opts.Dir, old.last+1)
+		s, err = createSegment(j.opts.Dir, old.last+1, j.key)
 		if err != nil {
 			if j.rotateErr == nil {
 				j.log.Error("journal: cannot start a new segment; writing on in the current one", "error", err)
@@ -563,7 +602,7 @@ func (j *Journal) rotate() bool {
 		}
 		old.f = nil
 	} else {
-		s = &segment{first: old.last + 1, last: old.last, size: headerSize, written: headerSize}
+		s = &segment{first: old.last + 1, last: old.last, size: headerSize, hdr: headerSize, written: headerSize}
 	}
 	j.segs = append(j.segs, s)
 	j.active = s
@@ -868,7 +907,7 @@ func (j *Journal) bytesAfter(seq uint64) int64 {
 		if s.empty() || s.last <= seq {
 			break
 		}
-		data := s.size - headerSize
+		data := s.size - s.hdr
 		if s.first > seq {
 			n += data
 			continue

@@ -71,7 +71,9 @@ func (r *Reader) Name() string { return r.name }
 // ctx.Err() if ctx ends and ErrClosed once the journal is closed. Records the reader skipped because
 // DropOldest deleted them are counted (Skipped) and Next continues with the first record held.
 // An I/O error reading a segment file is returned (the next call tries the same record again); a
-// segment damaged since Open is logged and the rest of it skipped.
+// segment damaged since Open is logged and the rest of it skipped. A record of an encrypted segment
+// that fails authentication (ErrTampered) is returned like an I/O error, every time Next reaches it:
+// it is neither delivered nor skipped.
 func (r *Reader) Next(ctx context.Context) (Entry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -162,8 +164,8 @@ func (r *Reader) Next(ctx context.Context) (Entry, error) {
 				"reader", r.name, "segment", s.path, "seq", seq, "records_lost", s.last-seq+1, "error", err)
 			r.next = s.last + 1
 		default:
-			// An I/O error (too many open files, EIO): the next Next tries
-			// again.
+			// An I/O error (too many open files, EIO), or a record that
+			// fails authentication: the next Next tries again.
 			r.next = seq
 			j.mu.Unlock()
 			return Entry{}, fmt.Errorf("journal: reader %q: read %s: %w", r.name, s.path, err)
@@ -204,6 +206,11 @@ func (r *Reader) readDisk(s *segment, seek bool, at indexEntry, limit int64, seq
 		}
 		r.rseq++
 		if fr.seq == seq {
+			if s.seal != nil {
+				if err := s.seal.open(&fr); err != nil {
+					return Entry{}, fmt.Errorf("record %d at offset %d: %w", seq, fr.off, err)
+				}
+			}
 			return Entry{Seq: seq, Kind: fr.kind, Data: fr.data, Time: time.Unix(0, fr.time)}, nil
 		}
 		if fr.seq > seq {

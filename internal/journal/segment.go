@@ -1,7 +1,6 @@
 package journal
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,11 +18,13 @@ type segment struct {
 	first   uint64
 	last    uint64 // last seq held; first-1 while empty
 	size    int64  // bytes: header and frames
+	hdr     int64  // bytes of the header
 	written int64  // bytes in the file; the rest of size waits in Journal.pend
 	path    string // "" in Memory mode
 	f       *os.File
 	index   []indexEntry // sparse seq -> offset, in seq order
 	removed bool         // reclaimed or dropped
+	seal    *sealer      // nil: a plain segment
 }
 
 // indexEntry locates a frame: readers seek to the entry at or before the
@@ -35,6 +36,14 @@ type indexEntry struct {
 }
 
 func (s *segment) empty() bool { return s.last < s.first }
+
+// frameSize returns the bytes a record of n data bytes takes in s.
+func (s *segment) frameSize(n int) int64 {
+	if s.seal != nil {
+		return int64(frameOverhead + sealOverhead + n)
+	}
+	return int64(frameOverhead + n)
+}
 
 // note records that the frame seq was written at off at time t. An entry
 // every indexEvery bytes bounds how far a reader reads to find a record;
@@ -59,19 +68,38 @@ func (s *segment) locate(seq uint64) (indexEntry, bool) {
 // records returns how many records the segment holds.
 func (s *segment) records() uint64 { return s.last + 1 - s.first }
 
-// createSegment creates the file of a new, empty segment.
-func createSegment(dir string, first uint64) (*segment, error) {
+// newHeader returns the header of a new segment: plain, or encrypted with
+// a fresh salt when key is set, with the sealer for its records.
+func newHeader(key []byte) ([]byte, *sealer, error) {
+	if key == nil {
+		return segmentHeader(), nil, nil
+	}
+	h, sl, err := sealedHeader(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal: segment key: %w", err)
+	}
+	return h, sl, nil
+}
+
+// createSegment creates the file of a new, empty segment, encrypted when
+// key is set.
+func createSegment(dir string, first uint64, key []byte) (*segment, error) {
+	hdr, sl, err := newHeader(key)
+	if err != nil {
+		return nil, err
+	}
 	path := filepath.Join(dir, segmentName(first))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("journal: create segment: %w", err)
 	}
-	if _, err := f.WriteAt(segmentHeader(), 0); err != nil {
+	if _, err := f.WriteAt(hdr, 0); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("journal: write segment header %s: %w", path, err)
 	}
-	return &segment{first: first, last: first - 1, size: headerSize, written: headerSize, path: path, f: f}, nil
+	n := int64(len(hdr))
+	return &segment{first: first, last: first - 1, size: n, hdr: n, written: n, path: path, f: f, seal: sl}, nil
 }
 
 // segmentFiles lists the segment files in dir in seq order.
@@ -106,7 +134,8 @@ type scan struct {
 }
 
 // recoverSegment scans the segment file starting at first: it checks every
-// frame (length, CRC, consecutive seqs from first) and truncates the file
+// frame (length, CRC, consecutive seqs from first; in an encrypted segment
+// also authenticity, a failure being an error) and truncates the file
 // after the last good one. The file of the last segment stays open for
 // appending; an empty earlier segment is removed. In Fsync mode the file
 // is fsync'd, so that what recovery kept is durable.
@@ -127,21 +156,20 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 		return scan{}, fmt.Errorf("journal: stat segment: %w", err)
 	}
 	size := fi.Size()
-	s := &segment{first: first, last: first - 1, size: headerSize, path: path}
+	s := &segment{first: first, last: first - 1, path: path}
 	var sc scan
-	rewriteHeader := false
 
-	hdr := make([]byte, headerSize)
-	n, err := f.ReadAt(hdr, 0)
+	buf := make([]byte, encryptedHeaderSize)
+	n, err := f.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return scan{}, fmt.Errorf("journal: read segment header %s: %w", path, err)
 	}
-	want := segmentHeader()
+	h, err := j.parseHeader(path, buf[:n])
+	if err != nil {
+		return scan{}, err
+	}
 	switch {
-	case n < headerSize && bytes.Equal(hdr[:n], want[:n]):
-		// Torn while being created: no records, nothing lost.
-		rewriteHeader = true
-	case !bytes.Equal(hdr[:8], want[:8]):
+	case h.bad:
 		// Not a segment of ours: set it aside rather than destroy it.
 		sc.cut, sc.reason, sc.corrupt = size, errors.New("bad magic"), true
 		f.Close()
@@ -151,21 +179,47 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 		if !last {
 			return sc, nil
 		}
-		s, err := createSegment(j.opts.Dir, first)
+		s, err := createSegment(j.opts.Dir, first, j.key)
 		if err != nil {
 			return scan{}, err
 		}
 		sc.seg = s
 		return sc, nil
-	case binary.LittleEndian.Uint32(hdr[8:]) != formatVersion:
-		return scan{}, fmt.Errorf("journal: segment %s has format version %d; this sluice reads version %d",
-			path, binary.LittleEndian.Uint32(hdr[8:]), formatVersion)
+	case h.torn:
+		// Torn while being created: no records, nothing lost.
+		if !last {
+			break // removed below
+		}
+		hdr, sl, err := newHeader(j.key)
+		if err != nil {
+			return scan{}, err
+		}
+		if err := f.Truncate(0); err != nil {
+			return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
+		}
+		if _, err := f.WriteAt(hdr, 0); err != nil {
+			return scan{}, fmt.Errorf("journal: write segment header %s: %w", path, err)
+		}
+		s.hdr, s.size, s.seal = int64(len(hdr)), int64(len(hdr)), sl
 	default:
+		s.hdr, s.size, s.seal = h.size, h.size, h.seal
 		var r frameReader
-		r.reset(f, headerSize, size)
-		good := int64(headerSize) // end of the last good frame
+		r.reset(f, h.size, size)
+		good := h.size // end of the last good frame
 		for good < size {
 			fr, err := r.next()
+			if err == nil && s.seal != nil {
+				// The CRC checks out: the frame is as written, or was
+				// altered on purpose. Neither cut (it may be followed by
+				// good records) nor accepted.
+				if err := s.seal.open(&fr); err != nil {
+					return scan{}, fmt.Errorf("journal: segment %s: record at offset %d (seq %d): %w", path, fr.off, fr.seq, err)
+				}
+				if fr.seq != s.last+1 {
+					return scan{}, fmt.Errorf("journal: segment %s: record %d at offset %d where record %d belongs (moved or copied): %w",
+						path, fr.seq, fr.off, s.last+1, ErrTampered)
+				}
+			}
 			if err == nil && fr.seq != s.last+1 {
 				err = errSeq
 			}
@@ -183,6 +237,11 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 		}
 		s.size = good
 		sc.cut = size - good
+		if sc.cut > 0 {
+			if err := f.Truncate(s.size); err != nil {
+				return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
+			}
+		}
 	}
 
 	if s.empty() && !last {
@@ -190,18 +249,6 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 			return scan{}, fmt.Errorf("journal: remove empty segment: %w", err)
 		}
 		return sc, nil
-	}
-	if rewriteHeader {
-		if err := f.Truncate(0); err != nil {
-			return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
-		}
-		if _, err := f.WriteAt(want, 0); err != nil {
-			return scan{}, fmt.Errorf("journal: write segment header %s: %w", path, err)
-		}
-	} else if sc.cut > 0 {
-		if err := f.Truncate(s.size); err != nil {
-			return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
-		}
 	}
 	if j.opts.Mode == Fsync {
 		if err := j.syncFile(f); err != nil {
@@ -214,6 +261,57 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 	}
 	sc.seg = s
 	return sc, nil
+}
+
+// header is what a segment file's header says.
+type header struct {
+	size int64   // bytes of the header
+	seal *sealer // nil: a plain segment
+	torn bool    // the file ends within the header: torn while being created, it holds no records
+	bad  bool    // not a segment (bad magic)
+}
+
+// parseHeader reads the header b (the first bytes of the file at path, as
+// many as an encrypted header has, or fewer if the file is shorter). A
+// segment whose encryption does not match Options.Key, or written with
+// another key, is an error: Open must not guess.
+func (j *Journal) parseHeader(path string, b []byte) (header, error) {
+	if m := min(len(b), len(magic)); string(b[:m]) != magic[:m] {
+		return header{bad: true}, nil
+	}
+	if len(b) < 12 {
+		return header{torn: true}, nil
+	}
+	switch v := binary.LittleEndian.Uint32(b[8:]); v {
+	case formatVersion:
+		if len(b) < headerSize {
+			return header{torn: true}, nil
+		}
+		if j.key != nil {
+			return header{}, fmt.Errorf("journal: segment %s is not encrypted, but a key is set; "+
+				"an encrypted journal does not continue a plain one (open it without the key, or drain it and remove its segments): %w",
+				path, ErrWrongKey)
+		}
+		return header{size: headerSize}, nil
+	case encryptedVersion:
+		if len(b) < encryptedHeaderSize {
+			return header{torn: true}, nil
+		}
+		if j.key == nil {
+			return header{}, fmt.Errorf("journal: segment %s has format version %d (encrypted), and no key is set: %w", path, v, ErrWrongKey)
+		}
+		sl, err := openSealedHeader(j.key, b[:encryptedHeaderSize])
+		if errors.Is(err, ErrWrongKey) {
+			return header{}, fmt.Errorf("journal: segment %s was written with another key (or its header was altered): %w", path, err)
+		}
+		if err != nil {
+			return header{}, fmt.Errorf("journal: segment %s: %w", path, err)
+		}
+		return header{size: encryptedHeaderSize, seal: sl}, nil
+	default:
+		return header{}, fmt.Errorf("journal: segment %s has format version %d; this sluice reads versions %d (plain) and %d (encrypted)",
+			path, v, formatVersion, encryptedVersion)
+	}
 }
 
 // syncDir fsyncs the journal's directory, making file creations, renames
