@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/ingest/auth"
+	"github.com/sluicehq/sluice/internal/keyfile"
+	"github.com/sluicehq/sluice/internal/secret/secrettest"
 	"github.com/sluicehq/sluice/internal/testsvc"
 )
 
@@ -225,21 +228,86 @@ sinks:
 // TestDocsConfigurationExample validates the complete example of
 // docs/configuration.md, so the documentation cannot drift from the code.
 func TestDocsConfigurationExample(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/configuration.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok := strings.Cut(string(doc), "## A complete example\n\n```yaml\n")
-	if !ok {
-		t.Fatal("docs/configuration.md has no complete example")
-	}
-	example, _, _ := strings.Cut(after, "```")
+	example := docBlock(t, "../../docs/configuration.md", "## A complete example", 0)
 	dir := t.TempDir()
 	writeFile(t, dir, "rules/boilers.yaml", "rules:\n  - name: boiler\n    match: plant/+site/+line/+device/telemetry\n")
+	writeSecurityFiles(t, dir)
 	path := writeFile(t, dir, "sluice.yaml", example)
 	if code, stdout, stderr := runMain("validate", "-c", path); code != exitOK {
 		t.Fatalf("the documented example does not validate (exit %d):\n%s%s", code, stdout, stderr)
 	}
+}
+
+// TestDocsSecurityProductionConfig validates the production configuration
+// of docs/security.md, with its ACL file, in a folder standing for /etc.
+func TestDocsSecurityProductionConfig(t *testing.T) {
+	config := docBlock(t, "../../docs/security.md", "## A production configuration", 0)
+	acl := docBlock(t, "../../docs/security.md", "## A production configuration", 1)
+	dir := t.TempDir()
+	config = strings.ReplaceAll(config, "/etc/sluice/", dir+"/")
+	config = strings.ReplaceAll(config, "/var/lib/sluice", filepath.Join(dir, "data"))
+	config = strings.ReplaceAll(config, "/run/secrets/", dir+"/")
+	writeFile(t, dir, "influx-token", "token\n")
+	writeFile(t, dir, "rules/r.yaml", "rules:\n  - name: r\n    fields: {v: v}\n")
+	writeSecurityFiles(t, dir)
+	writeFile(t, dir, "acl.yaml", acl)
+	ca := secrettest.NewCA(t, "internal")
+	copyTo(t, ca.CertFile, filepath.Join(dir, "tls/internal-ca.pem"))
+	path := writeFile(t, dir, "sluice.yaml", config)
+	if code, stdout, stderr := runMain("validate", "-c", path); code != exitOK {
+		t.Fatalf("the production configuration does not validate (exit %d):\n%s%s", code, stdout, stderr)
+	}
+}
+
+// docBlock returns the n-th YAML block after heading in a doc.
+func docBlock(t *testing.T, doc, heading string, n int) string {
+	t.Helper()
+	text, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(text), heading+"\n")
+	if !ok {
+		t.Fatalf("%s has no %q", doc, heading)
+	}
+	for i := 0; ; i++ {
+		_, block, ok := strings.Cut(after, "```yaml\n")
+		if !ok {
+			t.Fatalf("%s: no YAML block %d after %q", doc, n, heading)
+		}
+		block, after, _ = strings.Cut(block, "```")
+		if i == n {
+			return block
+		}
+	}
+}
+
+// writeSecurityFiles writes the files the documented configurations name
+// relative to their folder: a server certificate and key, a client CA, a
+// password file, an ACL file and an encryption key.
+func writeSecurityFiles(t *testing.T, dir string) {
+	t.Helper()
+	ca := secrettest.NewCA(t, "devices")
+	server := ca.Server(t, "127.0.0.1")
+	copyTo(t, server.CertFile, filepath.Join(dir, "tls/server.crt"))
+	copyTo(t, server.KeyFile, filepath.Join(dir, "tls/server.key"))
+	copyTo(t, ca.CertFile, filepath.Join(dir, "tls/devices-ca.pem"))
+	if err := auth.SetPassword(filepath.Join(dir, "passwd"), "ops", []byte("ops-password"), 4); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "acl.yaml", "rules:\n  - users: ops\n    allow: all\n    topics: [\"#\"]\n")
+	if err := keyfile.Generate(filepath.Join(dir, "sluice.key")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyTo(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Dir(to), filepath.Base(to), string(data))
 }
 
 func TestRulesLintReportsEveryError(t *testing.T) {
