@@ -11,7 +11,9 @@ SLUICE  := $(CURDIR)/bin/sluice
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 export SLUICE_INFLUXD := $(INFLUXD)
 
-.PHONY: all build tools demo test vet chaos bench clean
+FUZZTIME ?= 5s
+
+.PHONY: all build tools demo test vet fuzz chaos bench clean
 
 all: build
 
@@ -32,10 +34,15 @@ vet:
 	$(GO) vet ./...
 
 # The whole suite, with the race detector, against the real influxd; the
-# example rules' own tests first.
+# example rules' own tests first; then every fuzz target for FUZZTIME.
 test: tools vet
 	$(GO) run ./cmd/sluice rules test examples/rules
 	$(GO) test -race -count=1 -timeout 15m ./...
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# Every fuzz target for FUZZTIME each: make fuzz FUZZTIME=60s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 # The fault-injection suite at full length: longer outages, more messages.
 chaos: tools

@@ -394,6 +394,14 @@ func (c *clientConn) readConnect(maxSize int) error {
 	return nil
 }
 
+// connectLen is the size of the CONNECT readConnect read.
+func (c *clientConn) connectLen() int {
+	if c.connect == nil {
+		return 0
+	}
+	return int(c.connect.Size())
+}
+
 // wsConn is a WebSocket connection as a byte stream: MQTT packets may span
 // WebSocket messages and a message may hold several packets.
 type wsConn struct {
