@@ -140,7 +140,7 @@ func (b *Broker) logAccess() {
 		mtls := lc.TLS != nil && lc.TLS.ClientCAFile != ""
 		switch {
 		case lc.AllowAnonymous && isLoopback(addr):
-			b.log.Info("anonymous access is enabled on this listener (loopback only)", "listener", lc.Name, "address", addr)
+			b.log.Warn("anonymous access is enabled on this listener (loopback only)", "listener", lc.Name, "address", addr)
 		case lc.AllowAnonymous:
 			b.log.Warn("anonymous access is enabled on a listener open to the network", "listener", lc.Name, "address", addr)
 		case b.passwords == nil && !mtls:

@@ -123,6 +123,8 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, `
 sluice demo: %d simulated devices publish to plant/<site>/<line>/<device>/telemetry on %s.
 Rules: %s (boilers, pumps, cold chain). Ctrl-C stops everything.
+The demo broker takes anonymous clients, on loopback only; docs/security.md
+shows a production setup (TLS, client certificates, passwords, ACLs).
 
 Watch it:
   alerts:    mosquitto_sub -h 127.0.0.1 -p 1883 -t 'sluice/alerts/#' -v
