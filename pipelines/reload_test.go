@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/sluicehq/sluice/ingest/auth"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/testsvc"
 	"github.com/sluicehq/sluice/pipelines"
@@ -171,4 +175,77 @@ sinks:
 		}
 	}
 	t.Logf("%d messages, %d records, %d after the reload carried the new field", devices*perDevice, len(msgs), doubled)
+}
+
+// TestAuthFilesReloadWhenTheyChange edits the ACL file and the password
+// file of a running sluice, as an operator would (sluice passwd replaces
+// the file): the new ACL applies to a client already connected, the new
+// password to the next login.
+func TestAuthFilesReloadWhenTheyChange(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "passwd")
+	must(t, auth.SetPassword(pwFile, "dev", []byte("first-password"), 4))
+	aclFile := filepath.Join(dir, "acl.yaml")
+	acl := "rules:\n  - users: \"*\"\n    allow: publish\n    topics: [\"telemetry/%u/#\"]\n"
+	must(t, os.WriteFile(aclFile, []byte(acl), 0o644))
+	cfgPath := filepath.Join(dir, "sluice.yaml")
+	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+data_dir: %s
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+  auth: {password_file: passwd, acl_file: acl.yaml}
+pipelines: [{name: p, topics: ["#"], sinks: [a]}]
+sinks: [{name: a, file: {path: %s}}]
+`, filepath.Join(dir, "data"), filepath.Join(dir, "out.jsonl"))), 0o644))
+	cfg, err := pipelines.Load(cfgPath)
+	must(t, err)
+	svc, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	must(t, svc.Start(context.Background()))
+	t.Cleanup(func() { svc.Close(context.Background()) })
+	addr := svc.Broker().Addr("tcp")
+
+	login := func(password string) (*testsvc.Client, byte) {
+		c, ca, err := testsvc.Connect(testsvc.MQTTOptions{Addr: addr, ClientID: "dev-1", Username: "dev", Password: password})
+		if ca == nil {
+			t.Fatalf("connect: %v", err)
+		}
+		if ca.ReasonCode == 0 {
+			t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+		}
+		return c, ca.ReasonCode
+	}
+	c, code := login("first-password")
+	if code != 0 {
+		t.Fatalf("login: %#x", code)
+	}
+	if rc := c.Publish(t, "telemetry/dev/t", 1, nil); rc != 0 {
+		t.Fatalf("publish before the edit: %#x", rc)
+	}
+
+	must(t, os.WriteFile(aclFile, []byte(strings.Replace(acl, "telemetry/%u/#", "telemetry/%u/allowed", 1)), 0o644))
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Publish(t, "telemetry/dev/t", 1, nil) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the edited ACL file was not applied to the connected client")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if rc := c.Publish(t, "telemetry/dev/allowed", 1, nil); rc != 0 {
+		t.Fatalf("publish the new ACL allows: %#x", rc)
+	}
+
+	must(t, auth.SetPassword(pwFile, "dev", []byte("second-password"), 4))
+	for {
+		if _, code := login("second-password"); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new password was not taken")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, code := login("first-password"); code != 0x86 {
+		t.Errorf("the old password after the change: %#x, want 0x86", code)
+	}
 }
