@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -326,23 +327,23 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// clientConn is a client connection as mochi gets it: its CONNECT,
-// already read, is read again first; it knows its TLS state; closing it
-// releases its place in the connection count (for tcp and tls; a
+// clientConn is a client connection as mochi gets it: it hands mochi
+// whole packets only (see packetReader); it knows its TLS state; closing
+// it releases its place in the connection count (for tcp and tls; a
 // WebSocket's place is its countedConn's).
 type clientConn struct {
 	net.Conn
 	l        *listener // set when this conn holds a place in the count
 	tlsState *tls.ConnectionState
-	connect  *bytes.Reader
+	packets  *packetReader
 	once     sync.Once
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {
-	if c.connect != nil && c.connect.Len() > 0 {
-		return c.connect.Read(p)
+	if c.packets == nil {
+		return 0, errors.New("read before the CONNECT was checked")
 	}
-	return c.Conn.Read(p)
+	return c.packets.Read(p)
 }
 
 func (c *clientConn) Close() error {
@@ -359,47 +360,83 @@ func (c *clientConn) TLS() *tls.ConnectionState { return c.tlsState }
 var errNotConnect = errors.New("the first packet is not a CONNECT")
 
 // readConnect reads the first packet, which must be a CONNECT of at most
-// maxSize bytes, into c.connect. Only the bytes that arrive are buffered.
+// maxSize bytes, for mochi to read next. Only the bytes that arrive are
+// buffered.
 func (c *clientConn) readConnect(maxSize int) error {
-	var head [5]byte
-	if _, err := io.ReadFull(c.Conn, head[:1]); err != nil {
+	c.packets = &packetReader{src: bufio.NewReaderSize(c.Conn, 4<<10), max: maxSize}
+	if err := c.packets.next(); err != nil {
 		return err
 	}
-	if head[0] != 0x10 { // CONNECT, flags 0 [MQTT-3.1.0-1]
+	if c.packets.buf.Bytes()[0] != 0x10 { // CONNECT, flags 0 [MQTT-3.1.0-1]
 		return errNotConnect
 	}
-	remaining, n := 0, 1
-	for shift := 0; ; shift += 7 {
-		if n == len(head) {
-			return errors.New("malformed remaining length")
-		}
-		if _, err := io.ReadFull(c.Conn, head[n:n+1]); err != nil {
-			return err
-		}
-		remaining |= int(head[n]&0x7f) << shift
-		n++
-		if head[n-1]&0x80 == 0 {
-			break
-		}
-	}
-	if remaining+1 > maxSize {
-		return fmt.Errorf("CONNECT of %d bytes is over max_packet_size (%d)", remaining+1, maxSize)
-	}
-	var buf bytes.Buffer
-	buf.Write(head[:n])
-	if _, err := io.CopyN(&buf, c.Conn, int64(remaining)); err != nil {
-		return err
-	}
-	c.connect = bytes.NewReader(buf.Bytes())
 	return nil
 }
 
 // connectLen is the size of the CONNECT readConnect read.
 func (c *clientConn) connectLen() int {
-	if c.connect == nil {
+	if c.packets == nil {
 		return 0
 	}
-	return int(c.connect.Size())
+	return c.packets.buf.Len()
+}
+
+// packetReader passes a client's byte stream on one whole packet at a
+// time: it reads a packet's fixed header, refuses a packet over the size
+// limit, and reads the body into a buffer that grows only as bytes
+// arrive, before handing any of it over. mochi allocates the length a
+// packet header announces as soon as it reads the header; behind this, a
+// client that announces a megabyte and sends nothing costs nothing, and
+// one that trickles costs what it has sent. (The cost for honest clients
+// is one copy of each packet.)
+type packetReader struct {
+	src *bufio.Reader
+	max int
+	buf bytes.Buffer // the packet being handed over
+}
+
+func (r *packetReader) Read(p []byte) (int, error) {
+	if r.buf.Len() == 0 {
+		if err := r.next(); err != nil {
+			return 0, err
+		}
+	}
+	return r.buf.Read(p)
+}
+
+// next reads the next whole packet into buf.
+func (r *packetReader) next() error {
+	r.buf.Reset()
+	first, err := r.src.ReadByte()
+	if err != nil {
+		return err
+	}
+	var head [5]byte
+	head[0] = first
+	remaining, n := 0, 1
+	for shift := 0; ; shift += 7 {
+		if n == len(head) {
+			return errors.New("malformed remaining length")
+		}
+		b, err := r.src.ReadByte()
+		if err != nil {
+			return err
+		}
+		head[n] = b
+		remaining |= int(b&0x7f) << shift
+		n++
+		if b&0x80 == 0 {
+			break
+		}
+	}
+	if remaining+1 > r.max {
+		return fmt.Errorf("packet of %d bytes is over max_packet_size (%d)", remaining+1, r.max)
+	}
+	r.buf.Write(head[:n])
+	if _, err := io.CopyN(&r.buf, r.src, int64(remaining)); err != nil {
+		return err
+	}
+	return nil
 }
 
 // wsConn is a WebSocket connection as a byte stream: MQTT packets may span
