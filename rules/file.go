@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -112,6 +113,28 @@ func (s *Steps) UnmarshalYAML(unmarshal func(any) error) error {
 // others.)
 func (s *Spec) validate() error {
 	var p conf.Problems
+	// The keys and values of these mappings are names, expressions and
+	// templates: scalars. A list or a mapping is refused before anything
+	// prints it: built from YAML aliases, a few hundred bytes print as
+	// gigabytes.
+	var labels yaml.MapSlice
+	if s.Alert != nil {
+		labels = s.Alert.Labels
+	}
+	for _, group := range []struct {
+		key  string
+		list yaml.MapSlice
+	}{{"let", s.Let}, {"fields", s.Fields}, {"rename", s.Rename}, {"units", s.Units}, {"alert.labels", labels}} {
+		for _, item := range group.list {
+			for _, v := range []any{item.Key, item.Value} {
+				switch reflect.ValueOf(v).Kind() {
+				case reflect.Slice, reflect.Array, reflect.Map:
+					p.Addf(group.key, "want name: value pairs of plain text, not lists or mappings")
+					return p.Err()
+				}
+			}
+		}
+	}
 	switch {
 	case s.Name == "":
 		p.Missing("name")

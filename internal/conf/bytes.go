@@ -2,6 +2,7 @@ package conf
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -31,8 +32,11 @@ func ParseBytes(s string) (Bytes, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 {
+	if err != nil || !(f >= 0) { // NaN too
 		return 0, fmt.Errorf("%q is not a size such as 512KiB, 64MiB or 1GiB", s)
+	}
+	if f*float64(factor) >= math.MaxInt64 { // Inf too
+		return 0, fmt.Errorf("%q is too large", s)
 	}
 	return Bytes(f * float64(factor)), nil
 }

@@ -10,6 +10,7 @@
 package conf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -109,20 +110,23 @@ func (d *Doc) ErrorAt(path string, line, col int, msg string) *Error {
 		return e
 	}
 	e.Line, e.Column = v.line, v.col
-	if v.block {
-		// The text starts on the next line, at the block's indentation.
+	if v.block && v.line < len(d.idx.lines) {
+		// The text starts on the next line, at the block's indentation
+		// (an empty block ending the file has no next line).
 		e.Line, e.Column = v.line+1, v.indent+1
 	}
 	if v.quoted {
 		e.Column++
 	}
-	if line > 1 {
+	switch {
+	case line > 1 && v.block:
 		e.Line += line - 1
 		e.Column = v.indent + col
-		if !v.block {
-			e.Column = col
-		}
-	} else if col > 0 {
+	case line > 1:
+		// The lines of a plain or quoted value are not the file's (an
+		// escaped "\n" is one line of the file; folded line breaks are
+		// not lines of the value): point at the value.
+	case col > 0:
 		e.Column += col - 1
 	}
 	return e
@@ -134,6 +138,10 @@ func (d *Doc) ErrorAt(path string, line, col int, msg string) *Error {
 // Validator, every problem it reports is returned,
 // each at the line of its key (or of the parent, for a missing key).
 func Decode(file string, data []byte, v any) (*Doc, error) {
+	// goccy counts the \r\n ending a comment as two lines: every error
+	// after a comment in a file saved with Windows line endings would be
+	// placed too low. YAML reads \r\n as \n anyway.
+	data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 	f, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
 		return nil, ErrorList{fromYAML(file, nil, v, err)}
@@ -154,7 +162,18 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 		return doc, ErrorList{{File: file, Line: docLine(f.Docs[1]), Msg: "more than one YAML document; put everything in one"}}
 	}
 	if body != nil {
-		if err := yaml.NodeToValue(body, v, yaml.Strict()); err != nil {
+		err := func() (err error) {
+			// goccy v1.19.2 panics on a tag with no value where a list or a
+			// mapping is expected ("servers: !"; goccy/go-yaml#735, fixed
+			// after that release). A file must not crash sluice.
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("the YAML decoder failed (%v); look for a tag (!...) without a value", r)
+				}
+			}()
+			return yaml.NodeToValue(body, v, yaml.Strict())
+		}()
+		if err != nil {
 			return doc, ErrorList{fromYAML(file, idx, v, err)}
 		}
 	}
@@ -257,7 +276,7 @@ type index struct {
 	at     map[pos]string      // position of a key or scalar value -> path
 	values map[string]pos      // scalar text -> position of its first use
 	vals   map[string]valuePos // path -> where its scalar value's text starts
-	dups   ErrorList           // keys set twice in one mapping
+	dups   ErrorList           // keys set twice in one mapping, or by an alias
 	lines  []string
 }
 
@@ -332,6 +351,17 @@ func (idx *index) walk(path string, n ast.Node) {
 }
 
 func (idx *index) walkPair(path string, mv *ast.MappingValueNode) {
+	k := ast.Node(mv.Key)
+	if mk, ok := k.(*ast.MappingKeyNode); ok { // "? key"
+		k = mk.Value
+	}
+	if _, ok := k.(*ast.AliasNode); ok {
+		// goccy expands an alias used as a key: one naming a list of
+		// aliases of lists... takes exponential time and memory.
+		tp := mv.Key.GetToken().Position
+		idx.dups = append(idx.dups, &Error{Line: tp.Line, Column: tp.Column, Key: path, Msg: "a key cannot be an alias"})
+		return
+	}
 	key := mv.Key.GetToken().Value
 	p := key
 	if path != "" {
