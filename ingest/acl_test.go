@@ -1,7 +1,6 @@
 package ingest_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -56,30 +55,12 @@ func (r *recorder) last() *sluice.Message {
 	return r.msgs[len(r.msgs)-1]
 }
 
-// syncBuffer is a log destination tests can read while the broker writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startBroker starts a broker with cfg, logging at debug level into the
 // returned buffer.
-func startBroker(t *testing.T, cfg ingest.Config) (*ingest.Broker, *recorder, *syncBuffer) {
+func startBroker(t *testing.T, cfg ingest.Config) (*ingest.Broker, *recorder, *testsvc.LogBuffer) {
 	t.Helper()
 	rec := &recorder{}
-	logs := &syncBuffer{}
+	logs := &testsvc.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b := ingest.New(cfg, rec, log, metrics.New())
 	if err := b.Start(context.Background()); err != nil {
@@ -122,7 +103,7 @@ rules:
 // authBroker starts a broker with users alice, bob and admin, the matrix
 // ACL, a listener that requires credentials ("tcp") and one that also
 // takes anonymous clients ("anon").
-func authBroker(t *testing.T) (*ingest.Broker, *recorder, *syncBuffer, string) {
+func authBroker(t *testing.T) (*ingest.Broker, *recorder, *testsvc.LogBuffer, string) {
 	t.Helper()
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "passwd")

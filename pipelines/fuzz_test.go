@@ -1,13 +1,11 @@
 package pipelines_test
 
 import (
-	"bytes"
-	"errors"
 	"os"
 	"slices"
 	"testing"
 
-	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/conf/conftest"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/rules"
 )
@@ -38,7 +36,7 @@ func FuzzParseConfig(f *testing.F) {
 			if cfg != nil {
 				t.Fatal("Parse returned a config and an error")
 			}
-			checkErrorList(t, err, "sluice.yaml", data)
+			conftest.CheckErrorList(t, err, "sluice.yaml", data)
 			return
 		}
 		if err := cfg.Validate(); err != nil {
@@ -99,26 +97,6 @@ func checkAccepted(t *testing.T, cfg *pipelines.Config) {
 		if j.SegmentBytes < 64<<10 || j.MaxBytes < 0 || j.MaxAge < 0 || j.MaxBytes > 0 && j.MaxBytes/2 < j.SegmentBytes {
 			t.Fatalf("pipeline %q: accepted journal bounds max_bytes %d, segment_bytes %d, max_age %v",
 				p.Name, int64(j.MaxBytes), int64(j.SegmentBytes), j.MaxAge)
-		}
-	}
-}
-
-// checkErrorList asserts that err is a non-empty conf.ErrorList naming
-// file, at lines inside data.
-func checkErrorList(t *testing.T, err error, file string, data []byte) {
-	t.Helper()
-	var list conf.ErrorList
-	if !errors.As(err, &list) {
-		t.Fatalf("error %T is not a conf.ErrorList: %v", err, err)
-	}
-	if len(list) == 0 {
-		t.Fatal("empty conf.ErrorList")
-	}
-	// YAML breaks lines at \n, \r\n and a lone \r.
-	lines := 1 + bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n"))
-	for _, e := range list {
-		if e.File != file || e.Line < 0 || e.Line > lines || e.Column < 0 || e.Msg == "" {
-			t.Fatalf("error %q is outside the %d lines of the file (line %d, column %d)", e, lines, e.Line, e.Column)
 		}
 	}
 }

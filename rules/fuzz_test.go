@@ -1,8 +1,6 @@
 package rules_test
 
 import (
-	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
-	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/conf/conftest"
 	"github.com/sluicehq/sluice/rules"
 )
 
@@ -247,7 +245,7 @@ func FuzzCompileRules(f *testing.F) {
 		case err != nil && set != nil:
 			t.Fatal("Parse returned a set and an error")
 		case err != nil:
-			checkPositions(t, err, "fuzz.yaml", data)
+			conftest.CheckErrorList(t, err, "fuzz.yaml", data)
 		default:
 			evaluate(t, set)
 		}
@@ -255,26 +253,6 @@ func FuzzCompileRules(f *testing.F) {
 			t.Fatalf("compiling (and evaluating) %d bytes took %v", len(data), took)
 		}
 	})
-}
-
-// checkPositions asserts that err is a non-empty conf.ErrorList naming file,
-// at lines inside data.
-func checkPositions(t *testing.T, err error, file string, data []byte) {
-	t.Helper()
-	var list conf.ErrorList
-	if !errors.As(err, &list) {
-		t.Fatalf("error %T is not a conf.ErrorList: %v", err, err)
-	}
-	if len(list) == 0 {
-		t.Fatal("empty conf.ErrorList")
-	}
-	// YAML breaks lines at \n, \r\n and a lone \r.
-	lines := 1 + bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n"))
-	for _, e := range list {
-		if e.File != file || e.Line < 0 || e.Line > lines || e.Column < 0 || e.Msg == "" {
-			t.Fatalf("error %q is outside the %d lines of the file (line %d, column %d)", e, lines, e.Line, e.Column)
-		}
-	}
 }
 
 var fuzzMessages = []struct{ topic, payload string }{

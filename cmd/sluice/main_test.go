@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -147,24 +146,6 @@ func TestVersionAndUsage(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while Main writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunServesAndStopsCleanly runs `sluice run`, publishes through it, and
 // stops it as a signal would: it must exit 0.
 func TestRunServesAndStopsCleanly(t *testing.T) {
@@ -184,22 +165,11 @@ sinks:
     mqtt: {topic: "alerts/{rule}"}
 `)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsvc.LogBuffer
 	exited := make(chan int)
 	go func() { exited <- Main(ctx, []string{"run", "-c", path}, &stdout, &stderr) }()
 
-	addrRE := regexp.MustCompile(`listening for MQTT" listener=tcp address=(\S+)`)
-	var addr string
-	deadline := time.Now().Add(30 * time.Second)
-	for addr == "" {
-		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("sluice did not start:\n%s", stderr.String())
-		} else {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	addr := waitForListener(t, &stderr)
 	sub := testsvc.MQTT(t, addr, "sub")
 	sub.Subscribe(t, "alerts/#")
 	pub := testsvc.MQTT(t, addr, "pub")

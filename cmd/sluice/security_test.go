@@ -116,7 +116,7 @@ sinks:
 	t.Chdir(dir)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testsvc.LogBuffer
 	exited := make(chan int)
 	go func() { exited <- Main(ctx, []string{"run", "-c", path}, &stdout, &stderr) }()
 	addr := waitForListener(t, &stderr)
@@ -164,7 +164,7 @@ sinks:
 	t.Logf("read %d log lines", lines)
 }
 
-func waitForListener(t *testing.T, stderr *syncBuffer) string {
+func waitForListener(t *testing.T, stderr *testsvc.LogBuffer) string {
 	t.Helper()
 	addrRE := regexp.MustCompile(`listening for MQTT" listener=tcp address=(\S+)`)
 	deadline := time.Now().Add(30 * time.Second)

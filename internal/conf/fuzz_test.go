@@ -2,12 +2,12 @@ package conf_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/conf"
+	"github.com/sluicehq/sluice/internal/conf/conftest"
 )
 
 // Seed corpora are in testdata/fuzz/<FuzzName>/; run a target with
@@ -113,11 +113,11 @@ func FuzzDecodeConfig(f *testing.F) {
 				t.Fatalf("with \\n: %v\nwith \\r\\n: %v", err, werr)
 			}
 			if werr != nil {
-				checkErrorList(t, werr, "fuzz.yaml", crlf)
+				conftest.CheckErrorList(t, werr, "fuzz.yaml", crlf)
 			}
 		}
 		if err != nil {
-			checkErrorList(t, err, "fuzz.yaml", data)
+			conftest.CheckErrorList(t, err, "fuzz.yaml", data)
 			return
 		}
 		if err := c.Validate(); err != nil {
@@ -146,24 +146,4 @@ func FuzzParseBytes(f *testing.F) {
 			}
 		}
 	})
-}
-
-// checkErrorList asserts that err is a non-empty conf.ErrorList naming
-// file, at lines inside data, each printed as "file:line:col: ...".
-func checkErrorList(t *testing.T, err error, file string, data []byte) {
-	t.Helper()
-	var list conf.ErrorList
-	if !errors.As(err, &list) {
-		t.Fatalf("error %T is not a conf.ErrorList: %v", err, err)
-	}
-	if len(list) == 0 {
-		t.Fatal("empty conf.ErrorList")
-	}
-	// YAML breaks lines at \n, \r\n and a lone \r.
-	lines := 1 + bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n"))
-	for _, e := range list {
-		if e.File != file || e.Line < 0 || e.Line > lines || e.Column < 0 || e.Msg == "" {
-			t.Fatalf("error %q is outside the %d lines of the file (line %d, column %d)", e, lines, e.Line, e.Column)
-		}
-	}
 }

@@ -4,6 +4,7 @@
 package testsvc
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -245,4 +246,23 @@ func (c *Client) WaitFor(t testing.TB, topic string, deadline time.Duration) []*
 			t.Fatalf("mqtt: nothing on %q within %v", topic, deadline)
 		}
 	}
+}
+
+// LogBuffer collects what a logger (or a command's stdout and stderr)
+// writes, for a test to read while it is still being written.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
