@@ -28,6 +28,9 @@ type Config struct {
 	// StateKey, when set, encrypts the stored state (32 bytes, AES-256);
 	// set by the caller from the encryption key file.
 	StateKey []byte `yaml:"-"`
+	// StateSync writes the state to disk (fsync) at every change; set by
+	// the caller when a pipeline runs with durability fsync.
+	StateSync bool `yaml:"-"`
 }
 
 // ListenerConfig is one network listener.

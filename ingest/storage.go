@@ -68,10 +68,12 @@ import (
 //   - The $SYS counters are neither stored nor restored: they describe one
 //     run.
 //
-// Writes use bbolt with NoSync: the state survives a crash of the process,
-// like the journal's Process mode, not a power loss (bbolt without fsync
-// may even be left corrupt by one). Each hook call is one bbolt transaction;
-// errors are logged (rate-limited), as a hook cannot return them.
+// Writes use bbolt with NoSync unless fsync is set: the state then survives
+// a crash of the process, like the journal's Process mode, not a power loss
+// (bbolt without fsync may even be left corrupt by one). With fsync (when a
+// pipeline runs with durability fsync) each transaction is on disk before
+// it returns. Each hook call is one bbolt transaction; errors are logged
+// (rate-limited), as a hook cannot return them.
 //
 // # Encryption
 //
@@ -100,10 +102,11 @@ import (
 // dropped nor restored.
 type stateStore struct {
 	mqtt.HookBase
-	path string
-	key  []byte // nil: values in clear
-	log  *slog.Logger
-	rlog *ratelog.Logger
+	path  string
+	key   []byte // nil: values in clear
+	fsync bool   // fsync every transaction
+	log   *slog.Logger
+	rlog  *ratelog.Logger
 
 	db *bbolt.DB
 
@@ -187,7 +190,7 @@ func (h *stateStore) Init(config any) error {
 	if h.key != nil && len(h.key) != stateKeySize {
 		return fmt.Errorf("broker state %s: key must be %d bytes, not %d", h.path, stateKeySize, len(h.key))
 	}
-	db, err := bbolt.Open(h.path, 0o600, &bbolt.Options{Timeout: 5 * time.Second, NoSync: true})
+	db, err := bbolt.Open(h.path, 0o600, &bbolt.Options{Timeout: 5 * time.Second, NoSync: !h.fsync})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		return fmt.Errorf("broker state %s: locked by another process (another sluice?)", h.path)
 	}

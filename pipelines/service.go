@@ -94,6 +94,11 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	brokerCfg := cfg.Broker
 	brokerCfg.StatePath = filepath.Join(cfg.DataDir, "broker.db")
 	brokerCfg.StateKey = key
+	for _, pc := range cfg.Pipelines {
+		// A pipeline that must survive a power loss wants the sessions
+		// and queued messages to as well.
+		brokerCfg.StateSync = brokerCfg.StateSync || pc.Durability == "fsync"
+	}
 	s.broker = ingest.New(brokerCfg, s, opts.Logger, opts.Metrics)
 
 	users := map[string]int{}
