@@ -36,7 +36,13 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
+		mqtt.OnSessionEstablished,
 	}, []byte{b})
+}
+
+// OnSessionEstablished counts a connection accepted: its CONNACK is sent.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.b.metrics.Accepted.WithLabelValues(cl.Net.Listener).Inc()
 }
 
 // OnConnect authenticates the client and bounds its keep-alive. A client

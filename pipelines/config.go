@@ -3,6 +3,7 @@ package pipelines
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/internal/keyfile"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/rules"
 	"github.com/sluicehq/sluice/sinks/file"
 	"github.com/sluicehq/sluice/sinks/influxdb"
@@ -39,6 +41,8 @@ type Config struct {
 	// Encryption encrypts what sluice keeps on disk: the journals and the
 	// broker's state.
 	Encryption EncryptionConfig `yaml:"encryption"`
+	// Admin is the HTTP listener for metrics, health and status.
+	Admin AdminConfig `yaml:"admin"`
 
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
@@ -50,6 +54,26 @@ type EncryptionConfig struct {
 	// KeyFile holds a 32-byte AES-256 key (hex, base64 or raw; mode 0600);
 	// `sluice keygen FILE` makes one. Relative to the config file.
 	KeyFile string `yaml:"key_file"`
+}
+
+// AdminConfig configures the admin HTTP listener: /metrics (Prometheus),
+// /healthz, /readyz, /api/v1/status (what `sluice status` reads) and,
+// opt-in, /debug/pprof.
+type AdminConfig struct {
+	// Address is host:port; the listener is off without one. Keep it on
+	// loopback or a management network, or set a token.
+	Address string `yaml:"address"`
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every path but /healthz and /readyz (probes carry no credentials).
+	Token secret.String `yaml:"token"`
+	// Pprof serves Go's profiler at /debug/pprof/ (default false).
+	Pprof bool `yaml:"pprof"`
+	// SinkDownAfter is how long a sink may fail every write before
+	// /readyz reports it (default 30s).
+	SinkDownAfter time.Duration `yaml:"sink_down_after"`
+	// JournalFullRatio is how full a pipeline's journal (of its max_bytes)
+	// may get before /readyz reports it (default 0.9).
+	JournalFullRatio float64 `yaml:"journal_full_ratio"`
 }
 
 // LogConfig sets up logging.
@@ -276,6 +300,12 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.Admin.SinkDownAfter == 0 {
+		c.Admin.SinkDownAfter = 30 * time.Second
+	}
+	if c.Admin.JournalFullRatio == 0 {
+		c.Admin.JournalFullRatio = 0.9
+	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		if p.Workers == 0 {
@@ -362,6 +392,17 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		p.Addf("shutdown_timeout", "must be positive")
+	}
+	if a := c.Admin.Address; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			p.Addf("admin.address", "%q: want host:port", a)
+		}
+	}
+	if c.Admin.SinkDownAfter < 0 {
+		p.Addf("admin.sink_down_after", "must be positive")
+	}
+	if r := c.Admin.JournalFullRatio; r <= 0 || r > 1 {
+		p.Addf("admin.journal_full_ratio", "%v: want a ratio above 0 and at most 1", r)
 	}
 
 	sinks := map[string]*SinkConfig{}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
@@ -43,6 +45,8 @@ type pipeline struct {
 	set     atomic.Pointer[rules.Set]
 	limits  rules.Limits
 	journal *journal.Journal
+	// maxBytes is the journal's bound.
+	maxBytes int64
 	// waitDurable: an acknowledged message must be durable first (every
 	// mode but none, for QoS 1 and 2).
 	waitDurable bool
@@ -164,11 +168,11 @@ const tickEvery = time.Second
 
 func (p *pipeline) work(shard chan work) {
 	set := p.set.Load()
-	ev := set.NewEvaluator(nil, p.limits)
+	ev := p.evaluator(set, nil)
 	out := make([]sluice.Event, 0, 8)
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
-	rep := stateReporter{metrics: p.metrics, series: map[string]int{}, evicted: map[string]uint64{}}
+	rep := stateReporter{metrics: p.metrics}
 	defer rep.report(nil) // a stopped worker holds no series
 	for {
 		select {
@@ -177,7 +181,7 @@ func (p *pipeline) work(shard chan work) {
 				return
 			}
 			if s := p.set.Load(); s != set {
-				set, ev = s, s.NewEvaluator(ev, p.limits)
+				set, ev = s, p.evaluator(s, ev)
 			}
 			var o rules.Outcome
 			out, o = ev.Eval(w.msg, out[:0])
@@ -185,7 +189,7 @@ func (p *pipeline) work(shard chan work) {
 			p.tracker.done(w.seq, p.record(w.msg, out))
 		case now := <-tick.C:
 			if s := p.set.Load(); s != set {
-				set, ev = s, s.NewEvaluator(ev, p.limits)
+				set, ev = s, p.evaluator(s, ev)
 			}
 			out = ev.Tick(now, out[:0])
 			for i := range out {
@@ -198,6 +202,19 @@ func (p *pipeline) work(shard chan work) {
 	}
 }
 
+// evaluator makes an evaluator of set, taking over the state of from, that
+// times its rules into the evaluation-time histogram.
+func (p *pipeline) evaluator(set *rules.Set, from *rules.Evaluator) *rules.Evaluator {
+	ev := set.NewEvaluator(from, p.limits)
+	rs := set.Rules()
+	obs := make([]prometheus.Observer, len(rs))
+	for i, r := range rs {
+		obs[i] = p.metrics.RuleSeconds.WithLabelValues(r)
+	}
+	ev.TimeRules(func(rule int, d time.Duration) { obs[rule].Observe(d.Seconds()) })
+	return ev
+}
+
 func (p *pipeline) count(o rules.Outcome) {
 	p.metrics.Routed.WithLabelValues(p.name).Inc()
 	switch {
@@ -205,6 +222,9 @@ func (p *pipeline) count(o rules.Outcome) {
 		p.metrics.Dropped.WithLabelValues(p.name, "unmatched").Inc()
 	case o.Filtered == o.Matched:
 		p.metrics.Dropped.WithLabelValues(p.name, "filtered").Inc()
+	}
+	if o.Matched > o.Undecoded {
+		p.metrics.Decoded.WithLabelValues(p.name).Inc()
 	}
 }
 
@@ -376,27 +396,56 @@ func (t *tracker) flush(ctx context.Context) {
 // rule that a reload removed is taken out.
 type stateReporter struct {
 	metrics *metrics.Metrics
-	series  map[string]int
-	evicted map[string]uint64
+	last    map[string]rules.RuleStats // by rule
 }
 
 func (r *stateReporter) report(stats []rules.RuleStats) {
+	if r.last == nil {
+		r.last = make(map[string]rules.RuleStats, len(stats))
+	}
+	m := r.metrics
 	seen := make(map[string]bool, len(stats))
 	for _, s := range stats {
 		seen[s.Rule] = true
-		if d := s.Series - r.series[s.Rule]; d != 0 {
-			r.metrics.RuleSeries.WithLabelValues(s.Rule).Add(float64(d))
+		prev := r.last[s.Rule]
+		if d := s.Series - prev.Series; d != 0 {
+			m.RuleSeries.WithLabelValues(s.Rule).Add(float64(d))
 		}
-		if s.Evictions > r.evicted[s.Rule] { // a changed rule starts again from 0
-			r.metrics.RuleEvicted.WithLabelValues(s.Rule).Add(float64(s.Evictions - r.evicted[s.Rule]))
+		if d := counterDelta(s.Evictions, prev.Evictions); d > 0 {
+			m.RuleEvicted.WithLabelValues(s.Rule).Add(float64(d))
 		}
-		r.series[s.Rule], r.evicted[s.Rule] = s.Series, s.Evictions
+		if d := counterDelta(s.Evaluated, prev.Evaluated); d > 0 {
+			m.RuleEvals.WithLabelValues(s.Rule).Add(float64(d))
+		}
+		if d := counterDelta(s.Passed, prev.Passed); d > 0 {
+			m.RulePassed.WithLabelValues(s.Rule).Add(float64(d))
+		}
+		if s.Severity != prev.Severity && prev.Firing != 0 {
+			m.AlertsFiring.WithLabelValues(s.Rule, prev.Severity).Sub(float64(prev.Firing))
+			prev.Firing = 0
+		}
+		if d := s.Firing - prev.Firing; d != 0 {
+			m.AlertsFiring.WithLabelValues(s.Rule, s.Severity).Add(float64(d))
+		}
+		r.last[s.Rule] = s
 	}
-	for rule, n := range r.series {
+	for rule, prev := range r.last {
 		if !seen[rule] {
-			r.metrics.RuleSeries.WithLabelValues(rule).Sub(float64(n))
-			delete(r.series, rule)
-			delete(r.evicted, rule)
+			m.RuleSeries.WithLabelValues(rule).Sub(float64(prev.Series))
+			if prev.Firing != 0 {
+				m.AlertsFiring.WithLabelValues(rule, prev.Severity).Sub(float64(prev.Firing))
+			}
+			delete(r.last, rule)
 		}
 	}
+}
+
+// counterDelta is how much a counter grew since it read before; a counter
+// that went back (its rule changed in a reload and started again) grew by
+// all it holds.
+func counterDelta(now, before uint64) uint64 {
+	if now >= before {
+		return now - before
+	}
+	return now
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -47,6 +48,8 @@ type Service struct {
 	sinks     map[string]Sink
 	drain     time.Duration
 	lock      *dirLock
+	// serving is true from when the broker listens until shutdown begins.
+	serving atomic.Bool
 
 	// runCtx ends when the pipelines must stop (after draining); watchCtx
 	// when shutdown begins.
@@ -173,7 +176,7 @@ func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Li
 		log.Warn("journal recovered from an unclean stop", "records", r.Records, "cut_bytes", r.CutBytes, "corrupt_segments", r.CorruptSegments)
 	}
 	p := &pipeline{
-		name: pc.Name, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory,
+		name: pc.Name, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory, maxBytes: jopts.MaxBytes,
 		streams: map[sluice.Stream]bool{}, log: log, metrics: s.metrics,
 		rlog: newRateLog(log),
 	}
@@ -236,6 +239,7 @@ func (s *Service) Start(ctx context.Context) error {
 	for _, name := range s.broker.Listeners() {
 		s.log.Info("listening for MQTT", "listener", name, "address", s.broker.Addr(name))
 	}
+	s.serving.Store(true)
 	return nil
 }
 
@@ -288,6 +292,7 @@ func (s *Service) Close(ctx context.Context) error {
 func (s *Service) shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.drain)
 	defer cancel()
+	s.serving.Store(false)
 	s.stopWatch()
 	var errs []error
 	if err := s.broker.StopIngest(ctx); err != nil {
@@ -364,6 +369,21 @@ func (s *Service) reportJournals(ctx context.Context) {
 				s.metrics.BacklogBytes.WithLabelValues(p.name, r.Name).Set(float64(r.LagBytes))
 				s.metrics.BacklogAge.WithLabelValues(p.name, r.Name).Set(r.OldestAge.Seconds())
 			}
+		}
+		// A sink fed by several pipelines is ready only if it is in all.
+		ready := map[string]bool{}
+		for _, p := range s.Health(time.Now()).Pipelines {
+			for _, sh := range p.Sinks {
+				r, seen := ready[sh.Name]
+				ready[sh.Name] = sh.Ready && (r || !seen)
+			}
+		}
+		for name, r := range ready {
+			v := 0.0
+			if r {
+				v = 1
+			}
+			s.metrics.SinkReady.WithLabelValues(name).Set(v)
 		}
 		select {
 		case <-tick.C:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -53,6 +54,11 @@ type sinkReader struct {
 	log     *slog.Logger
 	rlog    *ratelog.Logger
 	metrics *metrics.Metrics
+
+	// failingSince is when the sink's writes began to fail (Unix ns), 0
+	// while they succeed; lastErr is the latest failure.
+	failingSince atomic.Int64
+	lastErr      atomic.Pointer[string]
 }
 
 func newSinkReader(cfg SinkConfig, sink Sink, p *pipeline, log *slog.Logger, m *metrics.Metrics) *sinkReader {
@@ -163,6 +169,7 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 		err := s.sink.Write(ctx, events)
 		s.metrics.SinkLatency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 		if err == nil {
+			s.failingSince.Store(0)
 			s.written(events)
 			return true
 		}
@@ -208,8 +215,12 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 			}
 		}
 		if len(retry) == 0 {
+			s.failingSince.Store(0)
 			return true
 		}
+		msg := err.Error()
+		s.lastErr.Store(&msg)
+		s.failingSince.CompareAndSwap(0, start.UnixNano())
 		s.metrics.SinkFailures.WithLabelValues(s.name, "retryable").Inc()
 		delay := backoff(s.cfg.Retry, attempt, sluice.RetryAfter(err))
 		s.rlog.Warn("retry", "sink write failed; retrying", "events", len(retry), "in", delay.Round(time.Millisecond), "error", err)

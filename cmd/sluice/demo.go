@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-
+	"runtime"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -96,18 +96,26 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	cfg.Log.Level = o.logLevel
 	cfg.DataDir = filepath.Join(dataDir, "sluice")
 	m := metrics.New()
-	svc, err := pipelines.New(cfg, pipelines.Options{Logger: newLogger(cfg.Log, stderr), Metrics: m})
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	log := newLogger(cfg.Log, stderr)
+	svc, err := pipelines.New(cfg, pipelines.Options{Logger: log, Metrics: m})
 	if err != nil {
 		return err
 	}
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("%w (is port 1883 taken by another MQTT broker?)", err)
 	}
+	stopAdmin, err := startAdmin(cfg, svc, m, log)
+	if err != nil {
+		svc.Close(context.Background())
+		return fmt.Errorf("%w (is port 9880 taken?)", err)
+	}
 	defer func() {
 		fmt.Fprintln(stdout, "Stopping sluice (draining to the sinks) ...")
 		if err := svc.Close(context.Background()); err != nil {
 			fmt.Fprintln(stderr, "sluice:", err)
 		}
+		stopAdmin()
 	}()
 
 	sim := simulator.New(simulator.Config{Broker: demoMQTT, Devices: o.devices, Interval: o.interval,
@@ -133,8 +141,10 @@ Watch it:
                --data-urlencode "q=SELECT * FROM boiler ORDER BY time DESC LIMIT 5"
   alerts in InfluxDB: --data-urlencode "q=SELECT * FROM alerts ORDER BY time DESC LIMIT 5"
   Kafka:     topics sluice.records and sluice.alerts on 127.0.0.1:%d
+  metrics:   curl -s http://%s/metrics | grep ^sluice_     (health: /readyz)
+  status:    sluice status -admin %s
 
-`, o.devices, demoMQTT, filepath.Join(confDir, "rules"), demoInflux, demoKafka)
+`, o.devices, demoMQTT, filepath.Join(confDir, "rules"), demoInflux, demoKafka, cfg.Admin.Address, cfg.Admin.Address)
 
 	kinds := sinkKinds(cfg)
 	tick := time.NewTicker(time.Second)

@@ -7,6 +7,7 @@
 //	sluice rules lint|test PATH...   compile rule files; run their tests
 //	sluice demo                      run the demo on embedded defaults
 //	sluice simulate -broker h:1883   publish simulated device telemetry
+//	sluice status [-watch]           show a running sluice from its admin listener
 //	sluice passwd [-D] FILE USER     set (or delete) a user's broker password
 //	sluice keygen FILE               write a new key for encryption at rest
 //	sluice version                   print the version
@@ -23,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -64,6 +66,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdSimulate(ctx, rest, stdout, stderr)
 	case "rules":
 		return cmdRules(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, stdout, stderr)
 	case "keygen":
@@ -90,6 +94,7 @@ Usage:
   sluice rules test PATH...        run rule tests (*_test.yaml) on a simulated clock
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
   sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
+  sluice status [-watch]           show a running sluice (admin listener): rates, sinks, alerts
   sluice passwd [-D] FILE USER     set a broker user's password (prompted, or stdin), or delete it
   sluice keygen FILE               write a new key (mode 0600) for encryption at rest
   sluice version                   print the version
@@ -129,7 +134,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := newLogger(cfg.Log, stderr)
-	svc, err := pipelines.New(cfg, pipelines.Options{Logger: log, Metrics: metrics.New()})
+	m := metrics.New()
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	svc, err := pipelines.New(cfg, pipelines.Options{Logger: log, Metrics: m})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -151,7 +158,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	if err := svc.Run(ctx); err != nil {
+	if err := svc.Start(ctx); err != nil {
+		log.Error("sluice could not start", "error", err)
+		return exitFailure
+	}
+	stopAdmin, err := startAdmin(cfg, svc, m, log)
+	if err != nil {
+		log.Error("sluice could not start", "error", err)
+		svc.Close(context.Background())
+		return exitFailure
+	}
+	// The admin listener outlives the shutdown, so /readyz says "not
+	// ready" while the sinks drain.
+	defer stopAdmin()
+	<-ctx.Done()
+	if err := svc.Close(context.Background()); err != nil {
 		log.Error("sluice stopped with an error", "error", err)
 		return exitFailure
 	}

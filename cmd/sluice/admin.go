@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/admin"
+	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/pipelines"
+)
+
+// startAdmin starts the admin listener of a started service, if the config
+// has one; the returned stop closes it (a no-op without one).
+func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
+	if cfg.Admin.Address == "" {
+		return func() {}, nil
+	}
+	srv, err := admin.Listen(admin.Options{
+		Config: cfg.Admin, Gatherer: m.Registry, Health: svc.Health, Version: version, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("admin listener: /metrics /healthz /readyz /api/v1/status", "address", srv.Addr(),
+		"pprof", cfg.Admin.Pprof, "token", cfg.Admin.Token.IsSet())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	}, nil
+}

@@ -1,0 +1,99 @@
+package pipelines
+
+import (
+	"fmt"
+	"time"
+)
+
+// Health is the state /readyz and `sluice status` report.
+type Health struct {
+	// Ready is true when the broker is listening and every sink is writing
+	// or buffering within its bounds; Problems says what is not, when not.
+	Ready     bool
+	Problems  []string
+	Listeners []ListenerHealth
+	Pipelines []PipelineHealth
+}
+
+// ListenerHealth is one broker listener.
+type ListenerHealth struct {
+	Name, Address string
+}
+
+// PipelineHealth is one pipeline: its journal and its sinks.
+type PipelineHealth struct {
+	Name         string
+	JournalBytes int64
+	MaxBytes     int64
+	// Full is true when the journal is at its bound: publishers wait
+	// (overflow block) or old records go (drop_oldest).
+	Full  bool
+	Sinks []SinkHealth
+}
+
+// SinkHealth is one sink as one pipeline feeds it.
+type SinkHealth struct {
+	Name  string
+	Ready bool
+	// FailingFor is how long every write has failed (0 while they succeed);
+	// LastError is the latest failure.
+	FailingFor   time.Duration
+	LastError    string
+	Backlog      uint64 // journal records not yet written
+	BacklogBytes int64
+	BacklogAge   time.Duration // age of the oldest of them
+}
+
+// Health reports readiness at now. A sink is not ready once its writes
+// have failed for admin.sink_down_after; a pipeline is not ready once its
+// journal holds admin.journal_full_ratio of its max_bytes (its sinks are
+// falling behind for good, and soon publishers wait or records are lost).
+func (s *Service) Health(now time.Time) Health {
+	h := Health{Ready: true}
+	problem := func(format string, args ...any) {
+		h.Ready = false
+		h.Problems = append(h.Problems, fmt.Sprintf(format, args...))
+	}
+	if !s.serving.Load() {
+		problem("broker: not accepting connections (starting or stopping)")
+	}
+	for _, name := range s.broker.Listeners() {
+		addr := s.broker.Addr(name)
+		h.Listeners = append(h.Listeners, ListenerHealth{Name: name, Address: addr})
+		if addr == "" && s.serving.Load() {
+			problem("listener %q: not listening", name)
+		}
+	}
+	admin := s.cfg.Admin
+	for _, p := range s.pipelines {
+		st := p.journal.Stats()
+		ph := PipelineHealth{Name: p.name, JournalBytes: st.Bytes, MaxBytes: p.maxBytes, Full: st.Full}
+		switch {
+		case st.Full:
+			problem("pipeline %q: journal full (%d of %d bytes)", p.name, st.Bytes, p.maxBytes)
+		case p.maxBytes > 0 && float64(st.Bytes) >= admin.JournalFullRatio*float64(p.maxBytes):
+			problem("pipeline %q: journal %.0f%% full (%d of %d bytes)", p.name, 100*float64(st.Bytes)/float64(p.maxBytes), st.Bytes, p.maxBytes)
+		}
+		for _, r := range p.sinks {
+			sh := SinkHealth{Name: r.name, Ready: true}
+			for _, rs := range st.Readers {
+				if rs.Name == "sink:"+r.name {
+					sh.Backlog, sh.BacklogBytes, sh.BacklogAge = rs.Lag, rs.LagBytes, rs.OldestAge
+				}
+			}
+			if since := r.failingSince.Load(); since != 0 {
+				sh.FailingFor = now.Sub(time.Unix(0, since))
+				if e := r.lastErr.Load(); e != nil {
+					sh.LastError = *e
+				}
+				if sh.FailingFor >= admin.SinkDownAfter {
+					sh.Ready = false
+					problem("sink %q (pipeline %q): writes failing for %v: %s", r.name, p.name, sh.FailingFor.Round(time.Second), sh.LastError)
+				}
+			}
+			ph.Sinks = append(ph.Sinks, sh)
+		}
+		h.Pipelines = append(h.Pipelines, ph)
+	}
+	return h
+}
