@@ -11,7 +11,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/sluice /usr/local/bin/sluice
 # The journals and the broker's state; owned by the user sluice runs as.
 COPY --from=build --chown=65532:65532 /out/data /var/lib/sluice
-EXPOSE 1883
+EXPOSE 1883 9880
 USER nonroot
 VOLUME /var/lib/sluice
 ENTRYPOINT ["/usr/local/bin/sluice"]

@@ -29,7 +29,7 @@ func TestComposeStack(t *testing.T) {
 	if err := yaml.Unmarshal(data, &compose); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"sluice", "kafka", "influxdb", "grafana"} {
+	for _, want := range []string{"sluice", "kafka", "influxdb", "prometheus", "grafana"} {
 		if _, ok := compose.Services[want]; !ok {
 			t.Errorf("no %s service", want)
 		}
@@ -55,6 +55,38 @@ func TestComposeStack(t *testing.T) {
 				t.Errorf("service %s mounts %s, which does not exist", name, src)
 			}
 		}
+	}
+}
+
+// TestPrometheusScrapesTheAdminListener checks that the stack's Prometheus
+// scrapes the port the stack's sluice serves its metrics on.
+func TestPrometheusScrapesTheAdminListener(t *testing.T) {
+	var prom struct {
+		ScrapeConfigs []struct {
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	var cfg struct {
+		Admin struct {
+			Address string `yaml:"address"`
+		} `yaml:"admin"`
+	}
+	for file, v := range map[string]any{"dashboards/prometheus.yml": &prom, "examples/docker/sluice.yaml": &cfg} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(data, v); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+	}
+	_, port, _ := strings.Cut(cfg.Admin.Address, ":")
+	if len(prom.ScrapeConfigs) == 0 || len(prom.ScrapeConfigs[0].StaticConfigs) == 0 ||
+		len(prom.ScrapeConfigs[0].StaticConfigs[0].Targets) == 0 ||
+		prom.ScrapeConfigs[0].StaticConfigs[0].Targets[0] != "sluice:"+port {
+		t.Errorf("Prometheus scrapes %+v; sluice's admin listener is %q", prom.ScrapeConfigs, cfg.Admin.Address)
 	}
 }
 
