@@ -199,6 +199,7 @@ sinks:
 // docs/configuration.md, so the documentation cannot drift from the code.
 func TestDocsConfigurationExample(t *testing.T) {
 	example := docBlock(t, "../../docs/configuration.md", "## A complete example", 0)
+	t.Setenv("SLUICE_ADMIN_TOKEN", "example-token")
 	dir := t.TempDir()
 	writeFile(t, dir, "rules/boilers.yaml", "rules:\n  - name: boiler\n    match: plant/+site/+line/+device/telemetry\n")
 	writeSecurityFiles(t, dir)
