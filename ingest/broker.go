@@ -243,6 +243,14 @@ type authView struct {
 
 func (b *Broker) auth() authView { return authView{passwords: b.passwords, acl: b.acl.Load()} }
 
+// CanPublish reports whether the ACL in force lets user (with clientID)
+// publish to topic: for ingest paths beside MQTT (HTTP, CoAP), so one ACL
+// governs them all. Without an ACL file everything is allowed.
+func (b *Broker) CanPublish(user, clientID, topic string) bool {
+	acl := b.auth().acl
+	return acl == nil || acl.CanPublish(user, clientID, topic)
+}
+
 func (b *Broker) listenerConfig(name string) *ListenerConfig { return b.listeners[name] }
 
 // Addr returns the bound address of the named listener ("" if unknown), so
