@@ -13,7 +13,7 @@ export SLUICE_INFLUXD := $(INFLUXD)
 
 FUZZTIME ?= 5s
 
-.PHONY: all build tools demo test vet fuzz chaos bench clean
+.PHONY: all build tools demo test vet fuzz chaos bench generate clean
 
 all: build
 
@@ -47,6 +47,11 @@ fuzz:
 # The fault-injection suite at full length: longer outages, more messages.
 chaos: tools
 	SLUICE_CHAOS=long $(GO) test -count=1 -timeout 30m -v ./internal/chaos
+
+# Regenerate the Grafana dashboards' JSON from their Go code (a test fails
+# when the committed JSON differs).
+generate:
+	$(GO) generate ./dashboards
 
 clean:
 	rm -rf bin .demo

@@ -209,6 +209,7 @@ func (p *pipeline) evaluator(set *rules.Set, from *rules.Evaluator) *rules.Evalu
 	rs := set.Rules()
 	obs := make([]prometheus.Observer, len(rs))
 	for i, r := range rs {
+		p.metrics.InitRule(r)
 		obs[i] = p.metrics.RuleSeconds.WithLabelValues(r)
 	}
 	ev.TimeRules(func(rule int, d time.Duration) { obs[rule].Observe(d.Seconds()) })

@@ -127,6 +127,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 			sink = &lockedSink{Sink: sink}
 		}
 		s.sinks[sc.Name] = sink
+		opts.Metrics.InitSink(sc.Name)
 	}
 
 	limits := rules.Limits{MaxSize: cfg.Decode.MaxSize, MaxRatio: cfg.Decode.MaxRatio}
@@ -181,6 +182,7 @@ func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Li
 		rlog: newRateLog(log),
 	}
 	p.set.Store(set)
+	s.metrics.InitPipeline(pc.Name)
 	for _, t := range pc.Topics {
 		p.filters = append(p.filters, rules.MustFilter(t))
 	}

@@ -187,6 +187,12 @@ func New() *Metrics {
 		Name: "sluice_build_info", Help: "Always 1; the labels say which sluice is running.",
 	}, []string{"version", "goversion"})
 
+	// Series of fixed label values start at 0, so dashboards and alerts see
+	// a 0 rather than no data until the first event.
+	for _, reason := range []string{"journal_full", "shutting_down"} {
+		m.Rejected.WithLabelValues(reason)
+	}
+
 	for _, c := range []prometheus.Collector{
 		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
@@ -199,4 +205,36 @@ func New() *Metrics {
 		f(c)
 	}
 	return m
+}
+
+// InitPipeline starts a pipeline's series at 0.
+func (m *Metrics) InitPipeline(pipeline string) {
+	m.Routed.WithLabelValues(pipeline)
+	m.Decoded.WithLabelValues(pipeline)
+	for _, reason := range []string{"unmatched", "filtered"} {
+		m.Dropped.WithLabelValues(pipeline, reason)
+	}
+	for _, stage := range []string{"decode", "rule", "sink"} {
+		m.DeadLetters.WithLabelValues(pipeline, stage)
+	}
+	m.JournalDropped.WithLabelValues(pipeline)
+}
+
+// InitSink starts a sink's series at 0.
+func (m *Metrics) InitSink(sink string) {
+	m.SinkWritten.WithLabelValues(sink)
+	m.SinkBatches.WithLabelValues(sink)
+	m.SinkRetries.WithLabelValues(sink)
+	for _, class := range []string{"retryable", "permanent"} {
+		m.SinkFailures.WithLabelValues(sink, class)
+	}
+}
+
+// InitRule starts a rule's series at 0.
+func (m *Metrics) InitRule(rule string) {
+	m.RuleEvals.WithLabelValues(rule)
+	m.RulePassed.WithLabelValues(rule)
+	m.RuleErrors.WithLabelValues(rule)
+	m.RuleSeries.WithLabelValues(rule)
+	m.RuleEvicted.WithLabelValues(rule)
 }

@@ -1,0 +1,4 @@
+package dashboards
+
+// MetricsIn exposes metricsIn to the tests.
+var MetricsIn = metricsIn
