@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,37 @@ func TestDashboardsShowData(t *testing.T) {
 		}
 	})
 
+	// The analysts' queries of docs/operations.md, on the same data: the
+	// docs' bucket (telemetry, InfluxDB 2) and device become the test's.
+	t.Run("docs", func(t *testing.T) {
+		doc, err := os.ReadFile("../docs/operations.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours := strings.NewReplacer(`"telemetry"`, strconv.Quote(bucket), "boiler-07", "boiler-02")
+		flux := codeBlocks(string(doc), "flux")
+		if len(flux) < 4 {
+			t.Fatalf("docs/operations.md has %d Flux examples, want at least 4", len(flux))
+		}
+		for _, q := range flux {
+			q = ours.Replace(q)
+			if rows, err := runFlux(client, q); err != nil || len(rows) == 0 {
+				t.Errorf("docs/operations.md Flux example: %d rows, error %v:\n%s", len(rows), err, q)
+			}
+		}
+		sql := codeBlocks(string(doc), "sql")
+		if len(sql) != 1 {
+			t.Fatalf("docs/operations.md has %d InfluxQL blocks, want 1", len(sql))
+		}
+		for _, q := range strings.Split(strings.TrimSpace(sql[0]), "\n") {
+			q = ours.Replace(q)
+			body, err := influx.Query("sluice", q)
+			if err != nil || !strings.Contains(string(body), `"values"`) {
+				t.Errorf("docs/operations.md InfluxQL example returns no rows (%v): %s\n%s", err, q, body)
+			}
+		}
+	})
+
 	t.Run("firing now", func(t *testing.T) {
 		// boiler-01 and pump-03 fired and resolved; boiler-02 is still hot.
 		rows := panelRows(t, client, "alerts.json", "Firing now", "table", from)
@@ -153,6 +185,17 @@ func TestDashboardsShowData(t *testing.T) {
 }
 
 // startSluice starts the pipeline service and returns its MQTT address.
+// codeBlocks returns the bodies of the fenced code blocks of a language in
+// a Markdown text.
+func codeBlocks(md, lang string) []string {
+	var out []string
+	for _, part := range strings.Split(md, "```"+lang+"\n")[1:] {
+		body, _, _ := strings.Cut(part, "```")
+		out = append(out, body)
+	}
+	return out
+}
+
 func startSluice(t *testing.T, influxURL string, m *metrics.Metrics) string {
 	t.Helper()
 	dir := t.TempDir()
