@@ -18,10 +18,11 @@ import (
 // second. A renewal that does not load (a key that does not match, half a
 // file) is logged and the previous certificate stays.
 type tlsFiles struct {
-	cfg      TLSConfig
-	listener string
-	log      *slog.Logger
-	onLoad   func(leaf *x509.Certificate) // reports the certificate in use
+	cfg        TLSConfig
+	listener   string
+	log        *slog.Logger
+	onLoad     func(leaf *x509.Certificate) // reports the certificate in use
+	nextProtos []string                     // offered by ALPN (HTTP/2 for HTTP listeners)
 
 	mu      sync.Mutex
 	checked time.Time
@@ -44,6 +45,39 @@ var modernCiphers = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// TLSFiles is a TLS listener's configuration served from its files and
+// reloaded when they change, for ingest paths beside MQTT (HTTP): the same
+// versions, cipher suites, client certificates and renewal as the broker's
+// listeners.
+type TLSFiles struct{ f *tlsFiles }
+
+// NewTLSFiles loads a listener's TLS files; onLoad (may be nil) is told
+// each certificate loaded, nextProtos are offered by ALPN.
+func NewTLSFiles(listener string, cfg TLSConfig, log *slog.Logger, onLoad func(*x509.Certificate), nextProtos ...string) (*TLSFiles, error) {
+	f, err := newTLSFiles(listener, cfg, log, onLoad)
+	if err != nil {
+		return nil, err
+	}
+	f.nextProtos = nextProtos
+	f.current.NextProtos = nextProtos
+	return &TLSFiles{f}, nil
+}
+
+// ServerConfig is the tls.Config to listen with: each handshake gets the
+// configuration of the files as they are then.
+func (t *TLSFiles) ServerConfig() *tls.Config {
+	c := t.f.serverConfig()
+	c.NextProtos = t.f.nextProtos
+	return c
+}
+
+// CertIdentity is the identity a verified client certificate carries, as
+// a listener's identity setting (cn, san_dns, san_email, san_uri) picks it;
+// "" without a verified client certificate.
+func CertIdentity(state *tls.ConnectionState, field string) (string, error) {
+	return certIdentity(state, field)
 }
 
 func newTLSFiles(listener string, cfg TLSConfig, log *slog.Logger, onLoad func(*x509.Certificate)) (*tlsFiles, error) {
@@ -129,6 +163,7 @@ func (f *tlsFiles) load() (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: modernCiphers,
 		Certificates: []tls.Certificate{cert},
+		NextProtos:   f.nextProtos,
 	}
 	if f.cfg.MinVersion == "1.3" {
 		c.MinVersion = tls.VersionTLS13
