@@ -22,8 +22,11 @@ import (
 
 // Config is sluice.yaml. docs/configuration.md describes every key.
 type Config struct {
-	Log       LogConfig        `yaml:"log"`
-	Broker    ingest.Config    `yaml:"broker"`
+	Log    LogConfig     `yaml:"log"`
+	Broker ingest.Config `yaml:"broker"`
+	// Sources are ways in beside the broker: HTTP ingest, external MQTT
+	// brokers, CoAP, OPC UA.
+	Sources   []SourceConfig   `yaml:"sources"`
 	Pipelines []PipelineConfig `yaml:"pipelines"`
 	Sinks     []SinkConfig     `yaml:"sinks"`
 	// WatchRules reloads rules when their files change (default true);
@@ -219,6 +222,9 @@ func Parse(name string, data []byte, dir string) (*Config, error) {
 // resolve makes the file paths of the config absolute against its folder.
 func (c *Config) resolve() {
 	c.Broker.Resolve(c.dir)
+	for i := range c.Sources {
+		c.Sources[i].resolve(c.dir)
+	}
 	if k := c.Encryption.KeyFile; k != "" && !filepath.IsAbs(k) && c.dir != "" {
 		c.Encryption.KeyFile = filepath.Join(c.dir, k)
 	}
@@ -288,6 +294,13 @@ func (c *Config) SetDefaults() {
 		c.Log.Format = "text"
 	}
 	c.Broker.SetDefaults()
+	for i := range c.Sources {
+		src := &c.Sources[i]
+		if src.HTTP != nil && src.HTTP.MaxBodyBytes == 0 {
+			src.HTTP.MaxBodyBytes = c.Broker.Limits.MaxPacketSize
+		}
+		src.setDefaults()
+	}
 	if c.Decode.MaxSize == 0 {
 		c.Decode.MaxSize = 1 << 20
 	}
@@ -384,6 +397,19 @@ func (c *Config) Validate() error {
 		p.Addf("log.format", "%q: want text or json", c.Log.Format)
 	}
 	p.Nest("broker", c.Broker.Validate())
+	ways := map[string]bool{} // broker listeners and sources share the metrics' listener label
+	for _, l := range c.Broker.Listeners {
+		ways[l.Name] = true
+	}
+	for i := range c.Sources {
+		src := &c.Sources[i]
+		at := fmt.Sprintf("sources[%d]", i)
+		p.Nest(at, src.validate())
+		if src.Name != "" && ways[src.Name] {
+			p.Addf(at+".name", "%q is already the name of a broker listener or another source", src.Name)
+		}
+		ways[src.Name] = true
+	}
 	if c.Decode.MaxSize < 0 {
 		p.Addf("decode.max_size", "must be positive")
 	}

@@ -44,6 +44,7 @@ type Service struct {
 	log       *slog.Logger
 	metrics   *metrics.Metrics
 	broker    *ingest.Broker
+	sources   []source
 	pipelines []*pipeline
 	sinks     map[string]Sink
 	drain     time.Duration
@@ -128,6 +129,15 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		}
 		s.sinks[sc.Name] = sink
 		opts.Metrics.InitSink(sc.Name)
+	}
+
+	for _, sc := range cfg.Sources {
+		src, err := s.newSource(sc)
+		if err != nil {
+			lock.unlock()
+			return nil, err
+		}
+		s.sources = append(s.sources, src)
 	}
 
 	limits := rules.Limits{MaxSize: cfg.Decode.MaxSize, MaxRatio: cfg.Decode.MaxRatio}
@@ -241,6 +251,12 @@ func (s *Service) Start(ctx context.Context) error {
 	for _, name := range s.broker.Listeners() {
 		s.log.Info("listening for MQTT", "listener", name, "address", s.broker.Addr(name))
 	}
+	for i, src := range s.sources {
+		if err := src.Start(ctx); err != nil {
+			s.Close(ctx)
+			return fmt.Errorf("source %q: %w", s.cfg.Sources[i].Name, err)
+		}
+	}
 	s.serving.Store(true)
 	return nil
 }
@@ -297,9 +313,18 @@ func (s *Service) shutdown(ctx context.Context) error {
 	s.serving.Store(false)
 	s.stopWatch()
 	var errs []error
+	// Every way in stops taking messages; what they hold finishes its
+	// journal append.
+	var wg sync.WaitGroup
+	srcErrs := make([]error, len(s.sources))
+	for i, src := range s.sources {
+		wg.Go(func() { srcErrs[i] = src.Close(ctx) })
+	}
 	if err := s.broker.StopIngest(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	wg.Wait()
+	errs = append(errs, srcErrs...)
 	// Let the rules and the sinks catch up.
 	tick := time.NewTicker(20 * time.Millisecond)
 drain:

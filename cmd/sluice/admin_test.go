@@ -130,7 +130,9 @@ sinks:
 			}
 		}
 		return true
-	}, func() string { return "metrics still zero or missing: " + missing(metrics, want) + "\n" + stderr.String() })
+	}, func() string {
+		return "metrics still zero or missing: " + missing(metrics, want) + "\n" + stderr.String()
+	})
 	if got := metrics[`sluice_sink_events_written_total{sink="influx"}`]; got != 3 {
 		t.Errorf("influx wrote %v records, want 3", got)
 	}

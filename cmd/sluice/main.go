@@ -191,7 +191,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		_, err = cfg.CompileRules()
 	}
 	if err == nil {
-		err = cfg.Broker.CheckFiles()
+		err = cfg.CheckFiles()
 	}
 	if err == nil {
 		_, err = cfg.Key()

@@ -1,0 +1,107 @@
+package pipelines
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sluicehq/sluice/ingest/httpin"
+	"github.com/sluicehq/sluice/internal/conf"
+)
+
+// SourceConfig is one way into the pipelines beside the embedded broker's
+// listeners. It has exactly one of its kinds.
+type SourceConfig struct {
+	// Name labels the source's metrics (as "listener") and logs; it must
+	// differ from every other source's and broker listener's.
+	Name string `yaml:"name"`
+	// HTTP takes POST /v1/publish requests (ingest/httpin/README.md).
+	HTTP *httpin.Config `yaml:"http"`
+}
+
+// Kind is the source's kind: "http", or "" if none is set.
+func (c *SourceConfig) Kind() string {
+	switch {
+	case c.HTTP != nil:
+		return "http"
+	}
+	return ""
+}
+
+func (c *SourceConfig) setDefaults() {
+	if c.HTTP != nil {
+		c.HTTP.SetDefaults()
+	}
+}
+
+func (c *SourceConfig) resolve(dir string) {
+	if c.HTTP != nil {
+		c.HTTP.Resolve(dir)
+	}
+}
+
+func (c *SourceConfig) validate() error {
+	var p conf.Problems
+	if c.Name == "" {
+		p.Missing("name")
+	}
+	kinds := 0
+	if c.HTTP != nil {
+		kinds++
+		p.Nest("http", c.HTTP.Validate())
+	}
+	if kinds != 1 {
+		p.Addf("name", "source %q: want exactly one of http", c.Name)
+	}
+	return p.Err()
+}
+
+// CheckFiles reads every file the broker and the sources name (passwords,
+// ACLs, certificates), so that validate finds what run would.
+func (c *Config) CheckFiles() error {
+	if err := c.Broker.CheckFiles(); err != nil {
+		return err
+	}
+	for i := range c.Sources {
+		if err := c.Sources[i].checkFiles(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFiles reads the files a source names (certificates), for validate.
+func (c *SourceConfig) checkFiles() error {
+	if c.HTTP != nil {
+		if err := c.HTTP.CheckFiles(); err != nil {
+			return fmt.Errorf("source %q: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// source is a running way in: it hands what it takes to the Service.
+type source interface {
+	Start(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// SourceAddr is the address a source listens on ("" for a source that
+// does not listen, or an unknown name): to find a port picked at random.
+func (s *Service) SourceAddr(name string) string {
+	for i, src := range s.sources {
+		if a, ok := src.(interface{ Addr() string }); ok && s.cfg.Sources[i].Name == name {
+			return a.Addr()
+		}
+	}
+	return ""
+}
+
+// newSource builds a configured source feeding s.
+func (s *Service) newSource(sc SourceConfig) (source, error) {
+	switch {
+	case sc.HTTP != nil:
+		return httpin.New(*sc.HTTP, httpin.Options{Name: sc.Name, Handler: s, ACL: s.broker,
+			Logger: s.log.With("source", sc.Name), Metrics: s.metrics})
+	}
+	return nil, fmt.Errorf("source %q has no kind", sc.Name)
+}

@@ -1,0 +1,78 @@
+package pipelines_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/pipelines"
+)
+
+// TestSourcesFromConfig runs an HTTP source configured in sluice.yaml: a
+// POST reaches the pipeline's sink, with the token's user, and a config
+// naming a source like a broker listener is refused at its line.
+func TestSourcesFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.jsonl")
+	path := filepath.Join(dir, "sluice.yaml")
+	must(t, os.WriteFile(path, []byte(fmt.Sprintf(`
+data_dir: %s
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+sources:
+  - name: web
+    http:
+      address: 127.0.0.1:0
+      tokens: [{user: line-7, token: a-token-of-16-chars-or-more}]
+pipelines: [{name: p, topics: ["devices/#"], sinks: [raw]}]
+sinks:
+  - name: raw
+    stream: raw
+    file: {path: %s}
+`, filepath.Join(dir, "data"), out)), 0o644))
+	cfg, err := pipelines.Load(path)
+	must(t, err)
+	svc, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	must(t, svc.Start(context.Background()))
+	defer svc.Close(context.Background())
+
+	addr := svc.SourceAddr("web")
+	if addr == "" {
+		t.Fatal("no address for source web")
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/publish/devices/7/telemetry", strings.NewReader(`{"t": 21.5}`))
+	req.Header.Set("Authorization", "Bearer a-token-of-16-chars-or-more")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s, want 202", resp.Status)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(out)
+		if string(b) == "{\"t\": 21.5}\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the POST did not reach the sink; it holds %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	data, err := os.ReadFile(path)
+	must(t, err)
+	badPath := filepath.Join(dir, "bad.yaml")
+	must(t, os.WriteFile(badPath, []byte(strings.Replace(string(data), "name: web", "name: tcp", 1)), 0o644))
+	_, err = pipelines.Load(badPath)
+	if err == nil || !strings.Contains(err.Error(), "bad.yaml:6:") || !strings.Contains(err.Error(), "sources[0].name") {
+		t.Errorf("a source named like a listener: %v", err)
+	}
+}
