@@ -120,7 +120,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		case sc.InfluxDB != nil:
 			sink = influxdb.New(*sc.InfluxDB, stream)
 		case sc.MQTT != nil:
-			sink = mqtt.New(*sc.MQTT, stream, s.broker)
+			sink = mqtt.New(*sc.MQTT, stream, s.broker, mqtt.WithName(sc.Name), mqtt.WithLogger(opts.Logger.With("sink", sc.Name)))
 		case sc.File != nil:
 			sink = file.New(*sc.File)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sluicehq/sluice/ingest/httpin"
+	"github.com/sluicehq/sluice/ingest/mqttsource"
 	"github.com/sluicehq/sluice/internal/conf"
 )
 
@@ -16,6 +17,8 @@ type SourceConfig struct {
 	Name string `yaml:"name"`
 	// HTTP takes POST /v1/publish requests (ingest/httpin/README.md).
 	HTTP *httpin.Config `yaml:"http"`
+	// MQTT subscribes to another broker (ingest/mqttsource/README.md).
+	MQTT *mqttsource.Config `yaml:"mqtt"`
 }
 
 // Kind is the source's kind: "http", or "" if none is set.
@@ -23,6 +26,8 @@ func (c *SourceConfig) Kind() string {
 	switch {
 	case c.HTTP != nil:
 		return "http"
+	case c.MQTT != nil:
+		return "mqtt"
 	}
 	return ""
 }
@@ -31,11 +36,17 @@ func (c *SourceConfig) setDefaults() {
 	if c.HTTP != nil {
 		c.HTTP.SetDefaults()
 	}
+	if c.MQTT != nil {
+		c.MQTT.SetDefaults()
+	}
 }
 
 func (c *SourceConfig) resolve(dir string) {
 	if c.HTTP != nil {
 		c.HTTP.Resolve(dir)
+	}
+	if c.MQTT != nil {
+		c.MQTT.Resolve(dir)
 	}
 }
 
@@ -49,8 +60,12 @@ func (c *SourceConfig) validate() error {
 		kinds++
 		p.Nest("http", c.HTTP.Validate())
 	}
+	if c.MQTT != nil {
+		kinds++
+		p.Nest("mqtt", c.MQTT.Validate())
+	}
 	if kinds != 1 {
-		p.Addf("name", "source %q: want exactly one of http", c.Name)
+		p.Addf("name", "source %q: want exactly one of http, mqtt", c.Name)
 	}
 	return p.Err()
 }
@@ -71,10 +86,15 @@ func (c *Config) CheckFiles() error {
 
 // checkFiles reads the files a source names (certificates), for validate.
 func (c *SourceConfig) checkFiles() error {
-	if c.HTTP != nil {
-		if err := c.HTTP.CheckFiles(); err != nil {
-			return fmt.Errorf("source %q: %w", c.Name, err)
-		}
+	var err error
+	switch {
+	case c.HTTP != nil:
+		err = c.HTTP.CheckFiles()
+	case c.MQTT != nil:
+		err = c.MQTT.CheckFiles()
+	}
+	if err != nil {
+		return fmt.Errorf("source %q: %w", c.Name, err)
 	}
 	return nil
 }
@@ -101,7 +121,10 @@ func (s *Service) newSource(sc SourceConfig) (source, error) {
 	switch {
 	case sc.HTTP != nil:
 		return httpin.New(*sc.HTTP, httpin.Options{Name: sc.Name, Handler: s, ACL: s.broker,
-			Logger: s.log.With("source", sc.Name), Metrics: s.metrics})
+			Logger: s.log, Metrics: s.metrics})
+	case sc.MQTT != nil:
+		return mqttsource.New(*sc.MQTT, mqttsource.Options{Name: sc.Name, Handler: s, Publisher: s.broker,
+			Logger: s.log, Metrics: s.metrics})
 	}
 	return nil, fmt.Errorf("source %q has no kind", sc.Name)
 }

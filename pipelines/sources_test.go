@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/mqttclient/mqtttest"
+	"github.com/sluicehq/sluice/internal/testsvc"
 	"github.com/sluicehq/sluice/pipelines"
 )
 
@@ -74,5 +76,64 @@ sinks:
 	_, err = pipelines.Load(badPath)
 	if err == nil || !strings.Contains(err.Error(), "bad.yaml:6:") || !strings.Contains(err.Error(), "sources[0].name") {
 		t.Errorf("a source named like a listener: %v", err)
+	}
+}
+
+// TestMQTTSourceAndBridgeOutFromConfig runs sluice as the rule tier of
+// another broker, from sluice.yaml: it subscribes there (an mqtt source),
+// and forwards what its pipeline takes back to it under another prefix
+// (an mqtt sink in remote mode).
+func TestMQTTSourceAndBridgeOutFromConfig(t *testing.T) {
+	remote := mqtttest.Start(t, mqtttest.Options{})
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.jsonl")
+	path := filepath.Join(dir, "sluice.yaml")
+	must(t, os.WriteFile(path, []byte(fmt.Sprintf(`
+data_dir: %s
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+sources:
+  - name: upstream
+    mqtt:
+      url: %s
+      subscriptions: [{filter: "plant/#", qos: 1}]
+pipelines: [{name: p, topics: ["plant/#"], sinks: [raw, cloud]}]
+sinks:
+  - name: raw
+    stream: raw
+    file: {path: %s}
+  - name: cloud
+    stream: raw
+    mqtt:
+      topic: "fwd/{topic}"
+      remote: {url: %s}
+`, filepath.Join(dir, "data"), remote.URL, out, remote.URL)), 0o644))
+	cfg, err := pipelines.Load(path)
+	must(t, err)
+	svc, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	must(t, svc.Start(context.Background()))
+	defer svc.Close(context.Background())
+
+	dev := testsvc.MQTT(t, remote.Addr, "device")
+	// The source subscribes once connected: publish until a message is
+	// through, then the rest.
+	deadline := time.Now().Add(30 * time.Second)
+	for n := 0; ; n++ {
+		dev.Publish(t, "plant/a/telemetry", 1, []byte(fmt.Sprintf(`{"n": %d}`, n)))
+		if b, _ := os.ReadFile(out); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing from the remote broker reached the pipeline")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	dev.Publish(t, "plant/a/telemetry", 1, []byte(`{"n": "last"}`))
+	got := remote.WaitFor(t, 1, func(m mqtttest.Message) bool {
+		return m.Topic == "fwd/plant/a/telemetry" && string(m.Payload) == `{"n": "last"}`
+	}, 30*time.Second)
+	if got[0].QoS != 1 {
+		t.Errorf("forwarded at QoS %d, want 1", got[0].QoS)
 	}
 }
