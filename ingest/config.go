@@ -13,6 +13,10 @@ import (
 
 // Config is the broker section of the configuration.
 type Config struct {
+	// Enabled runs the embedded broker (default true). With false sluice
+	// takes messages only from its sources (an external broker, HTTP, ...):
+	// no listener, no stored state.
+	Enabled   *bool            `yaml:"enabled"`
 	Listeners []ListenerConfig `yaml:"listeners"`
 	// Auth names the password and ACL files.
 	Auth AuthConfig `yaml:"auth"`
@@ -130,6 +134,10 @@ type Limits struct {
 	// subscriber (in flight, or waiting while it is offline); more are
 	// dropped for that subscriber.
 	MaxQueued int `yaml:"max_queued"`
+	// MaxTopicAliases is how many topic aliases an MQTT 5 client may set
+	// (Topic Alias Maximum, in CONNACK). Each holds a topic name for the
+	// connection's lifetime.
+	MaxTopicAliases int `yaml:"max_topic_aliases"`
 	// MaxRetainedSize bounds a retained message's payload, and
 	// MaxRetainedMessages the number of retained topics. A message over
 	// either is delivered but not retained.
@@ -149,9 +157,16 @@ const (
 // loopback only, as mosquitto 2 does, until an operator opens it up.
 const DefaultAddress = "127.0.0.1:1883"
 
+// IsEnabled reports whether the embedded broker runs.
+func (c *Config) IsEnabled() bool { return c.Enabled == nil || *c.Enabled }
+
 // SetDefaults fills in what the operator left out.
 func (c *Config) SetDefaults() {
-	if len(c.Listeners) == 0 {
+	if !c.IsEnabled() {
+		off := false
+		c.Persistence = &off
+	}
+	if len(c.Listeners) == 0 && c.IsEnabled() {
 		c.Listeners = []ListenerConfig{{Name: "tcp", Type: typeTCP, Address: DefaultAddress}}
 	}
 	for i := range c.Listeners {
@@ -208,6 +223,7 @@ func (l *Limits) setDefaults() {
 	defDur(&l.SessionExpiry, 24*time.Hour)
 	def(&l.MaxInflight, 1024)
 	def(&l.MaxQueued, 8192)
+	def(&l.MaxTopicAliases, 10)
 	if l.MaxRetainedSize == 0 {
 		l.MaxRetainedSize = 64 << 10
 	}
@@ -217,6 +233,9 @@ func (l *Limits) setDefaults() {
 // Validate checks the broker section.
 func (c *Config) Validate() error {
 	var p conf.Problems
+	if !c.IsEnabled() && len(c.Listeners) > 0 {
+		p.Addf("listeners", "the embedded broker is disabled (enabled: false): remove its listeners, or enable it")
+	}
 	names := map[string]bool{}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
@@ -333,6 +352,9 @@ func (l *Limits) validate() error {
 	}
 	if l.MaxQueued < 0 || l.MaxQueued > 65535 {
 		p.Addf("max_queued", "%d: want 1 to 65535", l.MaxQueued)
+	}
+	if l.MaxTopicAliases < 0 || l.MaxTopicAliases > 65535 {
+		p.Addf("max_topic_aliases", "%d: want 1 to 65535", l.MaxTopicAliases)
 	}
 	return p.Err()
 }

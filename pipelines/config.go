@@ -397,6 +397,21 @@ func (c *Config) Validate() error {
 		p.Addf("log.format", "%q: want text or json", c.Log.Format)
 	}
 	p.Nest("broker", c.Broker.Validate())
+	if !c.Broker.IsEnabled() {
+		if len(c.Sources) == 0 {
+			p.Addf("broker.enabled", "the embedded broker is disabled and there are no sources: nothing could reach the pipelines")
+		}
+		for i, src := range c.Sources {
+			if src.MQTT != nil && src.MQTT.Inject {
+				p.Addf(fmt.Sprintf("sources[%d].mqtt.inject", i), "needs the embedded broker, which is disabled (broker.enabled: false)")
+			}
+		}
+		for i, sk := range c.Sinks {
+			if sk.MQTT != nil && sk.MQTT.Remote == nil {
+				p.Addf(fmt.Sprintf("sinks[%d].mqtt", i), "publishes through the embedded broker, which is disabled: give it a remote broker (remote: {url: ...})")
+			}
+		}
+	}
 	ways := map[string]bool{} // broker listeners and sources share the metrics' listener label
 	for _, l := range c.Broker.Listeners {
 		ways[l.Name] = true

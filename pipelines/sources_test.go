@@ -137,3 +137,57 @@ sinks:
 		t.Errorf("forwarded at QoS %d, want 1", got[0].QoS)
 	}
 }
+
+// TestNoEmbeddedBroker runs sluice with broker.enabled false, fed by an
+// HTTP source only: nothing listens for MQTT, nothing is stored for a
+// broker, and an MQTT sink without a remote broker is refused.
+func TestNoEmbeddedBroker(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	out := filepath.Join(dir, "out.jsonl")
+	config := fmt.Sprintf(`
+data_dir: %s
+broker: {enabled: false}
+sources:
+  - name: web
+    http: {address: 127.0.0.1:0, allow_anonymous: true}
+pipelines: [{name: p, topics: ["#"], sinks: [raw]}]
+sinks:
+  - name: raw
+    stream: raw
+    file: {path: %s}
+`, data, out)
+	path := filepath.Join(dir, "sluice.yaml")
+	must(t, os.WriteFile(path, []byte(config), 0o644))
+	cfg, err := pipelines.Load(path)
+	must(t, err)
+	svc, err := pipelines.New(cfg, pipelines.Options{})
+	must(t, err)
+	must(t, svc.Start(context.Background()))
+	if l := svc.Broker().Listeners(); len(l) != 0 {
+		t.Errorf("listeners %v with the broker disabled", l)
+	}
+	resp, err := http.Post("http://"+svc.SourceAddr("web")+"/v1/publish/a/b", "application/json", strings.NewReader(`{"v": 1}`))
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s", resp.Status)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for b, _ := os.ReadFile(out); string(b) != "{\"v\": 1}\n"; b, _ = os.ReadFile(out) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sink holds %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	must(t, svc.Close(context.Background()))
+	if _, err := os.Stat(filepath.Join(data, "broker.db")); !os.IsNotExist(err) {
+		t.Errorf("broker state kept with the broker disabled: %v", err)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	must(t, os.WriteFile(bad, []byte(config+"  - name: alerts\n    mqtt: {topic: a}\n"), 0o644))
+	if _, err := pipelines.Load(bad); err == nil || !strings.Contains(err.Error(), "sinks[1].mqtt") || !strings.Contains(err.Error(), "remote") {
+		t.Errorf("an embedded-broker mqtt sink without a broker: %v", err)
+	}
+}
