@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sluicehq/sluice/ingest/coap"
 	"github.com/sluicehq/sluice/ingest/httpin"
 	"github.com/sluicehq/sluice/ingest/mqttsource"
+	"github.com/sluicehq/sluice/ingest/opcua"
 	"github.com/sluicehq/sluice/internal/conf"
 )
 
@@ -19,7 +21,14 @@ type SourceConfig struct {
 	HTTP *httpin.Config `yaml:"http"`
 	// MQTT subscribes to another broker (ingest/mqttsource/README.md).
 	MQTT *mqttsource.Config `yaml:"mqtt"`
+	// CoAP takes POST/PUT over UDP or DTLS (ingest/coap/README.md).
+	CoAP *coap.Config `yaml:"coap"`
+	// OPCUA subscribes to an OPC UA server's nodes (ingest/opcua/README.md).
+	OPCUA *opcua.Config `yaml:"opcua"`
 }
+
+// kinds lists the source kinds, for messages.
+const kinds = "http, mqtt, coap, opcua"
 
 // Kind is the source's kind: "http", or "" if none is set.
 func (c *SourceConfig) Kind() string {
@@ -28,6 +37,10 @@ func (c *SourceConfig) Kind() string {
 		return "http"
 	case c.MQTT != nil:
 		return "mqtt"
+	case c.CoAP != nil:
+		return "coap"
+	case c.OPCUA != nil:
+		return "opcua"
 	}
 	return ""
 }
@@ -39,6 +52,12 @@ func (c *SourceConfig) setDefaults() {
 	if c.MQTT != nil {
 		c.MQTT.SetDefaults()
 	}
+	if c.CoAP != nil {
+		c.CoAP.SetDefaults()
+	}
+	if c.OPCUA != nil {
+		c.OPCUA.SetDefaults()
+	}
 }
 
 func (c *SourceConfig) resolve(dir string) {
@@ -48,6 +67,12 @@ func (c *SourceConfig) resolve(dir string) {
 	if c.MQTT != nil {
 		c.MQTT.Resolve(dir)
 	}
+	if c.CoAP != nil {
+		c.CoAP.Resolve(dir)
+	}
+	if c.OPCUA != nil {
+		c.OPCUA.Resolve(dir)
+	}
 }
 
 func (c *SourceConfig) validate() error {
@@ -55,17 +80,25 @@ func (c *SourceConfig) validate() error {
 	if c.Name == "" {
 		p.Missing("name")
 	}
-	kinds := 0
+	n := 0
 	if c.HTTP != nil {
-		kinds++
+		n++
 		p.Nest("http", c.HTTP.Validate())
 	}
 	if c.MQTT != nil {
-		kinds++
+		n++
 		p.Nest("mqtt", c.MQTT.Validate())
 	}
-	if kinds != 1 {
-		p.Addf("name", "source %q: want exactly one of http, mqtt", c.Name)
+	if c.CoAP != nil {
+		n++
+		p.Nest("coap", c.CoAP.Validate())
+	}
+	if c.OPCUA != nil {
+		n++
+		p.Nest("opcua", c.OPCUA.Validate())
+	}
+	if n != 1 {
+		p.Addf("name", "source %q: want exactly one of %s", c.Name, kinds)
 	}
 	return p.Err()
 }
@@ -92,6 +125,10 @@ func (c *SourceConfig) checkFiles() error {
 		err = c.HTTP.CheckFiles()
 	case c.MQTT != nil:
 		err = c.MQTT.CheckFiles()
+	case c.CoAP != nil:
+		err = c.CoAP.CheckFiles()
+	case c.OPCUA != nil:
+		err = c.OPCUA.CheckFiles()
 	}
 	if err != nil {
 		return fmt.Errorf("source %q: %w", c.Name, err)
@@ -125,6 +162,11 @@ func (s *Service) newSource(sc SourceConfig) (source, error) {
 	case sc.MQTT != nil:
 		return mqttsource.New(*sc.MQTT, mqttsource.Options{Name: sc.Name, Handler: s, Publisher: s.broker,
 			Logger: s.log, Metrics: s.metrics})
+	case sc.CoAP != nil:
+		return coap.New(*sc.CoAP, coap.Options{Name: sc.Name, Handler: s, ACL: s.broker,
+			Logger: s.log, Metrics: s.metrics})
+	case sc.OPCUA != nil:
+		return opcua.New(*sc.OPCUA, opcua.Options{Name: sc.Name, Handler: s, Logger: s.log, Metrics: s.metrics})
 	}
 	return nil, fmt.Errorf("source %q has no kind", sc.Name)
 }
