@@ -209,6 +209,18 @@ func TestDocsConfigurationExample(t *testing.T) {
 	}
 }
 
+// TestDocsSourcesExample validates the complete example of docs/sources.md.
+func TestDocsSourcesExample(t *testing.T) {
+	example := docBlock(t, "../../docs/sources.md", "## A complete example", 0)
+	t.Setenv("SLUICE_HTTP_TOKEN_MES", "a-token-for-the-mes-0001")
+	t.Setenv("PLANT_BROKER_PASSWORD", "plant")
+	t.Setenv("CLOUD_PASSWORD", "cloud")
+	path := writeFile(t, t.TempDir(), "sluice.yaml", example)
+	if code, stdout, stderr := runMain("validate", "-c", path); code != exitOK {
+		t.Fatalf("the documented example does not validate (exit %d):\n%s%s", code, stdout, stderr)
+	}
+}
+
 // TestDocsSecurityProductionConfig validates the production configuration
 // of docs/security.md, with its ACL file, in a folder standing for /etc.
 func TestDocsSecurityProductionConfig(t *testing.T) {
