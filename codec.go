@@ -14,6 +14,7 @@ import (
 //
 //	message: version(1) topic payload qos(1) retain(1) client_id username
 //	         content_type props(n × key value) received(varint unix ns)
+//	         expires(varint unix ns, 0 for never; from version 2)
 //	events:  version(1) message-without-or-with-payload n × event
 //	event:   stream(1) then a record, an alert or a dead letter (raw: nothing)
 //
@@ -21,7 +22,9 @@ import (
 // nanoseconds; values are a type byte ('f' float64, 'i' int64, 'b' bool,
 // 's' string, 'n' nil) and the value.
 
-const codecVersion = 1
+// codecVersion is what is written; version 1 records (before message
+// expiry) are still read.
+const codecVersion = 2
 
 // ErrCorrupt is returned when a record cannot be decoded.
 var ErrCorrupt = errors.New("corrupt record")
@@ -48,16 +51,23 @@ func (m *Message) appendBody(b []byte, payload bool) []byte {
 		b = appendString(b, p.Key)
 		b = appendString(b, p.Value)
 	}
-	return appendTime(b, m.Received)
+	b = appendTime(b, m.Received)
+	// Most messages never expire: that is one byte (0), not a zero time.
+	var expires int64
+	if !m.Expires.IsZero() {
+		expires = m.Expires.UnixNano()
+	}
+	return binary.AppendVarint(b, expires)
 }
 
 // DecodeMessage decodes a message written by AppendBinary.
 func DecodeMessage(b []byte) (*Message, error) {
 	d := decoder{b: b}
-	if v := d.byte(); v != codecVersion && d.err == nil {
+	v := d.byte()
+	if (v < 1 || v > codecVersion) && d.err == nil {
 		return nil, fmt.Errorf("%w: message version %d", ErrCorrupt, v)
 	}
-	m := d.message()
+	m := d.message(v)
 	if err := d.done(); err != nil {
 		return nil, err
 	}
@@ -121,11 +131,12 @@ func appendEvent(b []byte, e *Event) []byte {
 // *Message.
 func DecodeEvents(b []byte) ([]Event, error) {
 	d := decoder{b: b}
-	if v := d.byte(); v != codecVersion && d.err == nil {
+	v := d.byte()
+	if (v < 1 || v > codecVersion) && d.err == nil {
 		return nil, fmt.Errorf("%w: events version %d", ErrCorrupt, v)
 	}
 	d.byte() // whether the payload was kept
-	msg := d.message()
+	msg := d.message(v)
 	n := d.count()
 	events := make([]Event, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
@@ -281,6 +292,16 @@ func (d *decoder) bytes() []byte {
 
 func (d *decoder) string() string { return string(d.bytes()) }
 
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
 func (d *decoder) time() time.Time {
 	v, n := binary.Varint(d.b)
 	if n <= 0 {
@@ -338,7 +359,7 @@ func (d *decoder) value() any {
 	}
 }
 
-func (d *decoder) message() *Message {
+func (d *decoder) message(version byte) *Message {
 	m := &Message{Topic: d.string()}
 	if p := d.bytes(); len(p) > 0 {
 		m.Payload = append([]byte(nil), p...)
@@ -353,5 +374,10 @@ func (d *decoder) message() *Message {
 		}
 	}
 	m.Received = d.time()
+	if version >= 2 {
+		if v := d.varint(); v != 0 {
+			m.Expires = time.Unix(0, v)
+		}
+	}
 	return m
 }

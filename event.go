@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -145,7 +146,8 @@ type Event struct {
 }
 
 // Lookup resolves a template name against the event's record or alert, then the
-// source message ("topic", "client_id").
+// source message: "topic", "client_id", "username", and "prop.NAME" for an
+// MQTT 5 user property.
 func (e *Event) Lookup(name string) (string, bool) {
 	switch {
 	case e.Record != nil:
@@ -162,6 +164,11 @@ func (e *Event) Lookup(name string) (string, bool) {
 		return e.Message.Topic, true
 	case "client_id":
 		return e.Message.ClientID, true
+	case "username":
+		return e.Message.Username, true
+	}
+	if key, ok := strings.CutPrefix(name, "prop."); ok {
+		return e.Message.Property(key)
 	}
 	return "", false
 }

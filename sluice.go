@@ -31,7 +31,13 @@ type Message struct {
 	UserProperties []Property
 	// Received is when the broker read the message.
 	Received time.Time
+	// Expires is when the message stops being worth delivering (an MQTT 5
+	// publisher's message expiry interval); zero for never.
+	Expires time.Time
 }
+
+// Expired reports whether the message has expired at now.
+func (m *Message) Expired(now time.Time) bool { return !m.Expires.IsZero() && !now.Before(m.Expires) }
 
 // Property is an MQTT 5 user property.
 type Property struct {

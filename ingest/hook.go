@@ -270,6 +270,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		ContentType: pk.Properties.ContentType,
 		Received:    time.Now(),
 	}
+	if e := pk.Properties.MessageExpiryInterval; e > 0 {
+		msg.Expires = msg.Received.Add(time.Duration(e) * time.Second)
+	}
 	if n := len(pk.Properties.User); n > 0 {
 		msg.UserProperties = make([]sluice.Property, n)
 		for i, p := range pk.Properties.User {

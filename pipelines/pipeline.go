@@ -183,6 +183,11 @@ func (p *pipeline) work(shard chan work) {
 			if s := p.set.Load(); s != set {
 				set, ev = s, p.evaluator(s, ev)
 			}
+			if w.msg.Expired(time.Now()) {
+				p.metrics.Expired.WithLabelValues(p.name, "rules").Inc()
+				p.tracker.done(w.seq, 0)
+				continue
+			}
 			var o rules.Outcome
 			out, o = ev.Eval(w.msg, out[:0])
 			p.count(o)

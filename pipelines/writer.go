@@ -138,6 +138,7 @@ func (s *sinkReader) run(ctx context.Context) {
 		if err != nil {
 			s.rlog.Error("journal", "unreadable record in the journal; skipped", "seq", e.Seq, "error", err)
 		}
+		events = s.unexpired(events)
 		last = e.Seq
 		if len(events) == 0 {
 			if len(batch) == 0 {
@@ -165,6 +166,11 @@ func (s *sinkReader) batchDeadline(ctx context.Context) (context.Context, contex
 // ctx ended first.
 func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 	for attempt := 0; len(events) > 0; attempt++ {
+		if attempt > 0 {
+			if events = s.unexpired(events); len(events) == 0 {
+				return true
+			}
+		}
 		start := time.Now()
 		err := s.sink.Write(ctx, events)
 		s.metrics.SinkLatency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
@@ -233,6 +239,30 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 		}
 	}
 	return true
+}
+
+// unexpired returns the events whose message has not expired (an MQTT 5
+// publisher's message expiry interval, passed while they waited in the
+// journal or for retries): those are not delivered, and counted.
+func (s *sinkReader) unexpired(events []sluice.Event) []sluice.Event {
+	now := time.Now()
+	expired := 0
+	for i := range events {
+		if events[i].Message.Expired(now) {
+			expired++
+		}
+	}
+	if expired == 0 {
+		return events
+	}
+	s.metrics.Expired.WithLabelValues(s.pipe.name, "sink:"+s.name).Add(float64(expired))
+	keep := make([]sluice.Event, 0, len(events)-expired)
+	for _, e := range events {
+		if !e.Message.Expired(now) {
+			keep = append(keep, e)
+		}
+	}
+	return keep
 }
 
 func (s *sinkReader) written(events []sluice.Event) {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sort"
 	"sync"
 	"time"
@@ -48,9 +49,16 @@ type Config struct {
 	// device's timestamp); it is not written as a field. Default: the time
 	// sluice received the message.
 	TimeField string `yaml:"time_field"`
-	// TimeFormat is how TimeField is written: unix, unix_ms (default),
-	// unix_us, unix_ns (numbers) or rfc3339 (text).
+	// TimeProperty names an MQTT 5 user property holding the measurement's
+	// time instead (the device's timestamp, sent beside the payload); a
+	// message without it gets the receive time. Not with TimeField.
+	TimeProperty string `yaml:"time_property"`
+	// TimeFormat is how TimeField or TimeProperty is written: unix,
+	// unix_ms (default), unix_us, unix_ns (numbers) or rfc3339 (text).
 	TimeFormat string `yaml:"time_format"`
+	// TagProperties lists MQTT 5 user properties written as tags (named as
+	// the property) when a message carries them, e.g. [gateway, firmware].
+	TagProperties []string `yaml:"tag_properties"`
 	// Timeout bounds one batch write (default 10s).
 	Timeout time.Duration `yaml:"timeout"`
 	// TLS sets what an https URL trusts (default: the system's roots) and
@@ -103,6 +111,14 @@ func (c *Config) Validate() error {
 		}
 		if !ok {
 			p.Addf("time_format", "%q: want one of unix, unix_ms, unix_us, unix_ns, rfc3339", c.TimeFormat)
+		}
+	}
+	if c.TimeField != "" && c.TimeProperty != "" {
+		p.Addf("time_property", "set time_field or time_property, not both")
+	}
+	for i, name := range c.TagProperties {
+		if name == "" {
+			p.Addf(fmt.Sprintf("tag_properties[%d]", i), "empty property name")
 		}
 	}
 	if c.Timeout < 0 {
@@ -268,7 +284,10 @@ func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*write.Point, e
 	if err != nil {
 		return nil, err
 	}
-	ts := r.Time
+	ts, err := s.propertyTime(e.Message, r.Time)
+	if err != nil {
+		return nil, err
+	}
 	fields := make(map[string]any, len(r.Fields))
 	for _, f := range r.Fields {
 		name, v := f.Name, f.Value
@@ -322,9 +341,50 @@ func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*write.Point, er
 	return write.NewPoint(measurement, tags, fields, a.Time), nil
 }
 
+// propertyTime is the time in the message's time_property, if the sink has
+// one and the message carries it; otherwise def.
+func (s *Sink) propertyTime(m *sluice.Message, def time.Time) (time.Time, error) {
+	if s.cfg.TimeProperty == "" {
+		return def, nil
+	}
+	text, ok := m.Property(s.cfg.TimeProperty)
+	if !ok {
+		return def, nil
+	}
+	var v any = text
+	if s.cfg.TimeFormat != "rfc3339" {
+		n, err := strconv.ParseFloat(text, 64)
+		if err != nil {
+			return time.Time{}, sluice.Permanent(fmt.Errorf("time property %q: %q is not a number (%s)", s.cfg.TimeProperty, text, s.cfg.TimeFormat))
+		}
+		v = n
+	}
+	t, err := parseTime(v, s.cfg.TimeFormat)
+	if err != nil {
+		return time.Time{}, sluice.Permanent(fmt.Errorf("time property %q: %w", s.cfg.TimeProperty, err))
+	}
+	return t, nil
+}
+
 // renderTags returns the point's tags: the configured templates, or the
-// defaults (the first value of a key wins).
+// defaults (the first value of a key wins), and the tag_properties the
+// message carries.
 func (s *Sink) renderTags(e *sluice.Event, defaults []sluice.Tag) (map[string]string, error) {
+	tags, err := s.templateTags(e, defaults)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range s.cfg.TagProperties {
+		if v, ok := e.Message.Property(name); ok && v != "" {
+			if _, taken := tags[name]; !taken {
+				tags[name] = v
+			}
+		}
+	}
+	return tags, nil
+}
+
+func (s *Sink) templateTags(e *sluice.Event, defaults []sluice.Tag) (map[string]string, error) {
 	if s.tags == nil {
 		tags := make(map[string]string, len(defaults))
 		for _, t := range defaults {
