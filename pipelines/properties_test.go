@@ -66,7 +66,9 @@ sinks:
 
 	body, err := influx.Query("db", `SELECT kwh, volts, gateway, device FROM meter`)
 	must(t, err)
-	var resp struct{ Results []struct{ Series []struct{ Values [][]any } } }
+	var resp struct {
+		Results []struct{ Series []struct{ Values [][]any } }
+	}
 	must(t, json.Unmarshal(body, &resp))
 	if len(resp.Results) != 1 || len(resp.Results[0].Series) != 1 || len(resp.Results[0].Series[0].Values) != 1 {
 		t.Fatalf("influxdb: %s", body)

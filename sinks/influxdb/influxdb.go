@@ -12,8 +12,8 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
