@@ -80,6 +80,11 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	caps.MaximumSessionExpiryInterval = uint32(lim.SessionExpiry / time.Second)
 	caps.ReceiveMaximum = uint16(lim.MaxInflight)
 	caps.MaximumInflight = uint16(lim.MaxQueued)
+	caps.TopicAliasMaximum = uint16(lim.MaxTopicAliases)
+	// A message expires only when its publisher says so (MQTT 5 3.3.2.3.3).
+	// mochi's default (a day) puts an expiry on every message it forwards,
+	// and deletes retained messages a day after they were set.
+	caps.MaximumMessageExpiryInterval = 0
 	// mochi copies the PUBLISH's properties (user properties included) onto
 	// its PUBACK/PUBREC, and then also writes a QoS code (0x01) as the
 	// reason code, which is not a valid PUBACK reason [MQTT-3.4.2.1]:
@@ -102,6 +107,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	h := &hook{b: b}
 	if err := b.server.AddHook(h, nil); err != nil {
+		return fmt.Errorf("broker: add hook: %w", err)
+	}
+	if err := b.server.AddHook(&conformHook{b: b, ingest: h}, nil); err != nil {
 		return fmt.Errorf("broker: add hook: %w", err)
 	}
 	if b.cfg.StatePath != "" && (b.cfg.Persistence == nil || *b.cfg.Persistence) {

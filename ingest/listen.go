@@ -336,6 +336,7 @@ type clientConn struct {
 	l        *listener // set when this conn holds a place in the count
 	tlsState *tls.ConnectionState
 	packets  *packetReader
+	window   *sendWindow // the client's Receive Maximum (see sendWindow)
 	once     sync.Once
 }
 
@@ -343,7 +344,19 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	if c.packets == nil {
 		return 0, errors.New("read before the CONNECT was checked")
 	}
-	return c.packets.Read(p)
+	n, err := c.packets.Read(p)
+	if errors.Is(err, errPacketTooLarge) && c.window != nil && !c.window.v3 {
+		// MQTT 5 says why [MQTT 5 3.1.2.11.4, 4.13]; the connection closes.
+		_ = c.window.writeNow(c.Conn, disconnectTooLarge)
+	}
+	return n, err
+}
+
+func (c *clientConn) Write(p []byte) (int, error) {
+	if c.window != nil {
+		return c.window.write(c.Conn, p)
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *clientConn) Close() error {
@@ -370,6 +383,16 @@ func (c *clientConn) readConnect(maxSize int) error {
 	if c.packets.buf.Bytes()[0] != 0x10 { // CONNECT, flags 0 [MQTT-3.1.0-1]
 		return errNotConnect
 	}
+	// A CONNECT that does not decode is mochi's to refuse.
+	if info, err := parseConnect(c.packets.buf.Bytes()); err == nil {
+		w := newSendWindow(info)
+		c.window = w
+		c.packets.seen = func(pkt []byte) {
+			if releasesQuota(pkt) {
+				_ = w.acked(c.Conn)
+			}
+		}
+	}
 	return nil
 }
 
@@ -390,10 +413,14 @@ func (c *clientConn) connectLen() int {
 // one that trickles costs what it has sent. (The cost for honest clients
 // is one copy of each packet.)
 type packetReader struct {
-	src *bufio.Reader
-	max int
-	buf bytes.Buffer // the packet being handed over
+	src  *bufio.Reader
+	max  int
+	buf  bytes.Buffer     // the packet being handed over
+	seen func(pkt []byte) // when set, called with each whole packet read
 }
+
+// errPacketTooLarge is a packet over max_packet_size.
+var errPacketTooLarge = errors.New("packet over max_packet_size")
 
 func (r *packetReader) Read(p []byte) (int, error) {
 	if r.buf.Len() == 0 {
@@ -430,11 +457,14 @@ func (r *packetReader) next() error {
 		}
 	}
 	if remaining+1 > r.max {
-		return fmt.Errorf("packet of %d bytes is over max_packet_size (%d)", remaining+1, r.max)
+		return fmt.Errorf("%w: a packet of %d bytes (max_packet_size %d)", errPacketTooLarge, remaining+1, r.max)
 	}
 	r.buf.Write(head[:n])
 	if _, err := io.CopyN(&r.buf, r.src, int64(remaining)); err != nil {
 		return err
+	}
+	if r.seen != nil {
+		r.seen(r.buf.Bytes())
 	}
 	return nil
 }
