@@ -124,8 +124,12 @@ type Client struct {
 	o     Options
 	log   *slog.Logger
 	rlog  *ratelog.Logger
-	state *state.State       // MQTT 5 session state, kept across connections
-	store *mqtt3.MemoryStore // MQTT 3.1.1 session state, kept across connections
+	state *state.State // MQTT 5 session state, kept across connections
+	// store is the MQTT 3.1.1 session state, kept across connections. It
+	// must be ordered: paho.mqtt.golang sends the publishes left in it
+	// again, at the next connection, in the order the store lists them (a
+	// MemoryStore lists them in map order, shuffling a topic's messages).
+	store *mqtt3.OrderedMemoryStore
 
 	mu       sync.Mutex
 	cur      conn
@@ -156,7 +160,7 @@ func New(cfg Config, o Options) (*Client, error) {
 	log := o.Logger.With("remote", u.Redacted(), "client_id", cfg.ClientID)
 	c := &Client{
 		cfg: cfg, url: u, o: o, log: log, rlog: ratelog.New(log, 30*time.Second, nil),
-		state: state.NewInMemory(), store: mqtt3.NewMemoryStore(),
+		state: state.NewInMemory(), store: mqtt3.NewOrderedMemoryStore(),
 		up: make(chan struct{}), v3: cfg.Protocol == Protocol311,
 		loopDone: make(chan struct{}), first: make(chan struct{}),
 	}

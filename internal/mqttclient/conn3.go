@@ -154,20 +154,30 @@ func (cn *conn3) publish(ctx context.Context, msgs []*Outgoing, errs []error) {
 		if tok == nil {
 			continue
 		}
+		// A publish already settled keeps its result, even once the
+		// connection has ended (select would pick among the ready cases
+		// at random, and an acknowledged message would be sent again).
 		select {
 		case <-tok.Done():
-			if err := tok.Error(); err != nil {
-				errs[i] = fmt.Errorf("publish to %q: %w", msgs[i].Topic, err)
+		default:
+			select {
+			case <-tok.Done():
+			case <-cn.ended:
+				errs[i] = ErrConnectionLost
+				continue
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				continue
+			case <-timeout.C:
+				errs[i] = fmt.Errorf("publish to %q: no acknowledgement within %v", msgs[i].Topic, cn.c.cfg.AckTimeout)
+				// A remote that does not answer is dropped: its acks would
+				// not come now either.
+				go cn.close(errs[i], 0)
+				continue
 			}
-		case <-cn.ended:
-			errs[i] = ErrConnectionLost
-		case <-ctx.Done():
-			errs[i] = ctx.Err()
-		case <-timeout.C:
-			errs[i] = fmt.Errorf("publish to %q: no acknowledgement within %v", msgs[i].Topic, cn.c.cfg.AckTimeout)
-			// A remote that does not answer is dropped: its acks would
-			// not come now either.
-			go cn.close(errs[i], 0)
+		}
+		if err := tok.Error(); err != nil {
+			errs[i] = fmt.Errorf("publish to %q: %w", msgs[i].Topic, err)
 		}
 	}
 }
