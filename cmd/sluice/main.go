@@ -64,6 +64,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(ctx, rest, stdout, stderr)
 	case "simulate":
 		return cmdSimulate(ctx, rest, stdout, stderr)
+	case "bench":
+		return cmdBench(ctx, rest, stdout, stderr)
 	case "rules":
 		return cmdRules(ctx, rest, stdout, stderr)
 	case "status":
@@ -94,6 +96,7 @@ Usage:
   sluice rules test PATH...        run rule tests (*_test.yaml) on a simulated clock
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
   sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
+  sluice bench                     measure throughput, loss, latency, CPU and memory (docs/performance.md)
   sluice status [-watch]           show a running sluice (admin listener): rates, sinks, alerts
   sluice passwd [-D] FILE USER     set a broker user's password (prompted, or stdin), or delete it
   sluice keygen FILE               write a new key (mode 0600) for encryption at rest
