@@ -576,6 +576,11 @@ func (j *Journal) rotate() bool {
 	if j.files && j.flush() != nil {
 		return false
 	}
+	if j.active != old {
+		// flush waited for another flush, letting go of mu, and another
+		// caller rotated meanwhile: the new segment is started.
+		return true
+	}
 	var s *segment
 	if j.files {
 		var err error

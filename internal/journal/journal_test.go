@@ -1,9 +1,12 @@
 package journal
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -915,4 +918,64 @@ func TestLargeRecords(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConcurrentRotation appends from many goroutines into small segments
+// with a reader keeping up: rotations race (a flush can wait for another,
+// letting go of the lock), and none may try to create a segment another
+// already made.
+func TestConcurrentRotation(t *testing.T) {
+	for _, m := range []Mode{Process, Fsync} {
+		t.Run(m.String(), func(t *testing.T) {
+			var logs bytes.Buffer
+			var mu sync.Mutex
+			o := optsFor(t, m)
+			o.SegmentBytes = 1024
+			o.Logger = slog.New(slog.NewTextHandler(&lockedWriter{&mu, &logs}, nil))
+			j := open(t, o)
+			r := j.Reader("sink")
+			ctx := ctxT(t)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for n := 0; n < 8*300; {
+					e, err := r.Next(ctx)
+					if err != nil {
+						return
+					}
+					r.Ack(e.Seq)
+					n++
+				}
+			}()
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 300 {
+						if _, err := j.Append(ctx, 1, payload(g*1000+i), nil, i%3 == 0); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Contains(logs.String(), "cannot start a new segment") {
+				t.Fatalf("a rotation raced another:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
