@@ -354,6 +354,17 @@ func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
 }
 
+// Handle drops mochi's "publish packet error", which it logs at ERROR,
+// with the whole packet, for every publish the ingest hook refuses: under
+// backpressure that is one line per refused publish. The hook counts them
+// (sluice_messages_rejected_total) and logs them rate-limited itself.
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "publish packet error" {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
 func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
 	return quietHandler{h.Handler.WithAttrs(a)}
 }

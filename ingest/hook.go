@@ -287,6 +287,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	case errors.Is(err, sluice.ErrBusy):
 		b.metrics.Rejected.WithLabelValues("journal_full").Inc()
+		b.rlog.Log(slog.LevelWarn, "journal_full", "publish refused with quota exceeded (0x97): a pipeline's journal is full; the client may send it again",
+			"client", cl.ID, "topic", msg.Topic)
 		return pk, packets.ErrQuotaExceeded
 	case b.ctx.Err() != nil:
 		// Shutting down: not acknowledged, so the client keeps the message
@@ -294,7 +296,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		b.metrics.Rejected.WithLabelValues("shutting_down").Inc()
 		return pk, packets.ErrRejectPacket
 	default:
-		b.log.Error("publish not accepted", "topic", msg.Topic, "error", err)
+		b.rlog.Log(slog.LevelError, "publish_error", "publish not accepted", "client", cl.ID, "topic", msg.Topic, "error", err)
 		b.metrics.Rejected.WithLabelValues("error").Inc()
 		return pk, packets.ErrRejectPacket
 	}
