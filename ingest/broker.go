@@ -94,6 +94,11 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 		Capabilities: caps,
 		InlineClient: true, // sinks publish alerts through the broker
 		Logger:       slog.New(quietHandler{log.Handler()}).With("component", "broker"),
+		// mochi reads each client through a buffer of its own, on top of
+		// the listener's packetReader, which already buffers the socket
+		// and hands over whole packets: a small one saves memory per
+		// connection and costs a copy, not a system call.
+		ClientNetReadBufferSize: 512,
 	})
 	return b
 }

@@ -353,7 +353,12 @@ func (c *Config) SetDefaults() {
 		}
 		stream, _ := sluice.ParseStream(s.Stream)
 		if s.Batch.Size == 0 {
-			s.Batch.Size = 500
+			// Writes are synchronous, one batch at a time: large batches
+			// keep up with a fleet (5000 is what InfluxDB recommends per
+			// write; sluice bench delivered 1.3x the readings per second
+			// with 5000 as with 500). A batch that does not fill is
+			// written after batch.interval all the same.
+			s.Batch.Size = 5000
 			if s.MQTT != nil {
 				s.Batch.Size = 64
 			}
