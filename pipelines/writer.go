@@ -104,6 +104,12 @@ func (s *sinkReader) events(e journal.Entry) ([]sluice.Event, error) {
 
 // run reads, batches and writes until ctx ends. What was read but not
 // written stays in the journal: the cursor moves only past what is written.
+//
+// Reading and writing overlap: while one batch is being written (a round
+// trip to Kafka or InfluxDB), the next is read from the journal and built,
+// and one more may wait; so a sink's throughput is not its write latency
+// plus the time to build a batch, one after the other. Batches are written
+// and acknowledged in order, by one writer.
 func (s *sinkReader) run(ctx context.Context) {
 	var (
 		batch    []sluice.Event
@@ -112,14 +118,13 @@ func (s *sinkReader) run(ctx context.Context) {
 		cancel   context.CancelFunc = func() {}
 	)
 	defer func() { cancel() }()
+	w := s.startWriter(ctx)
+	defer w.stop()
 	flush := func() {
 		cancel()
 		deadline = nil
-		if len(batch) > 0 && !s.write(ctx, batch) {
-			return // shutting down mid-retry: leave the cursor where it is
-		}
-		s.reader.Ack(last)
-		batch = batch[:0]
+		w.enqueue(batch, last)
+		batch = make([]sluice.Event, 0, cap(batch))
 	}
 	for {
 		next := ctx
@@ -142,7 +147,9 @@ func (s *sinkReader) run(ctx context.Context) {
 		last = e.Seq
 		if len(events) == 0 {
 			if len(batch) == 0 {
-				s.reader.Ack(last)
+				// Nothing for this sink: the cursor moves past it, after
+				// the batches in flight.
+				w.skip(last)
 			}
 			continue
 		}
@@ -154,6 +161,67 @@ func (s *sinkReader) run(ctx context.Context) {
 			flush()
 		}
 	}
+}
+
+// batchWriter writes a sinkReader's batches in order, in a goroutine of
+// its own, and moves the cursor past each once written.
+type batchWriter struct {
+	s      *sinkReader
+	queue  chan pendingBatch
+	queued atomic.Int32 // batches enqueued and not yet acknowledged
+	done   chan struct{}
+}
+
+// pendingBatch is a batch to write (possibly none) and the last record
+// whose events it holds.
+type pendingBatch struct {
+	events []sluice.Event
+	last   uint64
+}
+
+func (s *sinkReader) startWriter(ctx context.Context) *batchWriter {
+	w := &batchWriter{s: s, queue: make(chan pendingBatch, 1), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		stopped := false
+		for p := range w.queue {
+			// After a write cut short by the end of ctx the cursor stays
+			// where it is: the rest of the queue is left for the next
+			// start, but taken off the queue so enqueue never blocks.
+			if !stopped && len(p.events) > 0 && !s.write(ctx, p.events) {
+				stopped = true
+			}
+			if !stopped {
+				s.reader.Ack(p.last)
+			}
+			w.queued.Add(-1)
+		}
+	}()
+	return w
+}
+
+// enqueue hands a batch over; it waits while one batch is being written
+// and another already waits.
+func (w *batchWriter) enqueue(events []sluice.Event, last uint64) {
+	w.queued.Add(1)
+	w.queue <- pendingBatch{events, last}
+}
+
+// skip moves the cursor past a record with nothing for the sink: at once
+// when no batch is in flight, else after them.
+func (w *batchWriter) skip(last uint64) {
+	if w.queued.Load() == 0 {
+		w.s.reader.Ack(last)
+		return
+	}
+	w.enqueue(nil, last)
+}
+
+// stop waits for the batches handed over to be written (or given up, when
+// ctx ended).
+func (w *batchWriter) stop() {
+	close(w.queue)
+	<-w.done
 }
 
 // batchDeadline returns the context a batch waits under for more events:
