@@ -20,7 +20,6 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	http2 "github.com/influxdata/influxdb-client-go/v2/api/http"
-	"github.com/influxdata/influxdb-client-go/v2/api/write"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/internal/conf"
@@ -224,7 +223,10 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 		// journal while the operator fixes it.
 		return sluice.Retryable(err, 0)
 	}
-	points := make([]*write.Point, 0, len(batch))
+	// The batch is encoded here, in one buffer, rather than as a
+	// client Point per event: that was an eighth of sluice's CPU under
+	// load (sluice bench).
+	var body []byte
 	bad := map[int]error{}
 	for i := range batch {
 		p, err := s.point(&batch[i])
@@ -232,10 +234,10 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 			bad[i] = sluice.Permanent(err)
 			continue
 		}
-		points = append(points, p)
+		body = p.appendLine(body)
 	}
-	if len(points) > 0 {
-		if err := writeAPI.WritePoint(ctx, points...); err != nil {
+	if len(body) > 0 {
+		if err := writeAPI.WriteRecord(ctx, string(body[:len(body)-1])); err != nil {
 			err = classify(s.explain(err))
 			if len(bad) == 0 {
 				return err
@@ -264,7 +266,7 @@ func (s *Sink) Close(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sink) point(e *sluice.Event) (*write.Point, error) {
+func (s *Sink) point(e *sluice.Event) (*point, error) {
 	measurement, err := s.measurement.Render(e)
 	if err != nil {
 		return nil, err
@@ -278,7 +280,7 @@ func (s *Sink) point(e *sluice.Event) (*write.Point, error) {
 	return nil, fmt.Errorf("the influxdb sink writes records or alerts, not %s", e.Stream)
 }
 
-func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*write.Point, error) {
+func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*point, error) {
 	r := e.Record
 	tags, err := s.renderTags(e, r.Tags)
 	if err != nil {
@@ -310,13 +312,13 @@ func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*write.Point, e
 	if len(fields) == 0 {
 		return nil, fmt.Errorf("record of rule %q has no fields to write", r.Rule)
 	}
-	return write.NewPoint(measurement, tags, fields, ts), nil
+	return &point{measurement, tags, fields, ts}, nil
 }
 
 // alertPoint writes an alert transition: tags rule, severity, status,
 // device, series (and the rule's tags); fields value, message, firing (1 or
 // 0, to graph), and duration_s for a resolved alert.
-func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*write.Point, error) {
+func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*point, error) {
 	a := e.Alert
 	base := []sluice.Tag{{Key: "rule", Value: a.Rule}, {Key: "severity", Value: a.Severity}, {Key: "status", Value: a.Status},
 		{Key: "device", Value: a.Device}, {Key: "series", Value: a.Series}}
@@ -338,7 +340,7 @@ func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*write.Point, er
 			fields["value_text"] = fmt.Sprint(v)
 		}
 	}
-	return write.NewPoint(measurement, tags, fields, a.Time), nil
+	return &point{measurement, tags, fields, a.Time}, nil
 }
 
 // propertyTime is the time in the message's time_property, if the sink has
