@@ -169,7 +169,11 @@ type batchWriter struct {
 	s      *sinkReader
 	queue  chan pendingBatch
 	queued atomic.Int32 // batches enqueued and not yet acknowledged
-	done   chan struct{}
+	// stopped is set once a write was cut short by the end of ctx: the
+	// cursor must then stay before that batch, so nothing more is
+	// acknowledged, not even a record with nothing for the sink.
+	stopped atomic.Bool
+	done    chan struct{}
 }
 
 // pendingBatch is a batch to write (possibly none) and the last record
@@ -183,15 +187,14 @@ func (s *sinkReader) startWriter(ctx context.Context) *batchWriter {
 	w := &batchWriter{s: s, queue: make(chan pendingBatch, 1), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		stopped := false
 		for p := range w.queue {
 			// After a write cut short by the end of ctx the cursor stays
 			// where it is: the rest of the queue is left for the next
 			// start, but taken off the queue so enqueue never blocks.
-			if !stopped && len(p.events) > 0 && !s.write(ctx, p.events) {
-				stopped = true
+			if !w.stopped.Load() && len(p.events) > 0 && !s.write(ctx, p.events) {
+				w.stopped.Store(true)
 			}
-			if !stopped {
+			if !w.stopped.Load() {
 				s.reader.Ack(p.last)
 			}
 			w.queued.Add(-1)
@@ -211,7 +214,9 @@ func (w *batchWriter) enqueue(events []sluice.Event, last uint64) {
 // when no batch is in flight, else after them.
 func (w *batchWriter) skip(last uint64) {
 	if w.queued.Load() == 0 {
-		w.s.reader.Ack(last)
+		if !w.stopped.Load() {
+			w.s.reader.Ack(last)
+		}
 		return
 	}
 	w.enqueue(nil, last)
