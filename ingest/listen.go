@@ -19,6 +19,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/sluicehq/sluice/internal/wsstream"
 )
 
 // listener is one configured listener: tcp, tls, ws or wss. It implements
@@ -261,7 +263,7 @@ func (l *listener) serveWebSocket(establish listeners.EstablishFn) {
 		// A WebSocket message carries MQTT packets (or parts of one):
 		// bound it like a packet.
 		ws.SetReadLimit(int64(limits.MaxPacketSize) + 1024)
-		c := &clientConn{Conn: &wsConn{Conn: ws.UnderlyingConn(), ws: ws}, tlsState: r.TLS}
+		c := &clientConn{Conn: wsstream.New(ws), tlsState: r.TLS}
 		if !l.track(c) {
 			c.Close()
 			return
@@ -468,50 +470,6 @@ func (r *packetReader) next() error {
 	}
 	return nil
 }
-
-// wsConn is a WebSocket connection as a byte stream: MQTT packets may span
-// WebSocket messages and a message may hold several packets.
-type wsConn struct {
-	net.Conn // the underlying connection, for addresses and deadlines
-	ws       *websocket.Conn
-	r        io.Reader  // the message being read
-	wmu      sync.Mutex // a WebSocket takes one writer at a time
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			op, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if op != websocket.BinaryMessage {
-				return 0, errors.New("WebSocket text message: MQTT travels in binary messages")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) Close() error { return c.ws.Close() }
 
 func isClosedErr(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)

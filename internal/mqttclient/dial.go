@@ -3,15 +3,14 @@ package mqttclient
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sync"
-	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/sluicehq/sluice/internal/wsstream"
 )
 
 // dial opens the network connection to u: TCP, TLS, or a WebSocket (over
@@ -41,64 +40,9 @@ func dial(ctx context.Context, u *url.URL, tlsCfg *tls.Config) (net.Conn, error)
 			}
 			return nil, fmt.Errorf("websocket: %w", err)
 		}
-		return &wsConn{ws: ws}, nil
+		return wsstream.New(ws), nil
 	}
 	return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
-}
-
-// wsConn is a WebSocket as a net.Conn: MQTT packets go in binary messages,
-// and a packet may span messages.
-type wsConn struct {
-	ws *websocket.Conn
-
-	rmu sync.Mutex
-	r   io.Reader // the message being read
-
-	wmu sync.Mutex
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				continue
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
-func (c *wsConn) SetDeadline(t time.Time) error {
-	return errors.Join(c.ws.SetReadDeadline(t), c.ws.SetWriteDeadline(t))
 }
 
 // sniffConn remembers the first bytes the remote sends, so that a refusal
