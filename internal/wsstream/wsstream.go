@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -23,6 +24,10 @@ type Conn struct {
 	r   io.Reader // the message being read
 
 	wmu sync.Mutex // a WebSocket takes one writer at a time
+	// writeDeadline (Unix ns, 0 for none) is applied by Write, under wmu:
+	// gorilla keeps it in a field its writes read, so setting it there
+	// directly would race with a write in progress.
+	writeDeadline atomic.Int64
 }
 
 // New wraps ws.
@@ -63,17 +68,30 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	var deadline time.Time
+	if d := c.writeDeadline.Load(); d != 0 {
+		deadline = time.Unix(0, d)
+	}
+	c.ws.SetWriteDeadline(deadline)
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-func (c *Conn) Close() error                       { return c.ws.Close() }
-func (c *Conn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *Conn) Close() error                      { return c.ws.Close() }
+func (c *Conn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
+func (c *Conn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	var d int64
+	if !t.IsZero() {
+		d = t.UnixNano()
+	}
+	c.writeDeadline.Store(d)
+	return nil
+}
 func (c *Conn) SetDeadline(t time.Time) error {
-	return errors.Join(c.ws.SetReadDeadline(t), c.ws.SetWriteDeadline(t))
+	c.SetWriteDeadline(t)
+	return c.ws.SetReadDeadline(t)
 }
