@@ -27,7 +27,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	c := statusClient{url: admin.TrimScheme(*addr) + "/api/v1/status", token: *token}
+	c := statusClient{url: admin.BaseURL(*addr) + "/api/v1/status", token: *token}
 	prev, err := c.get(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice status:", err)

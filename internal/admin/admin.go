@@ -140,9 +140,9 @@ func requireToken(token string, next http.Handler) http.Handler {
 	})
 }
 
-// TrimScheme turns an admin address as an operator may write it
+// BaseURL turns an admin address as an operator may write it
 // (host:port, http://host:port/) into a base URL.
-func TrimScheme(addr string) string {
+func BaseURL(addr string) string {
 	addr = strings.TrimSuffix(addr, "/")
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
 		return addr
