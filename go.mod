@@ -54,3 +54,6 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// A copy of mochi v2.7.9 with one data race fixed: third_party/mochi-mqtt-server/SLUICE.md.
+replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt-server
