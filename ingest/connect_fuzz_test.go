@@ -8,13 +8,16 @@ import (
 	"testing"
 )
 
-// bytesConn is a connection whose peer sent data and then closed.
+// bytesConn is a connection whose peer sent data and then closed; what is
+// written to it (a DISCONNECT saying why) is kept.
 type bytesConn struct {
 	net.Conn
-	r *bytes.Reader
+	r       *bytes.Reader
+	written bytes.Buffer
 }
 
-func (c *bytesConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bytesConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *bytesConn) Write(p []byte) (int, error) { return c.written.Write(p) }
 
 // FuzzReadConnect feeds the framing every client's bytes go through: the
 // first packet must be a whole CONNECT within the size limit; what is
