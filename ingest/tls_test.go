@@ -4,13 +4,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/ingest/auth"
 	"github.com/sluicehq/sluice/internal/secret/secrettest"
 	"github.com/sluicehq/sluice/internal/testsvc"
+	"github.com/sluicehq/sluice/internal/wsstream"
 )
 
 // tlsSetup makes a CA, a server certificate it signs for 127.0.0.1, and
@@ -250,7 +249,7 @@ func TestWebSocketListeners(t *testing.T) {
 			}
 			return nil, err
 		}
-		return &wsNetConn{Conn: ws}, nil
+		return wsstream.New(ws), nil
 	}
 
 	conn, err := dial("ws://"+b.Addr("ws")+"/mqtt", &websocket.Dialer{Subprotocols: []string{"mqtt"}}, "")
@@ -296,47 +295,4 @@ func TestWebSocketListeners(t *testing.T) {
 		conn.Close()
 		t.Error("wss without a client certificate was upgraded")
 	}
-}
-
-// wsNetConn is a WebSocket client connection as the byte stream paho
-// wants.
-type wsNetConn struct {
-	*websocket.Conn
-	r  io.Reader
-	mu sync.Mutex // paho writes from more than one goroutine
-}
-
-func (c *wsNetConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			_, r, err := c.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsNetConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsNetConn) SetDeadline(t time.Time) error {
-	c.SetReadDeadline(t)
-	return c.SetWriteDeadline(t)
 }
