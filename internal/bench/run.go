@@ -61,6 +61,11 @@ type Config struct {
 	// CPUProfile, when set, is a file for a CPU profile of the process
 	// under test during the sluice run.
 	CPUProfile string
+	// MemProfile, when set, is a file for a heap profile written at the end
+	// of the sluice run: its alloc_space and alloc_objects samples count
+	// every allocation since the process started (run with Baseline off to
+	// see sluice's alone).
+	MemProfile string
 	// Spawn makes the command that runs the load side in a child process
 	// (see ChildEnv); nil runs it in this process, where its CPU and memory
 	// count with sluice's.
@@ -365,8 +370,9 @@ func (b *bench) runSluice(ctx context.Context) error {
 			}
 			return lp.Kafka.Unique >= want || time.Since(caught) > 10*time.Second
 		},
-		influxd: builtIn,
-		profile: b.cfg.CPUProfile,
+		influxd:    builtIn,
+		profile:    b.cfg.CPUProfile,
+		memProfile: b.cfg.MemProfile,
 	}
 	if err := b.drive(ctx, r, stack.addr, p); err != nil {
 		return err
@@ -471,6 +477,8 @@ type probe struct {
 	influxd bool
 	// profile is a CPU profile file.
 	profile string
+	// memProfile is a heap profile file, written when the run ends.
+	memProfile string
 }
 
 // drive runs one load against addr, prints a progress line every second,
@@ -496,6 +504,13 @@ func (b *bench) drive(ctx context.Context, r *RunResult, addr string, p probe) e
 		defer func() {
 			pprof.StopCPUProfile()
 			f.Close()
+		}()
+	}
+	if p.memProfile != "" {
+		defer func() {
+			if err := writeHeapProfile(p.memProfile); err != nil {
+				r.Problems = append(r.Problems, "heap profile: "+err.Error())
+			}
 		}()
 	}
 	start := time.Now()
@@ -648,4 +663,18 @@ func (b *bench) scale(ctx context.Context, name, target, addr string) error {
 	}
 	b.report.addScale(r)
 	return ctx.Err()
+}
+
+// writeHeapProfile writes the heap profile (allocations since the process
+// started, and what is in use now) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
