@@ -138,6 +138,7 @@ type Sink struct {
 	measurement *tmpl.Template
 	tags        []tagTemplate
 	fields      map[string]bool
+	encoders    sync.Pool // of *encoder
 
 	mu     sync.Mutex
 	closed bool
@@ -223,20 +224,28 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 		// journal while the operator fixes it.
 		return sluice.Retryable(err, 0)
 	}
-	// The batch is encoded here, in one buffer, rather than as a
-	// client Point per event: that was an eighth of sluice's CPU under
-	// load (sluice bench).
-	var body []byte
+	// The batch is encoded here, in one buffer reused from batch to
+	// batch, rather than as a client Point per event: that was an eighth
+	// of sluice's CPU under load (sluice bench).
+	enc, _ := s.encoders.Get().(*encoder)
+	if enc == nil {
+		enc = new(encoder)
+	}
+	defer s.encoders.Put(enc)
+	body := enc.body[:0]
 	bad := map[int]error{}
 	for i := range batch {
-		p, err := s.point(&batch[i])
+		p, err := s.point(enc, &batch[i])
 		if err != nil {
 			bad[i] = sluice.Permanent(err)
 			continue
 		}
 		body = p.appendLine(body)
 	}
+	enc.body = body
 	if len(body) > 0 {
+		// The string is a copy: the client may still read the request
+		// body after a failed write returns, while this buffer is reused.
 		if err := writeAPI.WriteRecord(ctx, string(body[:len(body)-1])); err != nil {
 			err = classify(s.explain(err))
 			if len(bad) == 0 {
@@ -266,81 +275,95 @@ func (s *Sink) Close(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sink) point(e *sluice.Event) (*point, error) {
+// encoder is the scratch space of one Write: the request body and the
+// tags and fields of the point being built, kept from batch to batch.
+type encoder struct {
+	body   []byte
+	tags   []sluice.Tag
+	fields []sluice.Field
+}
+
+// point builds e's point in enc's scratch space: it is valid until the
+// next call.
+func (s *Sink) point(enc *encoder, e *sluice.Event) (point, error) {
 	measurement, err := s.measurement.Render(e)
 	if err != nil {
-		return nil, err
+		return point{}, err
 	}
 	switch {
 	case e.Record != nil:
-		return s.recordPoint(e, measurement)
+		return s.recordPoint(enc, e, measurement)
 	case e.Alert != nil:
-		return s.alertPoint(e, measurement)
+		return s.alertPoint(enc, e, measurement)
 	}
-	return nil, fmt.Errorf("the influxdb sink writes records or alerts, not %s", e.Stream)
+	return point{}, fmt.Errorf("the influxdb sink writes records or alerts, not %s", e.Stream)
 }
 
-func (s *Sink) recordPoint(e *sluice.Event, measurement string) (*point, error) {
+func (s *Sink) recordPoint(enc *encoder, e *sluice.Event, measurement string) (point, error) {
 	r := e.Record
-	tags, err := s.renderTags(e, r.Tags)
+	tags, err := s.renderTags(enc.tags[:0], e, r.Tags)
+	enc.tags = tags
 	if err != nil {
-		return nil, err
+		return point{}, err
 	}
 	ts, err := s.propertyTime(e.Message, r.Time)
 	if err != nil {
-		return nil, err
+		return point{}, err
 	}
-	fields := make(map[string]any, len(r.Fields))
+	fields := enc.fields[:0]
 	for _, f := range r.Fields {
-		name, v := f.Name, f.Value
+		name := f.Name
 		if name == s.cfg.TimeField {
-			if ts, err = parseTime(v, s.cfg.TimeFormat); err != nil {
-				return nil, fmt.Errorf("time field %q: %w", name, err)
+			if ts, err = parseTime(f.Value, s.cfg.TimeFormat); err != nil {
+				return point{}, fmt.Errorf("time field %q: %w", name, err)
 			}
 			continue
 		}
 		if s.fields != nil && !s.fields[name] {
 			continue
 		}
-		if _, isTag := tags[name]; isTag {
+		if hasTag(tags, name) {
 			continue
 		}
-		if fv, ok := fieldValue(v); ok {
-			fields[name] = fv
+		if fv, ok := fieldValue(f.Value); ok {
+			fields = append(fields, sluice.Field{Name: name, Value: fv})
 		}
 	}
+	enc.fields = fields
 	if len(fields) == 0 {
-		return nil, fmt.Errorf("record of rule %q has no fields to write", r.Rule)
+		return point{}, fmt.Errorf("record of rule %q has no fields to write", r.Rule)
 	}
-	return &point{measurement, tags, fields, ts}, nil
+	return point{measurement, tags, sortFields(fields), ts}, nil
 }
 
 // alertPoint writes an alert transition: tags rule, severity, status,
 // device, series (and the rule's tags); fields value, message, firing (1 or
 // 0, to graph), and duration_s for a resolved alert.
-func (s *Sink) alertPoint(e *sluice.Event, measurement string) (*point, error) {
+func (s *Sink) alertPoint(enc *encoder, e *sluice.Event, measurement string) (point, error) {
 	a := e.Alert
 	base := []sluice.Tag{{Key: "rule", Value: a.Rule}, {Key: "severity", Value: a.Severity}, {Key: "status", Value: a.Status},
 		{Key: "device", Value: a.Device}, {Key: "series", Value: a.Series}}
 	base = append(base, a.Tags...)
-	tags, err := s.renderTags(e, base)
+	tags, err := s.renderTags(enc.tags[:0], e, base)
+	enc.tags = tags
 	if err != nil {
-		return nil, err
+		return point{}, err
 	}
-	fields := map[string]any{"message": a.Message, "firing": int64(0)}
+	fields := []sluice.Field{{Name: "message", Value: a.Message}}
 	if a.Status == sluice.AlertFiring {
-		fields["firing"] = int64(1)
+		fields = append(fields, sluice.Field{Name: "firing", Value: int64(1)})
 	} else {
-		fields["duration_s"] = a.Time.Sub(a.Since).Seconds()
+		fields = append(fields, sluice.Field{Name: "firing", Value: int64(0)},
+			sluice.Field{Name: "duration_s", Value: a.Time.Sub(a.Since).Seconds()})
 	}
 	if v, ok := fieldValue(a.Value); ok {
 		if _, isNum := v.(float64); isNum {
-			fields["value"] = v
+			fields = append(fields, sluice.Field{Name: "value", Value: v})
 		} else {
-			fields["value_text"] = fmt.Sprint(v)
+			fields = append(fields, sluice.Field{Name: "value_text", Value: fmt.Sprint(v)})
 		}
 	}
-	return &point{measurement, tags, fields, a.Time}, nil
+	return point{measurement, tags, sortFields(fields), a.Time}, nil
 }
 
 // propertyTime is the time in the message's time_property, if the sink has
@@ -368,58 +391,49 @@ func (s *Sink) propertyTime(m *sluice.Message, def time.Time) (time.Time, error)
 	return t, nil
 }
 
-// renderTags returns the point's tags: the configured templates, or the
-// defaults (the first value of a key wins), and the tag_properties the
-// message carries.
-func (s *Sink) renderTags(e *sluice.Event, defaults []sluice.Tag) (map[string]string, error) {
-	tags, err := s.templateTags(e, defaults)
-	if err != nil {
-		return nil, err
+// renderTags appends the point's tags to tags and sorts them: the
+// configured templates, or the defaults (the first value of a key wins),
+// and the tag_properties the message carries. Empty values are left out.
+func (s *Sink) renderTags(tags []sluice.Tag, e *sluice.Event, defaults []sluice.Tag) ([]sluice.Tag, error) {
+	if s.tags == nil {
+		tags = append(tags, defaults...)
+	} else {
+		for _, t := range s.tags {
+			v, err := t.t.Render(e)
+			if err != nil {
+				return tags, fmt.Errorf("tag %q: %w", t.name, err)
+			}
+			tags = append(tags, sluice.Tag{Key: t.name, Value: v})
+		}
 	}
 	for _, name := range s.cfg.TagProperties {
-		if v, ok := e.Message.Property(name); ok && v != "" {
-			if _, taken := tags[name]; !taken {
-				tags[name] = v
-			}
+		if v, ok := e.Message.Property(name); ok {
+			tags = append(tags, sluice.Tag{Key: name, Value: v})
 		}
 	}
-	return tags, nil
+	return sortTags(tags), nil
 }
 
-func (s *Sink) templateTags(e *sluice.Event, defaults []sluice.Tag) (map[string]string, error) {
-	if s.tags == nil {
-		tags := make(map[string]string, len(defaults))
-		for _, t := range defaults {
-			if _, taken := tags[t.Key]; !taken && t.Value != "" {
-				tags[t.Key] = t.Value
-			}
-		}
-		return tags, nil
-	}
-	tags := make(map[string]string, len(s.tags))
-	for _, t := range s.tags {
-		v, err := t.t.Render(e)
-		if err != nil {
-			return nil, fmt.Errorf("tag %q: %w", t.name, err)
-		}
-		if v != "" {
-			tags[t.name] = v
+func hasTag(tags []sluice.Tag, key string) bool {
+	for i := range tags {
+		if tags[i].Key == key {
+			return true
 		}
 	}
-	return tags, nil
+	return false
 }
 
 // fieldValue returns v as an InfluxDB field value: float, integer, boolean
-// or string.
+// or string (v itself, when it is one: no new allocation).
 func fieldValue(v any) (any, bool) {
 	switch x := v.(type) {
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return nil, false
 		}
-		return x, true
+		return v, true
 	case int64, bool, string:
-		return x, true
+		return v, true
 	case int:
 		return int64(x), true
 	}

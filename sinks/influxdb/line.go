@@ -1,54 +1,80 @@
 package influxdb
 
 import (
+	"cmp"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice"
 )
 
-// point is one InfluxDB point, as line protocol will carry it.
+// point is one InfluxDB point, as line protocol will carry it. Its tags and
+// fields are slices, not maps, so that building one allocates nothing once
+// the encoder's scratch space has grown: a point is made and written for
+// every record (sluice bench).
 type point struct {
 	measurement string
-	tags        map[string]string
-	fields      map[string]any // float64, int64, bool or string
+	tags        []sluice.Tag
+	fields      []sluice.Field // float64, int64, bool or string
 	time        time.Time
 }
 
+// sortTags sorts tags by key, keeping the first of a key given twice (a
+// record's tags before the defaults added after them) and leaving out empty
+// values (InfluxDB refuses them).
+func sortTags(tags []sluice.Tag) []sluice.Tag {
+	tags = slices.DeleteFunc(tags, func(t sluice.Tag) bool { return t.Value == "" })
+	if !slices.IsSortedFunc(tags, compareTags) {
+		slices.SortStableFunc(tags, compareTags)
+	}
+	return slices.CompactFunc(tags, func(a, b sluice.Tag) bool { return a.Key == b.Key })
+}
+
+func compareTags(a, b sluice.Tag) int { return cmp.Compare(a.Key, b.Key) }
+
+// sortFields sorts fields by name, keeping the last of a name given twice
+// (as a later value of a record's field replaces an earlier one).
+func sortFields(fields []sluice.Field) []sluice.Field {
+	if !slices.IsSortedFunc(fields, compareFields) {
+		slices.SortStableFunc(fields, compareFields)
+	}
+	out := fields[:0]
+	for i, f := range fields {
+		if i+1 < len(fields) && fields[i+1].Name == f.Name {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func compareFields(a, b sluice.Field) int { return cmp.Compare(a.Name, b.Name) }
+
 // appendLine appends the point in line protocol, with a nanosecond
-// timestamp and a trailing newline: tags and fields sorted by key (as
-// InfluxDB prefers), empty tag values left out (InfluxDB refuses them).
+// timestamp and a trailing newline. Tags and fields must be sorted by key
+// (as InfluxDB prefers; sortTags, sortFields).
 func (p *point) appendLine(b []byte) []byte {
 	b = appendEscaped(b, p.measurement, measurementEscapes)
-	keys := make([]string, 0, max(len(p.tags), len(p.fields)))
-	for k, v := range p.tags {
-		if v != "" {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, t := range p.tags {
 		b = append(b, ',')
-		b = appendEscaped(b, k, keyEscapes)
+		b = appendEscaped(b, t.Key, keyEscapes)
 		b = append(b, '=')
-		b = appendEscaped(b, p.tags[k], keyEscapes)
+		b = appendEscaped(b, t.Value, keyEscapes)
 	}
-	keys = keys[:0]
-	for k := range p.fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for i, k := range keys {
+	for i, f := range p.fields {
 		if i == 0 {
 			b = append(b, ' ')
 		} else {
 			b = append(b, ',')
 		}
-		b = appendEscaped(b, k, keyEscapes)
+		b = appendEscaped(b, f.Name, keyEscapes)
 		b = append(b, '=')
-		switch v := p.fields[k].(type) {
+		switch v := f.Value.(type) {
 		case float64:
-			b = strconv.AppendFloat(b, v, 'f', -1, 64)
+			b = appendFloat(b, v)
 		case int64:
 			b = strconv.AppendInt(b, v, 10)
 			b = append(b, 'i')
@@ -63,6 +89,16 @@ func (p *point) appendLine(b []byte) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, p.time.UnixNano(), 10)
 	return append(b, '\n')
+}
+
+// appendFloat writes f as strconv's shortest 'f' format does; whole numbers
+// (counters, sequence numbers, timestamps: most of what devices send) take
+// the integer path, which writes the same digits several times faster.
+func appendFloat(b []byte, f float64) []byte {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 && !(f == 0 && math.Signbit(f)) {
+		return strconv.AppendInt(b, int64(f), 10)
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
 }
 
 // Escapes of line protocol, as influxdata/line-protocol's encoder (which
