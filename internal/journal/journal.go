@@ -363,6 +363,7 @@ func (j *Journal) recover() error {
 // Append adds a record. While the journal is over its bounds it either waits (Block; returns ctx.Err()
 // if ctx ends first) or drops the oldest segments (DropOldest). Then it writes the record and, when
 // wait is true, returns once the record is durable per Mode (Fsync: group commit). It returns the seq.
+// The journal copies data: the caller may reuse it once Append returns (Write and TryAppend too).
 func (j *Journal) Append(ctx context.Context, kind byte, data []byte, value any, wait bool) (uint64, error) {
 	return j.append(ctx, kind, data, value, wait, false)
 }
