@@ -193,17 +193,26 @@ func FormatValue(v any) string {
 // Encode returns the bytes byte-oriented sinks (Kafka, MQTT, files) write
 // for the event: the original payload for the raw stream, JSON otherwise.
 func (e *Event) Encode() ([]byte, error) {
+	if e.Stream == StreamRaw {
+		return e.Message.Payload, nil
+	}
+	return e.AppendEncoded(nil)
+}
+
+// AppendEncoded appends what Encode returns to b.
+func (e *Event) AppendEncoded(b []byte) ([]byte, error) {
 	switch e.Stream {
 	case StreamRaw:
-		return e.Message.Payload, nil
+		return append(b, e.Message.Payload...), nil
 	case StreamRecords:
-		return e.Record.AppendJSON(nil), nil
+		return e.Record.AppendJSON(b), nil
 	case StreamAlerts:
-		return e.Alert.AppendJSON(nil), nil
+		return e.Alert.AppendJSON(b), nil
 	case StreamDeadLetters:
-		return json.Marshal(deadLetterJSON(e))
+		doc, err := json.Marshal(deadLetterJSON(e))
+		return append(b, doc...), err
 	}
-	return nil, fmt.Errorf("event of unknown stream %d", e.Stream)
+	return b, fmt.Errorf("event of unknown stream %d", e.Stream)
 }
 
 type deadLetterDoc struct {

@@ -132,6 +132,12 @@ func appendJSONFloat(b []byte, f float64) []byte {
 		return append(b, "null"...)
 	}
 	abs := math.Abs(f)
+	if f == math.Trunc(f) && abs < 1e15 && !(f == 0 && math.Signbit(f)) {
+		// Whole numbers (counters, sequence numbers, timestamps) have the
+		// same digits as an integer, which strconv writes several times
+		// faster.
+		return strconv.AppendInt(b, int64(f), 10)
+	}
 	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		b = strconv.AppendFloat(b, f, 'e', -1, 64)
 		// clean up e-09 to e-9, as encoding/json does

@@ -3,6 +3,7 @@ package sluice_test
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -30,7 +31,17 @@ func TestRecordJSON(t *testing.T) {
 }
 
 func TestJSONFloatsMatchEncodingJSON(t *testing.T) {
-	for _, f := range []float64{0, 1, -1, 0.1, 91.5, 1e20, 1e21, 1e-6, 1e-7, 123456789.125, -3.5e-9} {
+	floats := []float64{0, math.Copysign(0, -1), 1, -1, 0.1, 91.5, 1e20, 1e21, 1e-6, 1e-7, 123456789.125, -3.5e-9,
+		1e15 - 1, 1e15, 1e15 + 1, -(1e15 - 1), 1 << 53, 1795694401123456}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 20000 {
+		f := math.Float64frombits(r.Uint64())
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			continue
+		}
+		floats = append(floats, f, math.Trunc(r.NormFloat64()*1e9), float64(r.Int64N(1<<52)-1<<51))
+	}
+	for _, f := range floats {
 		want, _ := json.Marshal(f)
 		got := sluice.AppendJSONValue(nil, f)
 		if string(got) != string(want) {

@@ -283,8 +283,9 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 	msgs := make([]kafkago.Message, 0, len(batch))
 	index := make([]int, 0, len(batch)) // msgs[i] is batch[index[i]]
 	bad := map[int]error{}
+	a := arena{headers: make([]kafkago.Header, 0, 3*len(batch))}
 	for i := range batch {
-		m, err := s.message(&batch[i])
+		m, err := s.message(&a, &batch[i])
 		if err != nil {
 			bad[i] = sluice.Permanent(err)
 			continue
@@ -324,8 +325,8 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 	return nil
 }
 
-func (s *Sink) message(e *sluice.Event) (kafkago.Message, error) {
-	value, err := e.Encode()
+func (s *Sink) message(a *arena, e *sluice.Event) (kafkago.Message, error) {
+	value, err := a.encode(e)
 	if err != nil {
 		return kafkago.Message{}, err
 	}
@@ -338,19 +339,19 @@ func (s *Sink) message(e *sluice.Event) (kafkago.Message, error) {
 		if err != nil {
 			return kafkago.Message{}, err
 		}
-		m.Key = []byte(k)
+		m.Key = a.copy(k)
 	}
-	m.Headers = append(make([]kafkago.Header, 0, 3+len(e.Message.UserProperties)),
-		kafkago.Header{Key: "mqtt.topic", Value: []byte(e.Message.Topic)},
-		kafkago.Header{Key: "mqtt.client_id", Value: []byte(e.Message.ClientID)},
-		kafkago.Header{Key: "sluice.stream", Value: []byte(e.Stream.String())},
-	)
+	h := len(a.headers)
+	a.header("mqtt.topic", e.Message.Topic)
+	a.header("mqtt.client_id", e.Message.ClientID)
+	a.header("sluice.stream", e.Stream.String())
 	if e.Message.ContentType != "" {
-		m.Headers = append(m.Headers, kafkago.Header{Key: "content-type", Value: []byte(e.Message.ContentType)})
+		a.header("content-type", e.Message.ContentType)
 	}
 	for _, p := range e.Message.UserProperties {
-		m.Headers = append(m.Headers, kafkago.Header{Key: p.Key, Value: []byte(p.Value)})
+		a.header(p.Key, p.Value)
 	}
+	m.Headers = a.headersFrom(h)
 	return m, nil
 }
 
