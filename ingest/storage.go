@@ -640,9 +640,13 @@ func (h *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 	h.put(h.inflightKey(cl.ID, pk.PacketID), message(storage.InflightKey, cl, pk, sent))
 }
 
-func (h *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.delFlight(cl.ID, pk.PacketID) }
+func (h *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.delFlight(cl.ID, pk.PacketID)
+}
 
-func (h *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.delFlight(cl.ID, pk.PacketID) }
+func (h *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.delFlight(cl.ID, pk.PacketID)
+}
 
 // message is the storage form of pk.
 func message(kind string, cl *mqtt.Client, pk packets.Packet, sent int64) *storage.Message {
