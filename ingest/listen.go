@@ -346,12 +346,24 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	if c.packets == nil {
 		return 0, errors.New("read before the CONNECT was checked")
 	}
-	n, err := c.packets.Read(p)
-	if errors.Is(err, errPacketTooLarge) && c.window != nil && !c.window.v3 {
-		// MQTT 5 says why [MQTT 5 3.1.2.11.4, 4.13]; the connection closes.
-		_ = c.window.writeNow(c.Conn, disconnectTooLarge)
+	if c.packets.buf.Len() == 0 && c.window != nil {
+		// The next packet: acknowledgements wait while another one is at
+		// hand (see sendWindow), so that a burst of publishes is answered
+		// with one write. Reading it cannot wait for the client: what is
+		// pending was sent when the last buffered packet was handed over.
+		if err := c.packets.next(); err != nil {
+			_ = c.window.setHold(c.Conn, false)
+			if errors.Is(err, errPacketTooLarge) && !c.window.v3 {
+				// MQTT 5 says why [MQTT 5 3.1.2.11.4, 4.13]; the connection closes.
+				_ = c.window.writeNow(c.Conn, disconnectTooLarge)
+			}
+			return 0, err
+		}
+		if err := c.window.setHold(c.Conn, c.packets.complete()); err != nil {
+			return 0, err
+		}
 	}
-	return n, err
+	return c.packets.Read(p)
 }
 
 func (c *clientConn) Write(p []byte) (int, error) {
@@ -365,7 +377,11 @@ func (c *clientConn) Close() error {
 	if c.l != nil {
 		c.once.Do(c.l.release)
 	}
-	return c.Conn.Close()
+	err := c.Conn.Close() // first: it ends a write blocked on a slow client
+	if c.window != nil {
+		c.window.stop()
+	}
+	return err
 }
 
 // TLS returns the connection's TLS state, nil without TLS.
@@ -431,6 +447,18 @@ func (r *packetReader) Read(p []byte) (int, error) {
 		}
 	}
 	return r.buf.Read(p)
+}
+
+// complete reports whether a whole packet is buffered: reading it will not
+// wait for the client.
+func (r *packetReader) complete() bool {
+	n := r.src.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := r.src.Peek(n)
+	_, ok := packetLen(b)
+	return ok
 }
 
 // next reads the next whole packet into buf.

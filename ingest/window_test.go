@@ -3,7 +3,9 @@ package ingest
 import (
 	"bytes"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -132,4 +134,101 @@ func TestSendWindowMQTT3(t *testing.T) {
 	if len(got) != 100 || slices.Contains(got, "Disconnect") {
 		t.Errorf("an MQTT 3.1.1 client got %d packets (%q at the end): want every PUBLISH and no DISCONNECT", len(got), got[len(got)-1])
 	}
+}
+
+// writeLog records each write a connection gets, safely for the timer's
+// goroutine.
+type writeLog struct {
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (l *writeLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writes = append(l.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// got returns the packets of each write so far, as topics.
+func (l *writeLog) got(t *testing.T) [][]string {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out [][]string
+	for _, w := range l.writes {
+		out = append(out, topics(t, w))
+	}
+	return out
+}
+
+func TestSendWindowCoalescesAcks(t *testing.T) {
+	puback := func(id byte) []byte { return []byte{packets.Puback << 4, 2, 0, id} }
+	pubrec := []byte{packets.Pubrec << 4, 2, 0, 9}
+	equal := func(a, b [][]string) bool { return slices.EqualFunc(a, b, slices.Equal[[]string]) }
+
+	t.Run("held while another packet is at hand, sent before the reader waits", func(t *testing.T) {
+		var wire writeLog
+		w := newSendWindow(connectInfo{version: 5})
+		must(t, w.setHold(&wire, true))
+		for i := range 3 {
+			if _, err := w.write(&wire, puback(byte(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.write(&wire, pubrec)
+		if got := wire.got(t); len(got) != 0 {
+			t.Fatalf("written while the reader had more: %q", got)
+		}
+		must(t, w.setHold(&wire, false))
+		if got, want := wire.got(t), [][]string{{"Puback", "Puback", "Puback", "Pubrec"}}; !equal(got, want) {
+			t.Fatalf("writes %q, want %q", got, want)
+		}
+		// Without more at hand, an acknowledgement goes out at once.
+		w.write(&wire, puback(4))
+		if got := wire.got(t); len(got) != 2 {
+			t.Fatalf("writes %q, want the last acknowledgement on its own", got)
+		}
+	})
+
+	t.Run("another write takes the pending acknowledgements first", func(t *testing.T) {
+		var wire writeLog
+		w := newSendWindow(connectInfo{version: 5})
+		w.setHold(&wire, true)
+		w.write(&wire, puback(1))
+		w.write(&wire, encodePublish(t, "alerts/x", 0, 0))
+		if got, want := wire.got(t), [][]string{{"Puback", "alerts/x"}}; !equal(got, want) {
+			t.Fatalf("writes %q, want %q", got, want)
+		}
+	})
+
+	t.Run("sent when they fill the buffer", func(t *testing.T) {
+		var wire writeLog
+		w := newSendWindow(connectInfo{version: 5})
+		w.setHold(&wire, true)
+		for i := range maxPendingAcks/4 + 10 {
+			w.write(&wire, puback(byte(i)))
+		}
+		got := wire.got(t)
+		if len(got) != 1 || len(got[0]) != maxPendingAcks/4 {
+			t.Fatalf("%d writes (first of %d packets), want one of %d", len(got), len(got[0]), maxPendingAcks/4)
+		}
+	})
+
+	t.Run("sent after ackDelay when handling a packet blocks", func(t *testing.T) {
+		var wire writeLog
+		w := newSendWindow(connectInfo{version: 5})
+		w.setHold(&wire, true)
+		w.write(&wire, puback(1))
+		deadline := time.Now().Add(10 * time.Second)
+		for len(wire.got(t)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the pending acknowledgement was never sent")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if got, want := wire.got(t), [][]string{{"Puback"}}; !equal(got, want) {
+			t.Fatalf("writes %q, want %q", got, want)
+		}
+	})
 }
