@@ -314,7 +314,7 @@ func TestStateKeepsOnlyLiveSessions(t *testing.T) {
 			h.OnQosPublish(a, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 9}, 0, 0)
 
 			clients, subs, inflight := stored(t, h)
-			if clients != "a a:b e" || subs != "a x/# a:b x/# e x/#" || inflight != "a 7 a:b 7" {
+			if clients != "a a:b" || subs != "a x/# a:b x/#" || inflight != "a 7 a:b 7" {
 				t.Fatalf("stored clients %q, subscriptions %q, in flight %q", clients, subs, inflight)
 			}
 			// A restored session expires as its client asked (mochi's
@@ -335,6 +335,14 @@ func TestStateKeepsOnlyLiveSessions(t *testing.T) {
 			h.OnUnsubscribed(ab, packets.Packet{Filters: packets.Subscriptions{{Filter: "x/#"}}})
 			if _, subs, inflight := stored(t, h); subs != "" || inflight != "" {
 				t.Fatalf("subscriptions %q, in flight %q", subs, inflight)
+			}
+			// The same client id connecting for an ephemeral session ends
+			// what its persistent one left.
+			again := client(srv, "a:b", true)
+			h.OnSessionEstablished(again, packets.Packet{})
+			h.OnSubscribed(again, packets.Packet{Filters: packets.Subscriptions{{Filter: "y/#"}}}, []byte{1})
+			if clients, subs, inflight := stored(t, h); clients != "" || subs != "" || inflight != "" {
+				t.Fatalf("after an ephemeral session of a:b: clients %q, subscriptions %q, in flight %q", clients, subs, inflight)
 			}
 		})
 	}
