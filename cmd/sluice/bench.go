@@ -54,7 +54,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.LogLevel, "log-level", "warn", "sluice's log level")
 	fs.DurationVar(&cfg.Drain, "drain", 0, "how long to wait after the load for the sinks to catch up (default 5m)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the process under test during the sluice run to `file`")
-	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` when the sluice run ends (allocations since start: use with -baseline=false)")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` when the sluice run ends, or with -scale while its devices are connected (allocations since start: use with -baseline=false)")
 	inproc := fs.Bool("inproc", false, "run the load generator in this process (its CPU and memory then count as sluice's)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage

@@ -647,6 +647,12 @@ func (b *bench) scale(ctx context.Context, name, target, addr string) error {
 		r.RawRSS = memoryOf(0).RSS
 		rss1, heap1, g1 := settle()
 		r.RSS = rss1
+		if b.cfg.MemProfile != "" && name == "sluice" {
+			// What the connections hold, while they are connected.
+			if err := writeHeapProfile(b.cfg.MemProfile); err != nil {
+				r.Problems = append(r.Problems, "heap profile: "+err.Error())
+			}
+		}
 		if n := last.Fleet.Connected; n > 0 {
 			r.PerConn = float64(rss1-rss0) / float64(n)
 			r.HeapPerConn = (float64(heap1) - float64(heap0)) / float64(n)
