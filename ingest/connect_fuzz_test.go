@@ -73,7 +73,7 @@ func BenchmarkPacketReader(b *testing.B) {
 	})
 	b.Run("framed", func(b *testing.B) {
 		read(b, func(r io.Reader) io.Reader {
-			return bufio.NewReaderSize(&packetReader{src: bufio.NewReaderSize(r, 4<<10), max: 1 << 20}, 4096)
+			return bufio.NewReaderSize(&packetReader{src: newConnReader(r), max: 1 << 20}, 4096)
 		})
 	})
 }

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -394,7 +393,7 @@ var errNotConnect = errors.New("the first packet is not a CONNECT")
 // maxSize bytes, for mochi to read next. Only the bytes that arrive are
 // buffered.
 func (c *clientConn) readConnect(maxSize int) error {
-	c.packets = &packetReader{src: bufio.NewReaderSize(c.Conn, 4<<10), max: maxSize}
+	c.packets = &packetReader{src: newConnReader(c.Conn), max: maxSize}
 	if err := c.packets.next(); err != nil {
 		return err
 	}
@@ -431,7 +430,7 @@ func (c *clientConn) connectLen() int {
 // one that trickles costs what it has sent. (The cost for honest clients
 // is one copy of each packet.)
 type packetReader struct {
-	src  *bufio.Reader
+	src  *connReader
 	max  int
 	buf  bytes.Buffer     // the packet being handed over
 	seen func(pkt []byte) // when set, called with each whole packet read
@@ -456,8 +455,7 @@ func (r *packetReader) complete() bool {
 	if n < 2 {
 		return false
 	}
-	b, _ := r.src.Peek(n)
-	_, ok := packetLen(b)
+	_, ok := packetLen(r.src.Peek(n))
 	return ok
 }
 
@@ -490,7 +488,7 @@ func (r *packetReader) next() error {
 		return fmt.Errorf("%w: a packet of %d bytes (max_packet_size %d)", errPacketTooLarge, remaining+1, r.max)
 	}
 	r.buf.Write(head[:n])
-	if _, err := io.CopyN(&r.buf, r.src, int64(remaining)); err != nil {
+	if err := r.src.copyTo(&r.buf, remaining); err != nil {
 		return err
 	}
 	if r.seen != nil {
