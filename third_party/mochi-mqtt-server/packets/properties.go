@@ -192,8 +192,20 @@ func (p *Properties) Copy(allowTransfer bool) Properties {
 
 // canEncode returns true if the property type is valid for the packet type.
 func (p *Properties) canEncode(pkt byte, k byte) bool {
-	return validPacketProperties[k][pkt] == 1
+	return encodable[k][pkt]
 }
+
+// encodable is validPacketProperties as an array, for canEncode, which runs
+// for each of the 27 properties of every packet encoded (sluice: the two
+// map lookups were most of the cost of encoding a PUBACK).
+var encodable = func() (t [256][256]bool) {
+	for k, pkts := range validPacketProperties {
+		for pkt, v := range pkts {
+			t[k][pkt] = v == 1
+		}
+	}
+	return t
+}()
 
 // Encode encodes properties into a bytes buffer.
 func (p *Properties) Encode(pkt byte, mods Mods, b *bytes.Buffer, n int) {
