@@ -205,7 +205,7 @@ func (p *pipeline) work(shard chan work) {
 			if s := p.set.Load(); s != set {
 				set, ev = s, p.evaluator(s, ev)
 			}
-			if w.msg.Expired(time.Now()) {
+			if !w.msg.Expires.IsZero() && w.msg.Expired(time.Now()) {
 				p.metrics.Expired.WithLabelValues(p.name, "rules").Inc()
 				p.tracker.done(w.seq, 0)
 				continue

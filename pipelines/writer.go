@@ -318,9 +318,15 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 // publisher's message expiry interval, passed while they waited in the
 // journal or for retries): those are not delivered, and counted.
 func (s *sinkReader) unexpired(events []sluice.Event) []sluice.Event {
-	now := time.Now()
+	var now time.Time // read only for a message that can expire: this runs for every record
 	expired := 0
 	for i := range events {
+		if events[i].Message.Expires.IsZero() {
+			continue
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
 		if events[i].Message.Expired(now) {
 			expired++
 		}
