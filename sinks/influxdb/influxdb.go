@@ -281,6 +281,8 @@ type encoder struct {
 	body   []byte
 	tags   []sluice.Tag
 	fields []sluice.Field
+	sorted []sluice.Field
+	orders fieldOrders
 }
 
 // point builds e's point in enc's scratch space: it is valid until the
@@ -333,7 +335,11 @@ func (s *Sink) recordPoint(enc *encoder, e *sluice.Event, measurement string) (p
 	if len(fields) == 0 {
 		return point{}, fmt.Errorf("record of rule %q has no fields to write", r.Rule)
 	}
-	return point{measurement, tags, sortFields(fields), ts}, nil
+	if enc.orders == nil {
+		enc.orders = fieldOrders{}
+	}
+	enc.sorted = enc.orders.sort(r.Rule, fields, enc.sorted[:0])
+	return point{measurement, tags, enc.sorted, ts}, nil
 }
 
 // alertPoint writes an alert transition: tags rule, severity, status,

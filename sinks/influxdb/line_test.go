@@ -2,8 +2,10 @@ package influxdb
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -135,5 +137,32 @@ func BenchmarkRecordPoint(b *testing.B) {
 			b.Fatal(err)
 		}
 		enc.body = p.appendLine(enc.body[:0])
+	}
+}
+
+// TestFieldOrders checks the learned orders against sortFields, for
+// records of a few rules whose field lists repeat, change and carry
+// repeated names.
+func TestFieldOrders(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	names := []string{"temperature", "pressure", "seq", "a", "b", "z", "temp_f", "kind"}
+	shapes := make([][]string, 6)
+	for i := range shapes {
+		for range 1 + r.IntN(12) {
+			shapes[i] = append(shapes[i], names[r.IntN(len(names))])
+		}
+	}
+	orders := fieldOrders{}
+	for n := range 5000 {
+		rule := fmt.Sprint("rule-", r.IntN(3))
+		shape := shapes[r.IntN(len(shapes))]
+		var fs []sluice.Field
+		for _, name := range shape {
+			fs = append(fs, sluice.Field{Name: name, Value: float64(n)*10 + float64(len(fs))})
+		}
+		want := sortFields(slices.Clone(fs))
+		if got := orders.sort(rule, fs, nil); !slices.Equal(got, want) {
+			t.Fatalf("record %d of %s, fields %q:\n got %v\nwant %v", n, rule, shape, got, want)
+		}
 	}
 }
