@@ -339,7 +339,15 @@ type leanPub struct {
 	closing atomic.Bool // the device is disconnecting: the end of the connection is no error
 	acks    []uint64    // owned by the read loop
 	buf     []byte
+	backoff atomic.Int64 // UnixNano until which the device holds off after a refusal
 }
+
+// refusedBackoff is how long a device told "quota exceeded" (or any other
+// refusal) waits before it publishes again, as a well-behaved client does.
+// Without it a fleet publishing as fast as it can answers a full journal
+// with a storm of publishes that are refused, and the storm, not the load,
+// takes the broker's CPU.
+const refusedBackoff = 100 * time.Millisecond
 
 type slot struct {
 	sent atomic.Int64 // UnixNano
@@ -390,6 +398,11 @@ func (p *leanPub) publish(ctx context.Context) {
 				return
 			}
 			sched.next = sched.next.Add(sched.interval)
+		}
+		if until := p.backoff.Load(); until > 0 && time.Now().UnixNano() < until {
+			if !p.waitUntil(ctx, time.Unix(0, until), ka) {
+				return
+			}
 		}
 		if f.stopped() || ctx.Err() != nil || !f.take() {
 			return
@@ -559,6 +572,7 @@ func (p *leanPub) complete(id uint16, reason byte) {
 	f := p.f
 	if reason >= 0x80 {
 		f.refused.Add(1)
+		p.backoff.Store(time.Now().Add(refusedBackoff).UnixNano())
 	} else {
 		n := int(s.n.Load())
 		f.ackLat.record(time.Duration(time.Now().UnixNano() - s.sent.Load()))
@@ -658,6 +672,9 @@ func (p *pahoPub) run(ctx context.Context) []uint64 {
 				switch {
 				case resp != nil && resp.ReasonCode >= 0x80:
 					f.refused.Add(1)
+					if !sleepUntil(ctx, f.stop, time.Now().Add(refusedBackoff)) {
+						return
+					}
 				case err != nil:
 					if !f.stopped() && !errors.Is(err, context.Canceled) {
 						f.errors.Add(1)
