@@ -55,6 +55,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.Drain, "drain", 0, "how long to wait after the load for the sinks to catch up (default 5m)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the process under test during the sluice run to `file`")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile to `file` when the sluice run ends, or with -scale while its devices are connected (allocations since start: use with -baseline=false)")
+	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace of the process under test to `file`: -trace-seconds of the sluice run, from 10s into the load (go tool trace -pprof=sched: where goroutines waited to run)")
+	fs.IntVar(&cfg.TraceSeconds, "trace-seconds", 5, "length of the -trace, in seconds")
 	inproc := fs.Bool("inproc", false, "run the load generator in this process (its CPU and memory then count as sluice's)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage

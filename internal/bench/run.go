@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -66,6 +67,11 @@ type Config struct {
 	// every allocation since the process started (run with Baseline off to
 	// see sluice's alone).
 	MemProfile string
+	// Trace, when set, is a file for an execution trace of the process
+	// under test: TraceSeconds of the sluice run, from 10 s into the load
+	// (go tool trace; -pprof=sched shows where goroutines waited to run).
+	Trace        string
+	TraceSeconds int
 	// Spawn makes the command that runs the load side in a child process
 	// (see ChildEnv); nil runs it in this process, where its CPU and memory
 	// count with sluice's.
@@ -370,9 +376,11 @@ func (b *bench) runSluice(ctx context.Context) error {
 			}
 			return lp.Kafka.Unique >= want || time.Since(caught) > 10*time.Second
 		},
-		influxd:    builtIn,
-		profile:    b.cfg.CPUProfile,
-		memProfile: b.cfg.MemProfile,
+		influxd:      builtIn,
+		profile:      b.cfg.CPUProfile,
+		memProfile:   b.cfg.MemProfile,
+		trace:        b.cfg.Trace,
+		traceSeconds: b.cfg.TraceSeconds,
 	}
 	if err := b.drive(ctx, r, stack.addr, p); err != nil {
 		return err
@@ -479,6 +487,9 @@ type probe struct {
 	profile string
 	// memProfile is a heap profile file, written when the run ends.
 	memProfile string
+	// trace is an execution trace file (see Config.Trace).
+	trace        string
+	traceSeconds int
 }
 
 // drive runs one load against addr, prints a progress line every second,
@@ -516,6 +527,12 @@ func (b *bench) drive(ctx context.Context, r *RunResult, addr string, p probe) e
 	start := time.Now()
 	if err := b.side.StartLoad(StartArgs{Addr: addr, Load: b.cfg.Load}, &Empty{}); err != nil {
 		return err
+	}
+	if p.trace != "" {
+		stop := traceLater(p.trace, 10*time.Second, time.Duration(max(p.traceSeconds, 1))*time.Second, func(err error) {
+			r.Problems = append(r.Problems, "trace: "+err.Error())
+		})
+		defer stop()
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -683,4 +700,43 @@ func writeHeapProfile(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// traceLater writes an execution trace of length d to path, starting after
+// wait; stop ends it early and waits for the file to be written. A failure
+// is passed to fail, from stop's goroutine.
+func traceLater(path string, wait, d time.Duration, fail func(error)) (stop func()) {
+	done, cancel := make(chan struct{}), make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		select {
+		case <-time.After(wait):
+		case <-cancel:
+			return
+		}
+		f, e := os.Create(path)
+		if e != nil {
+			err = e
+			return
+		}
+		if e := trace.Start(f); e != nil {
+			f.Close()
+			err = e
+			return
+		}
+		select {
+		case <-time.After(d):
+		case <-cancel:
+		}
+		trace.Stop()
+		err = f.Close()
+	}()
+	return func() {
+		close(cancel)
+		<-done
+		if err != nil {
+			fail(err)
+		}
+	}
 }
