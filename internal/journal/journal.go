@@ -137,8 +137,8 @@ type Journal struct {
 
 	// Channels closed (and forgotten) to wake waiters; made only when
 	// someone waits.
-	appendCh  chan struct{} // a record was written, a reader was removed, or the journal closed
-	spaceCh   chan struct{} // acks moved or space was reclaimed
+	appendCh chan struct{} // a record was written, a reader was removed, or the journal closed
+	spaceCh  chan struct{} // acks moved or space was reclaimed
 	// Readers waiting for records are woken at most once per
 	// readerWakeEvery: a wake within it of the last one is left to
 	// wakeTimer. (Waking every waiting reader for every record, a dozen
