@@ -437,11 +437,7 @@ func (h *stateStore) logError(key, msg string, err error, args ...any) {
 // del removes k, if stored (a read when it is not), and reports whether it
 // did.
 func (h *stateStore) del(k []byte) bool {
-	var found bool
-	err := h.db.View(func(tx *bbolt.Tx) error {
-		found = tx.Bucket([]byte(stateBucket)).Get(k) != nil
-		return nil
-	})
+	found, err := h.has(k)
 	if err == nil && found {
 		err = h.db.Update(func(tx *bbolt.Tx) error {
 			return tx.Bucket([]byte(stateBucket)).Delete(k)
@@ -568,15 +564,21 @@ func (h *stateStore) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// stored reports whether k is stored.
+// stored reports whether k is stored; when in doubt, that it is (what
+// follows, forgetting, costs a transaction, not a record).
 func (h *stateStore) stored(k []byte) bool {
+	found, err := h.has(k)
+	return found || err != nil
+}
+
+// has looks k up, in a read transaction.
+func (h *stateStore) has(k []byte) (bool, error) {
 	var found bool
 	err := h.db.View(func(tx *bbolt.Tx) error {
 		found = tx.Bucket([]byte(stateBucket)).Get(k) != nil
 		return nil
 	})
-	// When in doubt, look as if it were: forgetting costs a transaction.
-	return found || err != nil
+	return found, err
 }
 
 // putClient stores cl's session.
