@@ -1842,3 +1842,41 @@ func TestConformanceQoS2PublisherResend(t *testing.T) {
 		})
 	}
 }
+
+func TestConformancePacketIDsPerDirection(t *testing.T) {
+	spec(t, "3.1.1 §2.3.1; 5.0 §2.2.1: the client and the server assign packet identifiers independently, so a QoS 1 PUBLISH from the client with the id of a message the server has in flight to it does not end that message's flight: it is sent again on reconnect")
+	for _, version := range []byte{v3, v5} {
+		t.Run(versionName(version), func(t *testing.T) {
+			b := conformanceBroker(t, "")
+			o := persistentSession(version, "both-ways", "ops")
+			o.clean = version == v5
+			sub := b.connect(t, o)
+			sub.subscribe(1, packets.Properties{}, packets.Subscription{Filter: "plant/ids/#", Qos: 1})
+			pub := b.connect(t, wireConnect{user: "ops", clientID: "ids-pub", clean: true})
+			pub.publish("plant/ids/out", 1, 1, nil, packets.Properties{})
+			pub.expect(packets.Puback)
+
+			out := sub.expect(packets.Publish) // not acknowledged
+			// The client publishes with the same id, and it is acknowledged.
+			sub.publish("plant/elsewhere", 1, out.PacketID, nil, packets.Properties{})
+			if ack := sub.await(packets.Puback, out.PacketID); ack.ReasonCode >= 0x80 {
+				t.Fatalf("PUBACK %#x", ack.ReasonCode)
+			}
+			sub.drop()
+
+			o.clean = false
+			again, ack := b.dial(t, o)
+			if !ack.SessionPresent {
+				t.Fatal("no session on reconnect")
+			}
+			pk, err := again.read(30 * time.Second)
+			if err != nil {
+				t.Fatalf("the message in flight was not sent again: %v", err)
+			}
+			if pk.FixedHeader.Type != packets.Publish || pk.TopicName != "plant/ids/out" || pk.PacketID != out.PacketID || !pk.FixedHeader.Dup {
+				t.Fatalf("on reconnect got %s %d %q dup %v, want PUBLISH %d plant/ids/out again", packets.PacketNames[pk.FixedHeader.Type],
+					pk.PacketID, pk.TopicName, pk.FixedHeader.Dup, out.PacketID)
+			}
+		})
+	}
+}

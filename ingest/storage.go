@@ -676,7 +676,14 @@ func (h *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 	h.put(h.inflightKey(cl.ID, pk.PacketID), message(storage.InflightKey, cl, pk, sent))
 }
 
+// OnQosComplete removes a completed flight. mochi also calls it for the
+// PUBACK of each QoS 1 message the client publishes, whose packet id may be
+// that of a message still in flight to the client [MQTT-2.2.1]: that one
+// stays (the broker's completion removes it from the client's flight first).
 func (h *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if _, inFlight := cl.State.Inflight.Get(pk.PacketID); inFlight {
+		return
+	}
 	h.delFlight(cl.ID, pk.PacketID)
 }
 

@@ -331,6 +331,14 @@ func TestStateKeepsOnlyLiveSessions(t *testing.T) {
 			if clients, subs, inflight := stored(t, h); clients != "a:b" || subs != "a:b x/#" || inflight != "a:b 7" {
 				t.Fatalf("after a expired and e disconnected: clients %q, subscriptions %q, in flight %q", clients, subs, inflight)
 			}
+			// The PUBACK of a QoS 1 message a:b publishes with the id of
+			// the one in flight to it does not end that one.
+			ab.State.Inflight.Set(publish(7, "x/1"))
+			h.OnQosComplete(ab, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 7})
+			if _, _, inflight := stored(t, h); inflight != "a:b 7" {
+				t.Fatalf("after a:b's own publish with id 7: in flight %q", inflight)
+			}
+			ab.State.Inflight.Delete(7) // the client acknowledges it
 			h.OnQosComplete(ab, publish(7, "x/1"))
 			h.OnUnsubscribed(ab, packets.Packet{Filters: packets.Subscriptions{{Filter: "x/#"}}})
 			if _, subs, inflight := stored(t, h); subs != "" || inflight != "" {

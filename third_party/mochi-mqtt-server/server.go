@@ -896,9 +896,10 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
 			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
+			// sluice: any other entry is a message in flight to the
+			// client (inbound QoS 1 flows are not kept, see below), which
+			// the client's packet id does not end [MQTT-2.2.1]; upstream
+			// deleted it here.
 		}
 	}
 
@@ -942,10 +943,16 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
 	if pk.FixedHeader.Qos == 2 {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
-	}
-
-	if ok := cl.State.Inflight.Set(ack); ok {
-		atomic.AddInt64(&s.Info.Inflight, 1)
+		if ok := cl.State.Inflight.Set(ack); ok {
+			atomic.AddInt64(&s.Info.Inflight, 1)
+			s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+		}
+	} else {
+		// sluice: a QoS 1 flow ends with this PUBACK, so it is not put in
+		// the inflight map, which the outbound flows share: an entry with
+		// the client's packet id replaced, and its deletion ended, a
+		// message in flight to the client with the same id [MQTT-2.2.1]
+		// (and cost an allocation per message).
 		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 
@@ -955,9 +962,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
-			atomic.AddInt64(&s.Info.Inflight, -1)
-		}
 		cl.State.Inflight.IncreaseReceiveQuota()
 		s.hooks.OnQosComplete(cl, ack)
 	}
