@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,7 +152,7 @@ func (b *Broker) logAccess() {
 		addr := b.Addr(lc.Name)
 		mtls := lc.TLS != nil && lc.TLS.ClientCAFile != ""
 		switch {
-		case lc.AllowAnonymous && isLoopback(addr):
+		case lc.AllowAnonymous && IsLoopback(addr):
 			b.log.Warn("anonymous access is enabled on this listener (loopback only)", "listener", lc.Name, "address", addr)
 		case lc.AllowAnonymous:
 			b.log.Warn("anonymous access is enabled on a listener open to the network", "listener", lc.Name, "address", addr)
@@ -165,15 +164,6 @@ func (b *Broker) logAccess() {
 	if b.acl.Load() == nil {
 		b.log.Info("no ACL file: connected clients may publish and subscribe to any topic")
 	}
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // loadAuth reads the password and ACL files.

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -41,22 +40,11 @@ import (
 
 // ACL answers whether a client may publish to a topic: the broker's live
 // ACL (ingest.Broker.CanPublish), so one ACL file governs MQTT and CoAP.
-type ACL interface {
-	CanPublish(user, clientID, topic string) bool
-}
+type ACL = ingest.PublishACL
 
-// Options are what a Source is given rather than configured with.
-type Options struct {
-	// Name labels the source in logs and metrics (default "coap").
-	Name string
-	// Handler takes each message into the pipelines.
-	Handler ingest.Handler
-	// ACL decides who may publish where; nil allows everything (as a
-	// broker without an ACL file does).
-	ACL     ACL
-	Logger  *slog.Logger
-	Metrics *metrics.Metrics
-}
+// Options are what a Source is given rather than configured with (Name
+// defaults to "coap").
+type Options = ingest.SourceOptions
 
 // Source is a running CoAP listener.
 type Source struct {
@@ -189,7 +177,7 @@ func (s *Source) Start(ctx context.Context) error {
 	}
 	s.log.Info("listening for CoAP", "address", s.addr, "scheme", scheme, "prefix", "/"+joinPath(s.prefix))
 	if s.cfg.AllowAnonymous {
-		if host, _, _ := net.SplitHostPort(s.addr); !isLoopback(host) {
+		if !ingest.IsLoopback(s.addr) {
 			s.log.Warn("anonymous CoAP requests are accepted on an address open to the network", "address", s.addr)
 		}
 	}
@@ -511,9 +499,4 @@ func joinPath(segs []string) string {
 		b.WriteString(s)
 	}
 	return b.String()
-}
-
-func isLoopback(host string) bool {
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }

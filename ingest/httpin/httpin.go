@@ -34,25 +34,13 @@ import (
 	"github.com/sluicehq/sluice/internal/ratelog"
 )
 
-// ACL decides publishes; ingest.Broker.CanPublish is one, so HTTP and MQTT
-// answer to the same, live, ACL.
-type ACL interface {
-	CanPublish(user, clientID, topic string) bool
-}
+// ACL decides publishes: ingest.Broker.CanPublish, so HTTP and MQTT answer
+// to the same, live, ACL.
+type ACL = ingest.PublishACL
 
-// Options are what a Source is given rather than configured with.
-type Options struct {
-	// Name identifies the source in logs and as the listener label of
-	// metrics (default "http").
-	Name string
-	// Handler takes the messages (the pipelines).
-	Handler ingest.Handler
-	// ACL decides who may publish where. Nil allows every authenticated
-	// client everything, as a broker without an ACL file does.
-	ACL     ACL
-	Logger  *slog.Logger
-	Metrics *metrics.Metrics
-}
+// Options are what a Source is given rather than configured with (Name
+// defaults to "http").
+type Options = ingest.SourceOptions
 
 // Source is a running HTTP ingest listener.
 type Source struct {
@@ -203,21 +191,12 @@ func (s *Source) logAccess(tls bool) {
 			s.log.Warn("anonymous HTTP publishing is enabled on a listener open to the network", "address", addr)
 		}
 	}
-	if !tls && !isLoopback(addr) && len(s.tokens) > 0 {
+	if !tls && !ingest.IsLoopback(addr) && len(s.tokens) > 0 {
 		s.log.Warn("bearer tokens travel in clear text: this listener has no TLS and is open to the network", "address", addr)
 	}
 	if s.acl == nil {
 		s.log.Info("no ACL: authenticated HTTP clients may publish to any topic")
 	}
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // Addr returns the bound address (host:port), once started; before, the
