@@ -33,9 +33,11 @@ demo: build tools
 vet:
 	$(GO) vet ./...
 
-# The whole suite, with the race detector, against the real influxd; the
-# example rules' own tests first; then every fuzz target for FUZZTIME.
+# The whole suite, with the race detector, against the real influxd; go.mod
+# and go.sum must be tidy, and the example rules' own tests pass, first; then
+# every fuzz target for FUZZTIME.
 test: tools vet
+	$(GO) mod tidy -diff
 	$(GO) run ./cmd/sluice rules test examples/rules
 	$(GO) test -race -count=1 -timeout 15m ./...
 	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
