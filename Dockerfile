@@ -1,7 +1,10 @@
 # sluice as a container: a static binary on a distroless base.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
+# The modules first, so that a source change does not download them again.
+# go.mod replaces mochi with the copy in third_party/: it must be here too.
 COPY go.mod go.sum ./
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 ARG VERSION=dev
