@@ -2,8 +2,8 @@
 // analytics: an embedded broker, rules operators edit as files, and sinks to
 // Kafka, InfluxDB and MQTT alert topics.
 //
-//	sluice run -c sluice.yaml        run the pipelines of a config
-//	sluice validate -c sluice.yaml   check a config and its rule files
+//	sluice run [sluice.yaml]         run the pipelines of a config
+//	sluice validate [sluice.yaml]    check a config and its rule files
 //	sluice rules lint|test PATH...   compile rule files; run their tests
 //	sluice demo                      run the demo on embedded defaults
 //	sluice simulate -broker h:1883   publish simulated device telemetry
@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/sluicehq/sluice/internal/metrics"
@@ -90,8 +92,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `sluice: MQTT telemetry to Kafka, InfluxDB and alerts, with rules in between.
 
 Usage:
-  sluice run      -c sluice.yaml   run the broker, pipelines and sinks of a config
-  sluice validate -c sluice.yaml   check a config and its rule files, start nothing
+  sluice run      [sluice.yaml]    run the broker, pipelines and sinks of a config
+  sluice validate [sluice.yaml]    check a config and its rule files, start nothing
   sluice rules lint PATH...        compile rule files, print every error as file:line:col
   sluice rules test PATH...        run rule tests (*_test.yaml) on a simulated clock
   sluice demo                      run the demo (broker, rules, sinks, simulated devices)
@@ -125,13 +127,73 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// commandUsage returns a usage function for fs: the synopsis, what the
+// command does, and its flags.
+func commandUsage(fs *flag.FlagSet, synopsis, about string) func() {
+	return func() {
+		fmt.Fprintf(fs.Output(), "Usage: sluice %s\n\n%s\n\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+}
+
+// parseFlags parses args and returns the positional arguments; flags may
+// come after them (sluice validate sluice.yaml -c other.yaml is an error,
+// not an argument silently dropped). When parsing stops, code is the exit
+// code: 0 after -h (the usage is printed), 2 for a bad flag.
+func parseFlags(fs *flag.FlagSet, args []string) (positional []string, code int, ok bool) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, exitOK, false
+			}
+			return nil, exitUsage, false
+		}
+		if fs.NArg() == 0 {
+			return positional, exitOK, true
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// configFlag adds -c and --config, the config file, to fs.
+func configFlag(fs *flag.FlagSet) *string {
+	path := new(string)
+	fs.StringVar(path, "c", "", "configuration `file` (default sluice.yaml; it may also be given as the argument)")
+	fs.StringVar(path, "config", "", "the same as -c")
+	return path
+}
+
+// configPath is the config file a command was given: -c or --config, or
+// its one argument, or sluice.yaml.
+func configPath(flagPath string, args []string) (string, error) {
+	switch {
+	case len(args) > 1:
+		return "", fmt.Errorf("want one config file, got %d arguments: %s", len(args), strings.Join(args, " "))
+	case len(args) == 1 && flagPath != "" && flagPath != args[0]:
+		return "", fmt.Errorf("two config files: -c %s and %s; give one", flagPath, args[0])
+	case len(args) == 1:
+		return args[0], nil
+	case flagPath != "":
+		return flagPath, nil
+	}
+	return "sluice.yaml", nil
+}
+
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
-	path := fs.String("c", "sluice.yaml", "configuration `file`")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = commandUsage(fs, "run [-c] [FILE]", "Runs the broker, the pipelines and the sinks of the config FILE (default sluice.yaml).")
+	flagPath := configFlag(fs)
+	args, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	path, err := configPath(*flagPath, args)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice run: %v\n", err)
 		return exitUsage
 	}
-	cfg, err := pipelines.Load(*path)
+	cfg, err := pipelines.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -144,7 +206,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	log.Info("sluice starting", "version", version, "config", *path)
+	log.Info("sluice starting", "version", version, "config", path)
 	// SIGHUP reloads the rules, the password file and the ACL file (they
 	// are also watched).
 	hup := make(chan os.Signal, 1)
@@ -185,11 +247,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("validate", stderr)
-	path := fs.String("c", "sluice.yaml", "configuration `file`")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = commandUsage(fs, "validate [-c] [FILE]", "Checks the config FILE (default sluice.yaml) and its rule files without starting anything.")
+	flagPath := configFlag(fs)
+	args, code, ok := parseFlags(fs, args)
+	if !ok {
+		return code
+	}
+	path, err := configPath(*flagPath, args)
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice validate: %v\n", err)
 		return exitUsage
 	}
-	cfg, err := pipelines.Load(*path)
+	cfg, err := pipelines.Load(path)
 	if err == nil {
 		_, err = cfg.CompileRules()
 	}
@@ -203,7 +272,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d pipelines, %d sinks)\n", *path, len(cfg.Pipelines), len(cfg.Sinks))
+	fmt.Fprintf(stdout, "%s: ok (%d pipelines, %d sinks)\n", path, len(cfg.Pipelines), len(cfg.Sinks))
 	return exitOK
 }
 
