@@ -58,12 +58,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace of the process under test to `file`: -trace-seconds of the sluice run, from 10s into the load (go tool trace -pprof=sched: where goroutines waited to run)")
 	fs.IntVar(&cfg.TraceSeconds, "trace-seconds", 5, "length of the -trace, in seconds")
 	inproc := fs.Bool("inproc", false, "run the load generator in this process (its CPU and memory then count as sluice's)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sluice bench: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if code, ok := parseNoArgs(fs, args); !ok {
+		return code
 	}
 	if *qos < 0 || *qos > 2 {
 		fmt.Fprintln(stderr, "sluice bench: -qos: want 0, 1 or 2")

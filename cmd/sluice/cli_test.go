@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"net"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/testsvc"
 )
 
 // TestConfigPathArgument checks the config file may be given as the
@@ -42,5 +48,77 @@ func TestConfigPathArgument(t *testing.T) {
 	writeFile(t, dir, "sluice.yaml", "pipelines:\n  - name: p\n    topics: [\"#\"]\n    sinks: [a]\nsinks:\n  - name: a\n    mqtt: {}\n")
 	if code, stdout, stderr := runMain("validate"); code != exitOK || !strings.Contains(stdout, "sluice.yaml: ok") {
 		t.Errorf("validate without a path: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// TestHelpExitsZero checks that asking for help is not an error: every
+// command and subcommand prints its usage for -h and exits 0 (Go's flag
+// package made it exit 2; `sluice rules -h` was an unknown command and
+// `sluice version -h` printed the version).
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{
+		{"-h"}, {"help"}, {"--help"},
+		{"run", "-h"}, {"validate", "-h"}, {"validate", "--help"}, {"demo", "-h"}, {"simulate", "-h"},
+		{"bench", "-h"}, {"status", "-h"}, {"passwd", "-h"}, {"keygen", "-h"}, {"version", "-h"},
+		{"rules", "-h"}, {"rules", "help"}, {"rules", "lint", "-h"}, {"rules", "test", "-h"},
+	} {
+		code, stdout, stderr := runMain(args...)
+		if code != exitOK || !strings.Contains(stdout+stderr, "Usage") {
+			t.Errorf("sluice %s: exit %d, want 0 and the usage\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+		}
+		if strings.HasPrefix(stdout, "sluice ") && args[0] == "version" {
+			t.Errorf("sluice version -h printed the version: %s", stdout)
+		}
+	}
+	// A wrong flag or argument is still bad usage.
+	for _, args := range [][]string{{"run", "-nope"}, {"version", "extra"}, {"status", "extra"}, {"rules", "lint", "-nope"}} {
+		if code, _, _ := runMain(args...); code != exitUsage {
+			t.Errorf("sluice %s: exit %d, want %d", strings.Join(args, " "), code, exitUsage)
+		}
+	}
+}
+
+// TestValidateCountsInWords checks "1 pipeline", not "1 pipelines".
+func TestValidateCountsInWords(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "sluice.yaml", "pipelines:\n  - name: p\n    topics: [\"#\"]\n    sinks: [a]\nsinks:\n  - name: a\n    mqtt: {}\n")
+	if code, stdout, _ := runMain("validate", path); code != exitOK || !strings.HasSuffix(stdout, ": ok (1 pipeline, 1 sink)\n") {
+		t.Errorf("exit %d: %q", code, stdout)
+	}
+}
+
+// TestStatusFindsTheAdminListenerInTheConfig runs sluice and asks `sluice
+// status -c` about it: the address and the token come from the config.
+func TestStatusFindsTheAdminListenerInTheConfig(t *testing.T) {
+	dir := t.TempDir()
+	config := func(admin string) string {
+		return `data_dir: ` + filepath.Join(dir, "data") + `
+log: {level: info}
+admin: {address: "` + admin + `", token: admin-s3cret}
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
+pipelines:
+  - {name: p, topics: ["#"], sinks: [a]}
+sinks:
+  - {name: a, mqtt: {topic: "alerts/{rule}"}}
+`
+	}
+	path := writeFile(t, dir, "sluice.yaml", config("127.0.0.1:0"))
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr testsvc.LogBuffer
+	exited := make(chan int)
+	go func() { exited <- Main(ctx, []string{"run", path}, &stdout, &stderr) }()
+	defer func() { cancel(); <-exited }()
+	addr := waitForLog(t, &stderr, regexp.MustCompile(`admin listener.* address=(\S+)`))
+	// The config as the operator wrote it, with the port sluice got;
+	// 0.0.0.0 is reached on loopback.
+	_, port, _ := net.SplitHostPort(addr)
+	written := writeFile(t, dir, "written.yaml", config("0.0.0.0:"+port))
+	code, out, errOut := runMain("status", "-c", written, "-interval", "10ms")
+	if code != exitOK || !strings.Contains(out, ": READY") || !strings.Contains(out, "pipeline p:") {
+		t.Errorf("sluice status -c: exit %d\n%s%s", code, out, errOut)
+	}
+	none := writeFile(t, dir, "none.yaml", strings.Replace(config("x:1"), `admin: {address: "x:1", token: admin-s3cret}`, "", 1))
+	if code, _, errOut := runMain("status", "--config", none); code != exitUsage || !strings.Contains(errOut, "has no admin.address") {
+		t.Errorf("sluice status on a config without admin: exit %d: %s", code, errOut)
 	}
 }

@@ -38,8 +38,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	data := fs.String("data", ".demo", "`folder` for the demo's InfluxDB data, Kafka data and config")
 	influxBin := fs.String("influxd", "", "influxd `binary` (default: .tools/bin/influxd, built by make tools)")
 	logLevel := fs.String("log-level", "warn", "sluice's log level (debug, info, warn, error)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	fs.Usage = commandUsage(fs, "demo [flags]", "Runs the demo: influxd, the Kafka stand-in, sluice with the example rules and simulated devices.")
+	if code, ok := parseNoArgs(fs, args); !ok {
+		return code
 	}
 	if err := runDemo(ctx, demoOptions{
 		devices: *devices, interval: *interval, data: *data, influxd: *influxBin, logLevel: *logLevel,
@@ -245,8 +246,9 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	broker := fs.String("broker", demoMQTT, "MQTT broker `host:port`")
 	devices := fs.Int("devices", 36, "simulated devices")
 	interval := fs.Duration("interval", time.Second, "time between two readings of a device")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	fs.Usage = commandUsage(fs, "simulate [flags]", "Publishes simulated plant telemetry to an MQTT broker until interrupted.")
+	if code, ok := parseNoArgs(fs, args); !ok {
+		return code
 	}
 	sim := simulator.New(simulator.Config{Broker: *broker, Devices: *devices, Interval: *interval,
 		Logger: slog.New(slog.NewTextHandler(stderr, nil))})

@@ -77,8 +77,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "keygen":
 		return cmdKeygen(rest, stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, versionString())
-		return exitOK
+		return cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return exitOK
@@ -106,6 +105,16 @@ Usage:
 
 Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.
 `)
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("version", stderr)
+	fs.Usage = commandUsage(fs, "version", "Prints sluice's version, the commit it was built from, and the Go it was built with.")
+	if code, ok := parseNoArgs(fs, args); !ok {
+		return code
+	}
+	fmt.Fprintln(stdout, versionString())
+	return exitOK
 }
 
 func versionString() string {
@@ -143,10 +152,7 @@ func commandUsage(fs *flag.FlagSet, synopsis, about string) func() {
 func parseFlags(fs *flag.FlagSet, args []string) (positional []string, code int, ok bool) {
 	for {
 		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, exitOK, false
-			}
-			return nil, exitUsage, false
+			return nil, usageExit(err), false
 		}
 		if fs.NArg() == 0 {
 			return positional, exitOK, true
@@ -154,6 +160,24 @@ func parseFlags(fs *flag.FlagSet, args []string) (positional []string, code int,
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// parseNoArgs parses the flags of a command that takes no arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	args, code, ok = parseFlags(fs, args)
+	if ok && len(args) > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q (see %s -h)\n", fs.Name(), args[0], fs.Name())
+		return exitUsage, false
+	}
+	return code, ok
+}
+
+// usageExit is the exit code for an error of flag.FlagSet.Parse: 0 for -h.
+func usageExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
 }
 
 // configFlag adds -c and --config, the config file, to fs.
@@ -272,7 +296,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d pipelines, %d sinks)\n", path, len(cfg.Pipelines), len(cfg.Sinks))
+	fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", path, count(len(cfg.Pipelines), "pipeline"), count(len(cfg.Sinks), "sink"))
 	return exitOK
 }
 

@@ -40,7 +40,7 @@ A running sluice picks the change up by itself.
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return usageExit(err)
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()
@@ -118,7 +118,7 @@ safe: without the key, encrypted journals and broker state cannot be read.
 `)
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return usageExit(err)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()

@@ -18,10 +18,15 @@ func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	sub, rest := args[0], args[1:]
+	switch sub {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, rulesUsage)
+		return exitOK
+	}
 	fs := newFlags("rules "+sub, stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, rulesUsage) }
 	if err := fs.Parse(rest); err != nil {
-		return exitUsage
+		return usageExit(err)
 	}
 	paths := fs.Args()
 	if len(paths) == 0 {
@@ -111,6 +116,11 @@ func rulesTest(paths []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// count says n things: "1 pipeline", "2 pipelines".
+func count(n int, thing string) string {
+	return fmt.Sprintf("%d %s%s", n, thing, plural(n))
 }
 
 func plural(n int) string {

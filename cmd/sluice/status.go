@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/admin"
+	"github.com/sluicehq/sluice/pipelines"
 )
 
 // cmdStatus shows a running sluice's state, read from its admin listener:
@@ -24,8 +27,26 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	watch := fs.Bool("watch", false, "refresh every interval until Ctrl-C")
 	every := fs.Duration("interval", 2*time.Second, "time over which rates are measured, and between refreshes")
 	asJSON := fs.Bool("json", false, "print the status as JSON (no rates)")
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	configFile := configFlag(fs)
+	fs.Lookup("c").Usage = "find the admin listener (admin.address, admin.token) in this configuration `file`"
+	fs.Usage = commandUsage(fs, "status [flags]", "Shows a running sluice, read from its admin listener: rates, sinks and their backlogs, alerts firing.\nExits 0 when sluice is ready, 1 when it is not or cannot be reached.")
+	if code, ok := parseNoArgs(fs, args); !ok {
+		return code
+	}
+	if *configFile != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		fromAddr, fromToken, err := adminFromConfig(*configFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "sluice status:", err)
+			return exitUsage
+		}
+		if !set["admin"] {
+			*addr = fromAddr
+		}
+		if !set["token"] && fromToken != "" {
+			*token = fromToken
+		}
 	}
 	c := statusClient{url: admin.BaseURL(*addr) + "/api/v1/status", token: *token}
 	prev, err := c.get(ctx)
@@ -59,6 +80,32 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		prev = cur
 	}
+}
+
+// adminFromConfig returns the address (a wildcard host made loopback) and
+// token of a config's admin listener.
+func adminFromConfig(path string) (addr, token string, err error) {
+	cfg, err := pipelines.Load(path)
+	if err != nil {
+		return "", "", err
+	}
+	if cfg.Admin.Address == "" {
+		return "", "", fmt.Errorf("%s has no admin.address: sluice status reads the admin listener; set one (docs/operations.md#the-admin-listener)", path)
+	}
+	host, port, err := net.SplitHostPort(cfg.Admin.Address)
+	if err != nil {
+		return "", "", err
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	if cfg.Admin.Token.IsSet() {
+		token = cfg.Admin.Token.Reveal()
+	}
+	return net.JoinHostPort(host, port), token, nil
 }
 
 func readyCode(s *admin.Status) int {
