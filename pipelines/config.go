@@ -50,6 +50,9 @@ type Config struct {
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
 	dir string
+	// doc locates keys in the config file, for problems found after
+	// loading (a partition_by the rules do not allow).
+	doc *conf.Doc
 }
 
 // EncryptionConfig turns on encryption at rest.
@@ -107,10 +110,14 @@ type PipelineConfig struct {
 	// Sinks are the names of the sinks this pipeline writes to. Each sink
 	// receives the stream it is configured for.
 	Sinks []string `yaml:"sinks"`
-	// Workers evaluate rules in parallel; messages are sharded by topic, so
-	// one device's messages stay in order on one worker. Default: the number
-	// of CPUs.
+	// Workers evaluate rules in parallel. Messages are spread over them by
+	// the partition key, so every reading of a series, for every rule, is
+	// evaluated in order by one worker. Default: the number of CPUs.
 	Workers int `yaml:"workers"`
+	// PartitionBy states the partition key: the name of a topic level
+	// (as the rules' matches name it), "topic", or "none" (one worker).
+	// Default: derived from the rules' series keys (docs/configuration.md).
+	PartitionBy string `yaml:"partition_by"`
 	// Queue bounds the messages handed to the workers at a time (default
 	// 1024); the rest waits in the journal.
 	Queue int `yaml:"queue"`
@@ -199,10 +206,11 @@ func (c *Config) sink(name string) *SinkConfig {
 // Rule files are not compiled here; see CompileRules.
 func Load(path string) (*Config, error) {
 	var c Config
-	if _, err := conf.DecodeFile(path, &c); err != nil {
+	doc, err := conf.DecodeFile(path, &c)
+	if err != nil {
 		return nil, err
 	}
-	c.dir = filepath.Dir(path)
+	c.dir, c.doc = filepath.Dir(path), doc
 	c.resolve()
 	return &c, nil
 }
@@ -211,10 +219,11 @@ func Load(path string) (*Config, error) {
 // paths.
 func Parse(name string, data []byte, dir string) (*Config, error) {
 	var c Config
-	if _, err := conf.Decode(name, data, &c); err != nil {
+	doc, err := conf.Decode(name, data, &c)
+	if err != nil {
 		return nil, err
 	}
-	c.dir = dir
+	c.dir, c.doc = dir, doc
 	c.resolve()
 	return &c, nil
 }
@@ -252,8 +261,28 @@ func (c *Config) RulePaths(p *PipelineConfig) []string {
 	return paths
 }
 
+// Partition returns the partition key of a pipeline with the rule set set,
+// and notes for people on what it costs. A partition_by that would split
+// some rule's series is an error at its line.
+func (c *Config) Partition(p *PipelineConfig, set *rules.Set) (rules.Partition, []string, error) {
+	part, notes, err := set.Partition(p.PartitionBy)
+	if err != nil {
+		for i := range c.Pipelines {
+			if &c.Pipelines[i] == p && c.doc != nil {
+				return part, nil, c.doc.ErrorAt(fmt.Sprintf("pipelines[%d].partition_by", i), 0, 0, err.Error())
+			}
+		}
+		return part, nil, fmt.Errorf("pipeline %q: partition_by: %w", p.Name, err)
+	}
+	for i, n := range notes {
+		notes[i] = fmt.Sprintf("pipeline %q: %s", p.Name, n)
+	}
+	return part, notes, nil
+}
+
 // CompileRules compiles every pipeline's rules and returns them by pipeline
-// name, or every error in every rule file.
+// name, or every error in every rule file (and a partition_by the rules do
+// not allow).
 func (c *Config) CompileRules() (map[string]*rules.Set, error) {
 	sets := map[string]*rules.Set{}
 	var all conf.ErrorList
@@ -271,6 +300,15 @@ func (c *Config) CompileRules() (map[string]*rules.Set, error) {
 				all = append(all, list...)
 			} else {
 				other = append(other, fmt.Errorf("pipeline %q: %w", p.Name, err))
+			}
+			continue
+		}
+		if _, _, err := c.Partition(p, set); err != nil {
+			var e *conf.Error
+			if errors.As(err, &e) {
+				all = append(all, e)
+			} else {
+				other = append(other, err)
 			}
 			continue
 		}

@@ -3,7 +3,6 @@ package pipelines
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -31,8 +30,10 @@ const (
 //	                     journal --reader "sink:<name>" (one per sink)--> sink
 //
 // A message is acknowledged to its publisher once its M record is durable.
-// The rules reader dispatches messages to workers sharded by topic, so one
-// device's messages keep their order and its rule state stays on one worker.
+// The rules reader dispatches messages to workers by their partition key
+// (derived from the rules' series keys, see rules.Partition), so every
+// reading of a series, for every rule, is evaluated in order by one worker,
+// which holds the series' state.
 // Each sink reads the journal through its own cursor: a slow or dead sink
 // neither blocks the others nor loses its backlog, and a segment is deleted
 // once every cursor has passed it.
@@ -42,7 +43,10 @@ type pipeline struct {
 	// set is the rule set in force; a reload swaps it, and each worker
 	// moves to it between two messages, carrying over the state of the
 	// rules that did not change.
-	set     atomic.Pointer[rules.Set]
+	set atomic.Pointer[rules.Set]
+	// part spreads messages over the shards; a reload keeps it (a rule set
+	// that needs another is refused).
+	part    rules.Partition
 	limits  rules.Limits
 	journal *journal.Journal
 	// maxBytes is the journal's bound.
@@ -172,14 +176,23 @@ func (p *pipeline) dispatch(ctx context.Context) {
 			}
 		}
 		p.tracker.add(e.Seq)
-		h := fnv.New32a()
-		h.Write([]byte(msg.Topic))
 		select {
-		case p.shards[h.Sum32()%uint32(len(p.shards))] <- work{e.Seq, msg}:
+		case p.shards[shardOf(p.part.Key(msg.Topic), len(p.shards))] <- work{e.Seq, msg}:
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// shardOf maps a partition key to one of n shards (FNV-1a, without the
+// allocation of hash/fnv's interface).
+func shardOf(key string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
 }
 
 func newRateLog(log *slog.Logger) *ratelog.Logger { return ratelog.New(log, 10*time.Second, nil) }

@@ -3,6 +3,7 @@ package pipelines
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,18 @@ func (s *Service) ReloadRules() error {
 		s.metrics.RuleReloads.WithLabelValues("failure").Inc()
 		s.log.Error("rules not reloaded; the running rules stay", "error", err)
 		return err
+	}
+	for i, p := range s.pipelines {
+		part, _, err := s.cfg.Partition(&s.cfg.Pipelines[i], sets[p.name])
+		if err == nil && !part.Equal(p.part) {
+			err = fmt.Errorf("pipeline %q: the rules now partition by %s, not %s: restart sluice to apply them "+
+				"(the running rules' state is spread over the workers by the old key)", p.name, part, p.part)
+		}
+		if err != nil {
+			s.metrics.RuleReloads.WithLabelValues("failure").Inc()
+			s.log.Error("rules not reloaded; the running rules stay", "error", err)
+			return err
+		}
 	}
 	n := 0
 	for _, p := range s.pipelines {

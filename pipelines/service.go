@@ -141,7 +141,8 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	}
 
 	limits := rules.Limits{MaxSize: cfg.Decode.MaxSize, MaxRatio: cfg.Decode.MaxRatio}
-	for _, pc := range cfg.Pipelines {
+	for i := range cfg.Pipelines {
+		pc := &cfg.Pipelines[i]
 		p, err := s.newPipeline(pc, sets[pc.Name], limits, key)
 		if err != nil {
 			s.closeJournals()
@@ -153,8 +154,20 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Limits, key []byte) (*pipeline, error) {
+func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.Limits, key []byte) (*pipeline, error) {
 	log := s.log.With("pipeline", pc.Name)
+	part, notes, err := s.cfg.Partition(pc, set)
+	if err != nil {
+		return nil, err
+	}
+	workers := pc.Workers
+	if part.Single() {
+		workers = 1
+	}
+	log.Info("rules partitioned", "by", part.String(), "workers", workers)
+	for _, n := range notes {
+		log.Info(n)
+	}
 	jopts := journal.Options{
 		Dir:          filepath.Join(s.cfg.DataDir, "journal", pc.Name),
 		SegmentBytes: int64(pc.Journal.SegmentBytes),
@@ -187,7 +200,7 @@ func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Li
 		log.Warn("journal recovered from an unclean stop", "records", r.Records, "cut_bytes", r.CutBytes, "corrupt_segments", r.CorruptSegments)
 	}
 	p := &pipeline{
-		name: pc.Name, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory, maxBytes: jopts.MaxBytes,
+		name: pc.Name, part: part, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory, maxBytes: jopts.MaxBytes,
 		streams: map[sluice.Stream]bool{}, log: log, metrics: s.metrics,
 		rlog: newRateLog(log),
 	}
@@ -205,8 +218,8 @@ func (s *Service) newPipeline(pc PipelineConfig, set *rules.Set, limits rules.Li
 		p.streams[stream] = true
 		p.sinks = append(p.sinks, newSinkReader(*sc, s.sinks[name], p, log, s.metrics))
 	}
-	per := max(1, pc.Queue/pc.Workers)
-	for range pc.Workers {
+	per := max(1, pc.Queue/workers)
+	for range workers {
 		p.shards = append(p.shards, make(chan work, per))
 	}
 	return p, nil
