@@ -32,6 +32,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/rules"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -283,8 +284,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg, err := pipelines.Load(path)
+	var sets map[string]*rules.Set
 	if err == nil {
-		_, err = cfg.CompileRules()
+		sets, err = cfg.CompileRules()
 	}
 	if err == nil {
 		err = cfg.CheckFiles()
@@ -295,6 +297,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
+	}
+	for i := range cfg.Pipelines {
+		p := &cfg.Pipelines[i]
+		_, notes, _ := cfg.Partition(p, sets[p.Name])
+		for _, n := range notes {
+			fmt.Fprintf(stdout, "note: %s\n", n)
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", path, count(len(cfg.Pipelines), "pipeline"), count(len(cfg.Sinks), "sink"))
 	return exitOK

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -340,5 +341,52 @@ func TestRulesTest(t *testing.T) {
 		!strings.Contains(stdout, "FAIL "+filepath.Join(dir, "r_test.yaml")+": fails") ||
 		!strings.Contains(stdout, "want alert {rule: hot, status: firing}") || !strings.HasSuffix(stdout, "1 passed, 1 failed\n") {
 		t.Fatalf("exit %d\n%s", code, stdout)
+	}
+}
+
+// TestValidatePartition: validate says why a pipeline runs on one worker,
+// and refuses a partition_by that would split a rule's series at its line.
+func TestValidatePartition(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "rules/a.yaml", `rules:
+  - name: site_avg
+    match: plant/+site/+line/+device/telemetry
+    key: site
+    fields:
+      avg: avg_over(temperature, "5m")
+  - name: by_serial
+    match: plant/+site/+line/+device/telemetry
+    key: serial
+    fields:
+      d: delta(temperature)
+`)
+	config := `pipelines:
+  - name: p
+    topics: ["#"]
+    rules: [rules]
+    sinks: [a]
+%s
+sinks:
+  - name: a
+    mqtt: {}
+`
+	path := writeFile(t, dir, "sluice.yaml", fmt.Sprintf(config, ""))
+	code, stdout, stderr := runMain("validate", "-c", path)
+	if code != exitOK || !strings.Contains(stdout, `note: pipeline "p": rule "by_serial"`) || !strings.Contains(stdout, "run on one worker") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s\nwant a note that by_serial keeps the pipeline on one worker", code, stdout, stderr)
+	}
+
+	writeFile(t, dir, "rules/a.yaml", `rules:
+  - name: site_avg
+    match: plant/+site/+line/+device/telemetry
+    key: site
+    fields:
+      avg: avg_over(temperature, "5m")
+`)
+	path = writeFile(t, dir, "sluice.yaml", fmt.Sprintf(config, "    partition_by: device"))
+	code, _, stderr = runMain("validate", "-c", path)
+	want := `sluice.yaml:6:19: pipelines[0].partition_by: rule "site_avg"`
+	if code != exitUsage || !strings.Contains(stderr, want) || !strings.Contains(stderr, "would split") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant %s ... would split", code, stderr, want)
 	}
 }
