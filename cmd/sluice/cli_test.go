@@ -122,3 +122,71 @@ sinks:
 		t.Errorf("sluice status on a config without admin: exit %d: %s", code, errOut)
 	}
 }
+
+// TestExitCodeScheme checks the one scheme (package comment,
+// docs/operations.md): the same kind of problem exits the same way from
+// validate and rules lint (they exited 2 and 1), a failing test exits 1.
+func TestExitCodeScheme(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "bad/r.yaml", "rules:\n  - name: a\n    where: t >\n")
+	writeFile(t, dir, "good/r.yaml", "rules:\n  - name: hot\n    match: s/+device\n    alert: {when: t > 90}\n")
+	writeFile(t, dir, "good/r_test.yaml", "tests:\n  - name: fails\n    steps:\n      - publish: {topic: s/a, payload: {t: 50}}\n        alerts: [{rule: hot, status: firing}]\n")
+	badConfig := writeFile(t, dir, "bad.yaml", "pipelines:\n  - name: p\n    topics: [\"#\"]\n    rules: [bad]\n    sinks: [a]\nsinks:\n  - name: a\n    mqtt: {}\n")
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"validate", badConfig}, exitUsage},
+		{[]string{"rules", "lint", filepath.Join(dir, "bad")}, exitUsage},
+		{[]string{"rules", "lint", filepath.Join(dir, "good")}, exitOK},
+		{[]string{"rules", "test", filepath.Join(dir, "good")}, exitFailure},
+		{[]string{"rules", "test", filepath.Join(dir, "bad")}, exitUsage},
+		{[]string{"rules", "lint", filepath.Join(dir, "nothing-here")}, exitUsage},
+	} {
+		if code, stdout, stderr := runMain(tc.args...); code != tc.code {
+			t.Errorf("sluice %s: exit %d, want %d\n%s%s", strings.Join(tc.args, " "), code, tc.code, stdout, stderr)
+		}
+	}
+}
+
+// TestRulesTestWithoutTestsSaysWhy checks a folder without tests is not
+// "0 passed, 0 failed": it says there is nothing to test and how tests are
+// found.
+func TestRulesTestWithoutTestsSaysWhy(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yaml", "rules:\n  - name: hot\n    alert: {when: t > 90}\n")
+	code, stdout, stderr := runMain("rules", "test", dir)
+	if code != exitUsage || strings.Contains(stdout, "0 passed") ||
+		!strings.Contains(stderr, "no rule tests in "+dir) || !strings.Contains(stderr, "boilers_test.yaml") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+// TestRulesLintWithoutAPath checks `sluice rules lint` with no path lints
+// the rules the config lists, not every YAML file of the working folder
+// (the config and the ACL file were reported as broken rules), and says
+// what to do where there is no config.
+func TestRulesLintWithoutAPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if code, _, stderr := runMain("rules", "lint"); code != exitUsage || !strings.Contains(stderr, "no sluice.yaml here") {
+		t.Errorf("no config: exit %d: %s", code, stderr)
+	}
+	writeFile(t, dir, "rules/r.yaml", "rules:\n  - name: hot\n    alert: {when: t > 90}\n")
+	writeFile(t, dir, "rules/r_test.yaml", "tests:\n  - name: fires\n    steps:\n      - publish: {topic: s/a, payload: {t: 95}}\n        alerts: [{rule: hot, status: firing}]\n")
+	writeFile(t, dir, "acl.yaml", "rules:\n  - users: ops\n    allow: all\n    topics: [\"#\"]\n")
+	writeFile(t, dir, "sluice.yaml", "pipelines:\n  - name: p\n    topics: [\"#\"]\n    rules: [rules]\n    sinks: [a]\nsinks:\n  - name: a\n    mqtt: {}\n")
+	code, stdout, stderr := runMain("rules", "lint")
+	if code != exitOK || stdout != "1 rule file, 1 test file: ok\n" {
+		t.Errorf("rules lint in a config's folder: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runMain("rules", "test")
+	if code != exitOK || !strings.HasSuffix(stdout, "1 passed, 0 failed\n") {
+		t.Errorf("rules test in a config's folder: exit %d\n%s%s", code, stdout, stderr)
+	}
+	other := t.TempDir()
+	t.Chdir(other)
+	if code, stdout, stderr := runMain("rules", "lint", "-c", filepath.Join(dir, "sluice.yaml")); code != exitOK {
+		t.Errorf("rules lint -c: exit %d\n%s%s", code, stdout, stderr)
+	}
+}

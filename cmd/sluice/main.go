@@ -12,8 +12,13 @@
 //	sluice keygen FILE               write a new key for encryption at rest
 //	sluice version                   print the version
 //
-// Exit codes: 0 success, 1 a failure while running, 2 bad usage or an
-// invalid configuration.
+// Exit codes, one scheme for every command (docs/operations.md):
+//
+//	0  success
+//	1  a failure: while running, a rule test that failed, sluice status
+//	   not ready or not reachable
+//	2  wrong input, nothing started: the command line, or a config, rule,
+//	   test or sample file it names (missing, unreadable or with problems)
 package main
 
 import (
@@ -44,11 +49,11 @@ func main() {
 	os.Exit(Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// Exit codes.
+// Exit codes (see the package comment).
 const (
 	exitOK      = 0
 	exitFailure = 1
-	exitUsage   = 2
+	exitUsage   = 2 // the command line or a file it names is wrong
 )
 
 // Main runs the sluice command line and returns its exit code.
@@ -105,6 +110,9 @@ Usage:
   sluice version                   print the version
 
 Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.
+Exit codes: 0 success; 1 a failure (while running, a failing rule test, sluice
+status not ready); 2 wrong input (the command line, or a config, rule or test
+file that is missing or has problems), nothing started.
 `)
 }
 

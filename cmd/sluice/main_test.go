@@ -299,8 +299,8 @@ func TestRulesLintReportsEveryError(t *testing.T) {
 	writeFile(t, dir, "a.yaml", "rules:\n  - name: a\n    where: t >\n  - name: b\n    fields:\n      x: avg_over(t)\n")
 	writeFile(t, dir, "b.yaml", "rules:\n  - name: c\n    wher: t > 1\n")
 	code, stdout, _ := runMain("rules", "lint", dir)
-	if code != exitFailure {
-		t.Errorf("exit %d, want %d", code, exitFailure)
+	if code != exitUsage {
+		t.Errorf("exit %d, want %d", code, exitUsage)
 	}
 	for _, want := range []string{
 		filepath.Join(dir, "a.yaml") + ":3:",
