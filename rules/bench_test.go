@@ -123,3 +123,37 @@ rules:
 		b.ReportMetric(two-one, "bytes/window")
 	}
 }
+
+// BenchmarkEvalStateful is one message through a rule with four stateful
+// calls (a window in a field, and a count, a z-score and a rate in when),
+// the state of 16 series.
+func BenchmarkEvalStateful(b *testing.B) {
+	set, err := rules.Parse("stateful.yaml", []byte(`
+rules:
+  - name: boiler_drift
+    match: plant/+site/+line/+device/telemetry
+    where: kind == "boiler"
+    fields:
+      temp_avg: avg_over(temperature, "5m")
+    alert:
+      when: count_over("10m") >= 30 and (abs(zscore(temperature, "10m")) > 4 or rate(pressure) > 0.5)
+      message: "boiler {{ device }} at {{ temperature }} °C"
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := set.NewEvaluator(nil, rules.Limits{})
+	msgs := make([]*sluice.Message, 64)
+	start := time.Now()
+	for i := range msgs {
+		msgs[i] = &sluice.Message{Topic: fmt.Sprintf("plant/north/l1/b%d/telemetry", i%16), Payload: benchPayload(i), QoS: 1}
+	}
+	out := make([]sluice.Event, 0, 16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m := msgs[i%len(msgs)]
+		m.Received = start.Add(time.Duration(i) * time.Millisecond)
+		out, _ = ev.Eval(m, out[:0])
+	}
+}

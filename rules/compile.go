@@ -12,7 +12,11 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/builtin"
+	"github.com/expr-lang/expr/checker"
+	exprcompiler "github.com/expr-lang/expr/compiler"
+	exprconf "github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 
@@ -111,8 +115,11 @@ type rule struct {
 	keep, drop map[string]bool
 	records    bool
 	ttl        time.Duration
-	sites      []site
-	alert      *alertRule
+	// sites are the rule's stateful calls; each expression feeds the
+	// sites before its feed index (sites.go), where those before whereFeed.
+	sites     []site
+	whereFeed int
+	alert     *alertRule
 	// needsSeries: the rule keeps per-series state (stateful functions or
 	// an alert); whereSites: its where calls stateful functions, so the
 	// series must exist before where runs.
@@ -124,9 +131,11 @@ type derived struct {
 	name, key string // key is "=name"
 	prog      *vm.Program
 	output    bool // a field of the record (not a let)
+	feed      int  // the rule's sites up to this one are fed before it
 }
 
 type alertRule struct {
+	feed     int // sites fed before when (those of when, clear, value, message, labels)
 	when     *vm.Program
 	clear    *vm.Program
 	absent   time.Duration
@@ -193,6 +202,7 @@ type compiler struct {
 	chains  map[string]int
 	fields  map[string]bool
 	funcs   []expr.Option
+	feedCfg *exprconf.Config
 }
 
 func newCompiler() *compiler {
@@ -283,7 +293,8 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 	}
 	r.chain = idx
 
-	sc := &scope{rule: r, segments: map[string]bool{}, vars: map[string]bool{}, rename: map[string]string{}, units: map[string]conversion{}}
+	sc := &scope{rule: r, segments: map[string]bool{}, vars: map[string]bool{}, rename: map[string]string{}, units: map[string]conversion{},
+		sites: map[string]int{}}
 	for _, n := range r.segNames {
 		sc.segments[n] = true
 	}
@@ -308,7 +319,9 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 
 	switch {
 	case s.Key != "":
+		sc.noSites = true
 		r.key = c.compile(doc, at+".key", s.Key, sc)
+		sc.noSites = false
 	case sc.segments["device"]:
 		r.keySegment = indexOf(r.segNames, "device")
 	default:
@@ -318,6 +331,7 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 		before := len(r.sites)
 		r.where = c.compile(doc, at+".where", s.Where, sc, expr.AsBool())
 		r.whereSites = len(r.sites) > before
+		r.whereFeed = len(r.sites)
 		if r.where != nil {
 			r.quickWhere = quickTerms(r.where.Node())
 		}
@@ -336,6 +350,7 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 			}
 			d := derived{name: name, key: "=" + name, output: group.output,
 				prog: c.compile(doc, path, fmt.Sprint(item.Value), sc)}
+			d.feed = len(r.sites)
 			if group.output {
 				r.fields = append(r.fields, d)
 			} else {
@@ -367,6 +382,7 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 			k := fmt.Sprint(item.Key)
 			ar.labels = append(ar.labels, label{key: k, t: c.template(doc, at+".alert.labels."+k, fmt.Sprint(item.Value), sc)})
 		}
+		ar.feed = len(r.sites)
 		r.alert = ar
 	}
 	r.needsSeries = len(r.sites) > 0 || r.alert != nil
@@ -421,16 +437,23 @@ func (c *compiler) compile(doc *conf.Doc, path, src string, sc *scope, opts ...e
 	return c.compileAt(doc, path, src, 0, sc, opts...)
 }
 
+// compileAt compiles as expr.Compile does, with a step between type checking
+// and code generation: the hoister lifts the stateful calls into sites of
+// the rule (see sites.go).
 func (c *compiler) compileAt(doc *conf.Doc, path, src string, offset int, sc *scope, opts ...expr.Option) *vm.Program {
-	res := &resolver{scope: sc, c: c, lets: map[string]bool{}, callees: map[ast.Node]bool{}, done: map[ast.Node]bool{}}
-	all := append([]expr.Option{
-		expr.Env(builtinsWithCtx),
-		expr.AllowUndefinedVariables(), // payload fields are not known in advance
-		expr.Patch(binder{res}),
-		expr.Patch(res),
-		expr.MaxNodes(maxNodes),
-	}, c.funcs...)
-	prog, err := expr.Compile(src, append(all, opts...)...)
+	res := &resolver{scope: sc, c: c, lets: map[string]bool{}, callees: map[ast.Node]bool{}, done: map[ast.Node]bool{},
+		calls: map[*ast.CallNode]site{}}
+	cfg := c.config([]ast.Visitor{binder{res}, res}, opts...)
+	var prog *vm.Program
+	tree, err := checker.ParseCheck(src, cfg)
+	if res.problem == "" && err == nil {
+		stage := path[strings.Index(path, ".")+1:]
+		h := hoister{c: c, res: res, src: src, stage: stage}
+		h.walk(&tree.Node, nil)
+		if res.problem == "" {
+			prog, err = c.build(tree, cfg)
+		}
+	}
 	if res.problem == "" && err == nil {
 		return prog
 	}
@@ -453,6 +476,45 @@ func (c *compiler) compileAt(doc *conf.Doc, path, src string, offset int, sc *sc
 	}
 	c.errs = append(c.errs, doc.ErrorAt(path, line, col, msg))
 	return nil
+}
+
+// config is the expr configuration of rule expressions, with the given
+// patches.
+func (c *compiler) config(patches []ast.Visitor, opts ...expr.Option) *exprconf.Config {
+	cfg := exprconf.CreateNew()
+	all := append([]expr.Option{
+		expr.Env(builtinsWithCtx),
+		expr.AllowUndefinedVariables(), // payload fields are not known in advance
+		expr.MaxNodes(maxNodes),
+	}, c.funcs...)
+	for _, p := range patches {
+		all = append(all, expr.Patch(p))
+	}
+	for _, op := range append(all, opts...) {
+		op(cfg)
+	}
+	for name := range cfg.Disabled {
+		delete(cfg.Builtins, name)
+	}
+	cfg.Check()
+	return cfg
+}
+
+// build type-checks, optimises and compiles a tree.
+func (c *compiler) build(tree *parser.Tree, cfg *exprconf.Config) (*vm.Program, error) {
+	if _, err := checker.Check(tree, cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Optimize {
+		if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
+			var fe *file.Error
+			if errors.As(err, &fe) {
+				return nil, fe.Bind(tree.Source)
+			}
+			return nil, err
+		}
+	}
+	return exprcompiler.Compile(tree, cfg)
 }
 
 var builtinsWithCtx = func() map[string]any {
@@ -572,6 +634,8 @@ type scope struct {
 	vars     map[string]bool // lets and derived fields defined so far
 	rename   map[string]string
 	units    map[string]conversion
+	sites    map[string]int // sites of the rule by the text of their call
+	noSites  bool           // compiling the key: no stateful calls
 }
 
 // binder runs first over a parsed expression (expr walks children before
@@ -593,8 +657,14 @@ func (b binder) Visit(node *ast.Node) {
 		r.callees[id] = true
 		switch {
 		case stateful[id.Value].usage != "" || plain[id.Value] != "":
-			if msg := bindCall(n, id.Value, r.scope.rule); msg != "" {
+			var st site
+			if msg := bindCall(n, id.Value, &st); msg != "" {
 				r.fail(n, "%s", msg)
+			} else if st.fn != "" {
+				if r.scope.noSites {
+					r.fail(n, "%s: a series key cannot call a stateful function (state is kept per key)", id.Value)
+				}
+				r.calls[n] = st
 			}
 			if callee, ok := n.Callee.(*ast.IdentifierNode); ok {
 				r.callees[callee] = true
@@ -616,6 +686,9 @@ type resolver struct {
 	problem string
 	at      file.Location
 	done    map[ast.Node]bool
+	// calls are the stateful calls seen by the binder, with their sites'
+	// constant arguments.
+	calls map[*ast.CallNode]site
 }
 
 func (r *resolver) fail(n ast.Node, format string, args ...any) {

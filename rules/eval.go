@@ -119,6 +119,11 @@ func (s *Set) NewEvaluator(from *Evaluator, limits Limits) *Evaluator {
 	}
 	ev.vm.MemoryBudget = memoryBudget
 	ev.ctx.rnd = 0x5eed
+	most := 0
+	for _, r := range s.rules {
+		most = max(most, len(r.sites))
+	}
+	ev.ctx.results = make([]any, most)
 	ev.env[ctxKey] = &ev.ctx
 	for i, f := range s.filters {
 		ev.filterVals[i] = make([]string, len(f.Names()))
@@ -392,8 +397,12 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 	// it has passed the where: a boiler rule keeps no state for pumps.
 	var s *series
 	ev.ctx.rule, ev.ctx.series, ev.ctx.now = r, nil, now
+	fed := 0 // the rule's sites fed this reading
 	if r.whereSites {
 		s = ev.series(i, r, key, now)
+		if err := ev.feed(r, &fed, r.whereFeed); err != nil {
+			return out, err
+		}
 	}
 	if r.quickWhere != nil {
 		if !ev.quick(r.quickWhere) {
@@ -426,6 +435,9 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 	}
 
 	for _, d := range r.lets {
+		if err := ev.feed(r, &fed, d.feed); err != nil {
+			return out, err
+		}
 		v, err := ev.run(d.prog)
 		if err != nil {
 			return out, &stageError{"let." + d.name, err}
@@ -433,11 +445,19 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 		ev.env[d.key] = v
 	}
 	for _, d := range r.fields {
+		if err := ev.feed(r, &fed, d.feed); err != nil {
+			return out, err
+		}
 		v, err := ev.run(d.prog)
 		if err != nil {
 			return out, &stageError{"fields." + d.name, err}
 		}
 		ev.env[d.key] = normalize(v)
+	}
+	if r.alert != nil {
+		if err := ev.feed(r, &fed, r.alert.feed); err != nil {
+			return out, err
+		}
 	}
 	if r.records {
 		rec := &sluice.Record{Rule: r.name, Topic: msg.Topic, Time: msg.Received, Tags: tags, Fields: ev.recordFields(r, reading)}
@@ -662,21 +682,30 @@ func (ev *Evaluator) tickAlert(r *rule, key string, s *series, t int64, out []sl
 	default:
 		return out
 	}
-	ev.tickEnv(r, s)
+	ev.tickEnv(r, s, t)
 	a, _ := ev.transition(r, key, s, at, status)
 	return append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: a.Time}, Alert: a})
 }
 
 // tickEnv prepares the environment for an alert raised by time: the series'
 // named levels are known, payload fields are not.
-func (ev *Evaluator) tickEnv(r *rule, s *series) {
+func (ev *Evaluator) tickEnv(r *rule, s *series, t int64) {
 	ev.unload()
 	ev.env["topic"] = s.topic
 	for _, t := range s.tags {
 		ev.env["@"+t.Key] = t.Value
 	}
 	ev.envFilter = -1
-	ev.ctx.rule, ev.ctx.series = r, s
+	// The lets and fields are those of the last reading evaluated, perhaps
+	// of another series: none, rather than someone else's.
+	for _, d := range r.lets {
+		ev.env[d.key] = nil
+	}
+	for _, d := range r.fields {
+		ev.env[d.key] = nil
+	}
+	ev.ctx.rule, ev.ctx.series, ev.ctx.now = r, s, t
+	ev.peekAll(r)
 }
 
 // quick evaluates a where of quick terms.

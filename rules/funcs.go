@@ -8,15 +8,18 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/vm"
 
 	"github.com/sluicehq/sluice/rules/window"
 )
 
-// Stateful functions keep state per series. Each call in a rule is its own
-// "site" with its own state: two rate() calls in one rule do not share. The
-// compiler binds every call to its site (an index into the series' slots) and
-// validates its constant arguments (durations, percentiles), so evaluation
-// does no lookups by name.
+// Stateful functions keep state per series. The compiler binds every call to
+// a "site" of its rule: calls written the same way (the same function, the
+// same arguments, in the same scope) share one site, wherever they stand,
+// and so one state; different calls have their own. Each site is fed once
+// per reading, before the expression that first calls it is evaluated (see
+// sites.go), so that `and`, `or`, `?:` and `??` cannot starve it; the
+// expressions then read the value the feeding produced.
 //
 // A function without enough data yet (the first message of a series, an empty
 // window) returns NaN: comparisons with NaN are false, so no alert fires on
@@ -28,45 +31,82 @@ const (
 	argValue    argKind = iota // the series' value: a number (or a condition for held)
 	argDuration                // a constant duration string: "5m"
 	argPercent                 // a constant number 0..100
-	argUnit                    // a constant unit name
 )
 
-// funcSpec describes a function rules can call.
+// op names a stateful function's behaviour, so that feeding a site is a
+// switch rather than a lookup by name.
+type op uint8
+
+const (
+	opDelta op = iota
+	opRate
+	opIncrease
+	opChanged
+	opAvg
+	opMin
+	opMax
+	opSum
+	opStddev
+	opCount
+	opZScore
+	opPercentile
+	opEWMA
+	opHeld
+)
+
+// funcSpec describes a stateful function rules can call.
 type funcSpec struct {
+	op   op
 	args []argKind
+	cond bool // returns a condition (true or false) rather than a number
 	// state creates the per-series state of one site.
-	state func(s site) any
+	state func(s *site) any
 	usage string
 }
 
-// site is one call of a stateful function in one rule.
+// site is one stateful call of a rule (or several written the same way).
+// It is compile-time data; the state it feeds lives in the series.
 type site struct {
 	fn      string
+	op      op
+	cond    bool
 	span    time.Duration
 	percent float64
+	// stage is the expression the site is first called in ("alert.when"),
+	// for error messages.
+	stage string
+	// The value argument: none (count_over), an environment entry read
+	// directly (argKey, converted when conv is set: the common case of a
+	// plain field name), or a program.
+	hasArg bool
+	argKey string
+	conv   *conversion
+	arg    *vm.Program
 }
 
 var stateful = map[string]funcSpec{
-	"delta":           {[]argKind{argValue}, func(site) any { return new(window.Last) }, "delta(value)"},
-	"rate":            {[]argKind{argValue}, func(site) any { return new(window.Last) }, "rate(value)"},
-	"increase":        {[]argKind{argValue}, func(site) any { return new(window.Last) }, "increase(counter)"},
-	"changed":         {[]argKind{argValue}, func(site) any { return new(window.Last) }, "changed(value)"},
-	"avg_over":        {[]argKind{argValue, argDuration}, statsState, `avg_over(value, "5m")`},
-	"min_over":        {[]argKind{argValue, argDuration}, statsState, `min_over(value, "5m")`},
-	"max_over":        {[]argKind{argValue, argDuration}, statsState, `max_over(value, "5m")`},
-	"sum_over":        {[]argKind{argValue, argDuration}, statsState, `sum_over(value, "5m")`},
-	"stddev_over":     {[]argKind{argValue, argDuration}, statsState, `stddev_over(value, "5m")`},
-	"count_over":      {[]argKind{argDuration}, statsState, `count_over("5m")`},
-	"zscore":          {[]argKind{argValue, argDuration}, statsState, `zscore(value, "10m")`},
-	"percentile_over": {[]argKind{argValue, argPercent, argDuration}, quantState, `percentile_over(value, 95, "5m")`},
-	"ewma":            {[]argKind{argValue, argDuration}, ewmaState, `ewma(value, "1m")`},
-	"held":            {[]argKind{argValue, argDuration}, func(site) any { return new(window.Held) }, `held(condition, "5m")`},
-	"for":             {[]argKind{argValue, argDuration}, func(site) any { return new(window.Held) }, `for(condition, "5m")`},
+	"delta":           {opDelta, []argKind{argValue}, false, lastState, "delta(value)"},
+	"rate":            {opRate, []argKind{argValue}, false, lastState, "rate(value)"},
+	"increase":        {opIncrease, []argKind{argValue}, false, lastState, "increase(counter)"},
+	"changed":         {opChanged, []argKind{argValue}, true, lastState, "changed(value)"},
+	"avg_over":        {opAvg, []argKind{argValue, argDuration}, false, statsState, `avg_over(value, "5m")`},
+	"min_over":        {opMin, []argKind{argValue, argDuration}, false, statsState, `min_over(value, "5m")`},
+	"max_over":        {opMax, []argKind{argValue, argDuration}, false, statsState, `max_over(value, "5m")`},
+	"sum_over":        {opSum, []argKind{argValue, argDuration}, false, statsState, `sum_over(value, "5m")`},
+	"stddev_over":     {opStddev, []argKind{argValue, argDuration}, false, statsState, `stddev_over(value, "5m")`},
+	"count_over":      {opCount, []argKind{argDuration}, false, statsState, `count_over("5m")`},
+	"zscore":          {opZScore, []argKind{argValue, argDuration}, false, statsState, `zscore(value, "10m")`},
+	"percentile_over": {opPercentile, []argKind{argValue, argPercent, argDuration}, false, quantState, `percentile_over(value, 95, "5m")`},
+	"ewma":            {opEWMA, []argKind{argValue, argDuration}, false, ewmaState, `ewma(value, "1m")`},
+	"held":            {opHeld, []argKind{argValue, argDuration}, true, heldState, `held(condition, "5m")`},
+	"for":             {opHeld, []argKind{argValue, argDuration}, true, heldState, `for(condition, "5m")`},
 }
 
-func statsState(s site) any { st := window.NewStats(s.span); return &st }
-func quantState(s site) any { q := window.NewQuantiles(s.span); return &q }
-func ewmaState(s site) any  { e := window.NewEWMA(s.span); return &e }
+func lastState(*site) any    { return new(window.Last) }
+func heldState(*site) any    { return new(window.Held) }
+func statsState(s *site) any { st := window.NewStats(s.span); return &st }
+func quantState(s *site) any { q := window.NewQuantiles(s.span); return &q }
+func ewmaState(s *site) any  { e := window.NewEWMA(s.span); return &e }
 
 // plain functions rules can call besides expr's built-ins; checked at
 // compile time like the stateful ones.
@@ -75,23 +115,31 @@ var plain = map[string]string{
 }
 
 // ctxKey is the environment entry holding the evaluator's call context; the
-// compiler passes it to every stateful call.
+// compiler passes it to every read of a site.
 const ctxKey = "__sluice_ctx"
 
-// callCtx is what a stateful function needs at run time: the series being
-// evaluated and the time.
+// The functions a compiled expression calls to read a site's value for the
+// current reading: readNum for numbers, readCond for conditions.
+const (
+	readNum  = "__site"
+	readCond = "__site_cond"
+)
+
+// callCtx is what feeding and reading sites needs at run time: the series
+// being evaluated, the time, and the value of each site of the current rule
+// for the current reading.
 type callCtx struct {
-	rule   *rule
-	series *series
-	now    int64
-	rnd    uint64
+	rule    *rule
+	series  *series
+	now     int64
+	rnd     uint64
+	results []any // per site of the current rule
 }
 
 func (c *callCtx) slot(i int) any {
 	s := c.series
 	if s.slots[i] == nil {
-		st := c.rule.sites[i]
-		s.slots[i] = stateful[st.fn].state(st)
+		s.slots[i] = stateful[c.rule.sites[i].fn].state(&c.rule.sites[i])
 	}
 	return s.slots[i]
 }
@@ -128,77 +176,123 @@ func number(fn string, v any) (float64, bool, error) {
 	return 0, false, fmt.Errorf("%s: want a number, got %T %v", fn, v, v)
 }
 
-var nan = math.NaN()
+var (
+	nan        = math.NaN()
+	nanAny any = nan // boxed once: a site without a value costs no allocation
+)
+
+// observe feeds site i the value v of the current reading and returns the
+// function's value for it.
+func (c *callCtx) observe(i int, st *site, v any) (any, error) {
+	switch st.op {
+	case opChanged:
+		return c.slot(i).(*window.Last).Changed(c.now, v), nil
+	case opHeld:
+		cond, ok := v.(bool)
+		if !ok && v != nil {
+			return false, fmt.Errorf("%s: want a condition (true or false), got %T", st.fn, v)
+		}
+		return c.slot(i).(*window.Held).Observe(c.now, cond) >= st.span, nil
+	case opCount:
+		s := c.slot(i).(*window.Stats)
+		s.Add(c.now, 0)
+		return float64(s.Count(c.now)), nil
+	}
+	x, ok, err := number(st.fn, v)
+	if err != nil || !ok {
+		return nanAny, err
+	}
+	if st.conv != nil {
+		x = st.conv.apply(x)
+	}
+	var f float64
+	switch st.op {
+	case opDelta:
+		f, ok = c.slot(i).(*window.Last).Delta(c.now, x)
+	case opRate:
+		f, ok = c.slot(i).(*window.Last).Rate(c.now, x)
+	case opIncrease:
+		f, ok = c.slot(i).(*window.Last).Increase(c.now, x)
+	case opZScore:
+		f, ok = window.ZScore(c.slot(i).(*window.Stats), c.now, x)
+	case opPercentile:
+		q := c.slot(i).(*window.Quantiles)
+		q.Add(c.now, x, c.random())
+		f, ok = q.Quantile(c.now, st.percent/100)
+	case opEWMA:
+		f = c.slot(i).(*window.EWMA).Add(c.now, x)
+		ok = !math.IsNaN(f)
+	default: // the Stats aggregates
+		s := c.slot(i).(*window.Stats)
+		s.Add(c.now, x)
+		f, ok = statsValue(st.op, s, c.now)
+	}
+	if !ok {
+		return nanAny, nil
+	}
+	return f, nil
+}
+
+func statsValue(o op, s *window.Stats, now int64) (float64, bool) {
+	switch o {
+	case opAvg:
+		return s.Mean(now)
+	case opMin:
+		return s.Min(now)
+	case opMax:
+		return s.Max(now)
+	case opSum:
+		return s.Sum(now), true
+	case opStddev:
+		return s.Stddev(now)
+	case opCount:
+		return float64(s.Count(now)), true
+	}
+	return 0, false
+}
+
+// peek returns site i's value at the current time without a reading, for
+// alerts raised by the timer: a window function gives its window as it is
+// then; a function that needs a new value (delta, rate, zscore, ...) has
+// none (NaN, or false for a condition).
+func (c *callCtx) peek(i int, st *site) any {
+	none := nanAny
+	if st.cond {
+		none = false
+	}
+	state := c.series.slots[i]
+	if state == nil {
+		return none
+	}
+	var f float64
+	ok := false
+	switch s := state.(type) {
+	case *window.Stats:
+		if st.op != opZScore {
+			f, ok = statsValue(st.op, s, c.now)
+		}
+	case *window.Quantiles:
+		f, ok = s.Quantile(c.now, st.percent/100)
+	case *window.EWMA:
+		f = s.Value()
+		ok = !math.IsNaN(f)
+	}
+	if !ok {
+		return none
+	}
+	return f
+}
 
 // runtimeFunctions are the expr options registering every function rules
 // may call, with the signatures the compiler rewrites calls to.
 func runtimeFunctions() []expr.Option {
-	valueFn := func(name string, f func(c *callCtx, i int, v float64) float64) expr.Option {
-		return expr.Function(name, func(p ...any) (any, error) {
-			c, i := p[0].(*callCtx), p[1].(int)
-			v, ok, err := number(name, p[2])
-			if err != nil || !ok {
-				return nan, err
-			}
-			return f(c, i, v), nil
-		}, new(func(*callCtx, int, any) float64))
-	}
-	last := func(c *callCtx, i int) *window.Last { return c.slot(i).(*window.Last) }
-	stats := func(c *callCtx, i int) *window.Stats { return c.slot(i).(*window.Stats) }
-	orNaN := func(v float64, ok bool) float64 {
-		if !ok {
-			return nan
-		}
-		return v
-	}
-	return []expr.Option{
-		valueFn("delta", func(c *callCtx, i int, v float64) float64 { return orNaN(last(c, i).Delta(c.now, v)) }),
-		valueFn("rate", func(c *callCtx, i int, v float64) float64 { return orNaN(last(c, i).Rate(c.now, v)) }),
-		valueFn("increase", func(c *callCtx, i int, v float64) float64 { return orNaN(last(c, i).Increase(c.now, v)) }),
-		expr.Function("changed", func(p ...any) (any, error) {
-			c, i := p[0].(*callCtx), p[1].(int)
-			return last(c, i).Changed(c.now, p[2]), nil
-		}, new(func(*callCtx, int, any) bool)),
-		valueFn("avg_over", func(c *callCtx, i int, v float64) float64 {
-			s := stats(c, i)
-			s.Add(c.now, v)
-			return orNaN(s.Mean(c.now))
-		}),
-		valueFn("min_over", func(c *callCtx, i int, v float64) float64 {
-			s := stats(c, i)
-			s.Add(c.now, v)
-			return orNaN(s.Min(c.now))
-		}),
-		valueFn("max_over", func(c *callCtx, i int, v float64) float64 {
-			s := stats(c, i)
-			s.Add(c.now, v)
-			return orNaN(s.Max(c.now))
-		}),
-		valueFn("sum_over", func(c *callCtx, i int, v float64) float64 {
-			s := stats(c, i)
-			s.Add(c.now, v)
-			return s.Sum(c.now)
-		}),
-		valueFn("stddev_over", func(c *callCtx, i int, v float64) float64 {
-			s := stats(c, i)
-			s.Add(c.now, v)
-			return orNaN(s.Stddev(c.now))
-		}),
-		expr.Function("count_over", func(p ...any) (any, error) {
-			c, i := p[0].(*callCtx), p[1].(int)
-			s := stats(c, i)
-			s.Add(c.now, 0)
-			return float64(s.Count(c.now)), nil
+	opts := []expr.Option{
+		expr.Function(readNum, func(p ...any) (any, error) {
+			return p[0].(*callCtx).results[p[1].(int)], nil
 		}, new(func(*callCtx, int) float64)),
-		valueFn("zscore", func(c *callCtx, i int, v float64) float64 { return orNaN(window.ZScore(stats(c, i), c.now, v)) }),
-		valueFn("percentile_over", func(c *callCtx, i int, v float64) float64 {
-			q := c.slot(i).(*window.Quantiles)
-			q.Add(c.now, v, c.random())
-			return orNaN(q.Quantile(c.now, c.rule.sites[i].percent/100))
-		}),
-		valueFn("ewma", func(c *callCtx, i int, v float64) float64 { return c.slot(i).(*window.EWMA).Add(c.now, v) }),
-		heldFn("held"),
-		heldFn("for"), // for(condition, "5m") reads as the rule language's for(duration)
+		expr.Function(readCond, func(p ...any) (any, error) {
+			return p[0].(*callCtx).results[p[1].(int)], nil
+		}, new(func(*callCtx, int) bool)),
 		expr.Function("__convert", func(p ...any) (any, error) {
 			v, ok, err := number("convert", p[0])
 			if err != nil || !ok {
@@ -207,25 +301,29 @@ func runtimeFunctions() []expr.Option {
 			return v*p[1].(float64) + p[2].(float64), nil
 		}, new(func(any, float64, float64) float64)),
 	}
-}
-
-// heldFn is held(condition, "5m"): true once the condition has been true
-// continuously for the duration.
-func heldFn(name string) expr.Option {
-	return expr.Function(name, func(p ...any) (any, error) {
-		c, i := p[0].(*callCtx), p[1].(int)
-		cond, ok := p[2].(bool)
-		if !ok && p[2] != nil {
-			return false, fmt.Errorf("%s: want a condition (true or false), got %T", name, p[2])
+	// The stateful functions as written, for type checking only: the
+	// compiler replaces every call with a read of its site.
+	for name, spec := range stateful {
+		unbound := func(...any) (any, error) { return nil, fmt.Errorf("%s: not bound to a site", name) }
+		sig := any(new(func(*callCtx, int, any) float64))
+		switch {
+		case spec.cond:
+			sig = new(func(*callCtx, int, any) bool)
+		case len(spec.args) > 0 && spec.args[0] != argValue: // count_over
+			sig = new(func(*callCtx, int) float64)
 		}
-		return c.slot(i).(*window.Held).Observe(c.now, cond) >= c.rule.sites[i].span, nil
-	}, new(func(*callCtx, int, any) bool))
+		opts = append(opts, expr.Function(name, unbound, sig))
+	}
+	return opts
 }
 
-// bindCall checks a call of a sluice function and rewrites it to its runtime
-// form: stateful calls get the context and their site, convert() gets its
-// precomputed linear map. It returns a problem to report, or "".
-func bindCall(call *ast.CallNode, name string, r *rule) string {
+// bindCall checks a call of a sluice function. convert() is rewritten to
+// its precomputed linear map; a stateful call gets its site's constant
+// arguments (durations, percentiles) checked and recorded in st, and its
+// arguments rewritten to (context, 0, value) for type checking until the
+// hoister replaces it with a read of its site. It returns a problem to
+// report, or "".
+func bindCall(call *ast.CallNode, name string, st *site) string {
 	if name == "convert" {
 		if len(call.Arguments) != 3 {
 			return fmt.Sprintf("convert takes 3 arguments: %s", plain["convert"])
@@ -247,13 +345,14 @@ func bindCall(call *ast.CallNode, name string, r *rule) string {
 	if len(call.Arguments) != len(spec.args) {
 		return fmt.Sprintf("%s takes %d argument(s): %s", name, len(spec.args), spec.usage)
 	}
-	st := site{fn: name}
+	*st = site{fn: name, op: spec.op, cond: spec.cond}
 	var values []ast.Node
 	for i, kind := range spec.args {
 		arg := call.Arguments[i]
 		switch kind {
 		case argValue:
 			values = append(values, arg)
+			st.hasArg = true
 		case argDuration:
 			s, ok := arg.(*ast.StringNode)
 			if !ok {
@@ -272,9 +371,7 @@ func bindCall(call *ast.CallNode, name string, r *rule) string {
 			st.percent = p
 		}
 	}
-	idx := len(r.sites)
-	r.sites = append(r.sites, st)
-	call.Arguments = append([]ast.Node{&ast.IdentifierNode{Value: ctxKey}, &ast.IntegerNode{Value: idx}}, values...)
+	call.Arguments = append([]ast.Node{&ast.IdentifierNode{Value: ctxKey}, &ast.IntegerNode{Value: 0}}, values...)
 	return ""
 }
 

@@ -44,3 +44,11 @@ func (e *EWMA) Add(now int64, v float64) float64 {
 	e.last = now
 	return e.avg
 }
+
+// Value returns the average as it stands, NaN before the first sample.
+func (e *EWMA) Value() float64 {
+	if !e.set {
+		return math.NaN()
+	}
+	return e.avg
+}
