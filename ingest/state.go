@@ -2,11 +2,6 @@ package ingest
 
 import (
 	"bytes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +14,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/sluicehq/sluice/internal/ratelog"
+	"github.com/sluicehq/sluice/internal/seal"
 )
 
 // stateStore is the broker's persistent state: a mochi storage hook that
@@ -80,8 +76,9 @@ import (
 // that a value cannot be moved to another key (another client's session,
 // another topic). Each run of the broker seals with its own key, derived
 // with HKDF-SHA256 from the key and a random salt stored with each value;
-// the nonce is a counter, so a nonce never repeats under a key however
-// many values a run writes. Keys are not left in clear either: client ids,
+// the nonce is 4 random bytes and a counter, so a nonce never repeats under
+// a key however many values a run writes. (The scheme is internal/seal's,
+// which the journal uses too.) Keys are not left in clear either: client ids,
 // filters and topics are replaced by HMAC-SHA256 (under another derived
 // key, truncated to 16 bytes), which keeps the per-client prefixes
 // removals need. What the file still shows is the number and kinds of
@@ -117,12 +114,12 @@ type stateStore struct {
 	flights   map[string]int
 
 	// With a key, set by Init:
-	names   []byte      // HMAC key for the names in bbolt keys
-	runSalt []byte      // this run's salt, stored with each value it seals
-	seal    cipher.AEAD // this run's AEAD
+	names   []byte       // HMAC key for the names in bbolt keys
+	runSalt []byte       // this run's salt, stored with each value it seals
+	sealer  *seal.Sealer // this run's
 	nonce   atomic.Uint64
 	mu      sync.Mutex
-	opens   map[string]cipher.AEAD // by run salt: the AEADs of the runs that sealed what was loaded
+	opens   map[string]*seal.Sealer // by run salt: the sealers of the runs that sealed what was loaded
 }
 
 // newStateStore returns the state store for the bbolt file at path,
@@ -143,16 +140,15 @@ const (
 	stateFormatKey  = "format"
 	stateVersion    = 1
 	stateCipher     = "AES-256-GCM"
-	stateKeySize    = 32
-	stateSaltSize   = 16
 	stateNameSize   = 16 // bytes of HMAC standing for a client id, filter or topic
 	stateSealed     = 0x01
-	stateNonceSize  = 12
-	stateOverhead   = 1 + stateSaltSize + stateNonceSize + 16 // + GCM tag
+	stateOverhead   = 1 + seal.SaltSize + seal.Overhead
 
-	infoStateNames = "sluice broker state names"
-	infoStateCheck = "sluice broker state key check"
-	infoStateRun   = "sluice broker state values (AES-256-GCM)"
+	// The purposes of the keys derived from the key and a salt (the file's
+	// for the first two, a run's for the third).
+	purposeStateNames = "sluice broker state names"
+	purposeStateCheck = "sluice broker state key check"
+	purposeStateRun   = "sluice broker state values (AES-256-GCM)"
 )
 
 // errStateKey is the cause of Init's error when the key does not match the
@@ -193,8 +189,8 @@ func (h *stateStore) Init(config any) error {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	h.rlog = ratelog.New(h.log, 10*time.Second, nil)
-	if h.key != nil && len(h.key) != stateKeySize {
-		return fmt.Errorf("broker state %s: key must be %d bytes, not %d", h.path, stateKeySize, len(h.key))
+	if h.key != nil && len(h.key) != seal.KeySize {
+		return fmt.Errorf("broker state %s: key must be %d bytes, not %d", h.path, seal.KeySize, len(h.key))
 	}
 	db, err := bbolt.Open(h.path, 0o600, &bbolt.Options{Timeout: 5 * time.Second, NoSync: !h.fsync})
 	if errors.Is(err, bbolt.ErrTimeout) {
@@ -209,13 +205,12 @@ func (h *stateStore) Init(config any) error {
 	}
 	h.db = db
 	if h.key != nil {
-		h.runSalt = make([]byte, stateSaltSize)
-		rand.Read(h.runSalt)
-		if h.seal, err = h.runAEAD(h.runSalt); err != nil {
+		h.runSalt = seal.NewSalt()
+		if h.sealer, err = seal.New(h.key, h.runSalt, purposeStateRun); err != nil {
 			db.Close()
 			return fmt.Errorf("broker state %s: %w", h.path, err)
 		}
-		h.opens = map[string]cipher.AEAD{string(h.runSalt): h.seal}
+		h.opens = map[string]*seal.Sealer{string(h.runSalt): h.sealer}
 	}
 	return nil
 }
@@ -261,14 +256,11 @@ func (h *stateStore) checkFormat(tx *bbolt.Tx) error {
 	case f.Cipher != "" && f.Cipher != stateCipher:
 		return fmt.Errorf("unknown cipher %q", f.Cipher)
 	case f.Cipher != "":
-		check, err := hkdf.Key(sha256.New, h.key, f.Salt, infoStateCheck, 16)
-		if err != nil {
-			return err
-		}
-		if len(f.Check) != len(check) || subtle.ConstantTimeCompare(check, f.Check) != 1 {
+		if !seal.Verify(h.key, f.Salt, purposeStateCheck, f.Check) {
 			return fmt.Errorf("the file was written with another key: %w", errStateKey)
 		}
-		if h.names, err = hkdf.Key(sha256.New, h.key, f.Salt, infoStateNames, 32); err != nil {
+		var err error
+		if h.names, err = seal.Derive(h.key, f.Salt, purposeStateNames, 32); err != nil {
 			return err
 		}
 	}
@@ -282,9 +274,8 @@ func (h *stateStore) newFormat() stateFormat {
 		return f
 	}
 	f.Cipher = stateCipher
-	f.Salt = make([]byte, stateSaltSize)
-	rand.Read(f.Salt)
-	f.Check, _ = hkdf.Key(sha256.New, h.key, f.Salt, infoStateCheck, 16) // SHA-256 allows 16 bytes
+	f.Salt = seal.NewSalt()
+	f.Check, _ = seal.Check(h.key, f.Salt, purposeStateCheck) // the key's size was checked
 	return f
 }
 

@@ -1,9 +1,6 @@
 package ingest
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -12,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
+
+	"github.com/sluicehq/sluice/internal/seal"
 )
 
 // Keys. Without a key they are mochi's; with one, each client id, filter
@@ -78,30 +77,15 @@ func recordKind(k []byte) string {
 
 // Values.
 
-// runAEAD returns the AEAD of the run whose salt is salt.
-func (h *stateStore) runAEAD(salt []byte) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, h.key, salt, infoStateRun, stateKeySize)
-	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
-
 // sealValue seals v for key k (with a key; else returns v).
 func (h *stateStore) sealValue(k, v []byte) []byte {
 	if h.key == nil {
 		return v
 	}
-	out := make([]byte, 1+stateSaltSize+stateNonceSize, stateOverhead+len(v))
+	out := make([]byte, 1+seal.SaltSize, stateOverhead+len(v))
 	out[0] = stateSealed
 	copy(out[1:], h.runSalt)
-	nonce := out[1+stateSaltSize:]
-	binary.BigEndian.PutUint64(nonce[4:], h.nonce.Add(1))
-	return h.seal.Seal(out, nonce, v, k)
+	return h.sealer.Seal(out, h.nonce.Add(1), v, k)
 }
 
 // openValue returns the plaintext of the value v of key k.
@@ -112,19 +96,19 @@ func (h *stateStore) openValue(k, v []byte) ([]byte, error) {
 	if len(v) < stateOverhead || v[0] != stateSealed {
 		return nil, errors.New("record fails authentication (not sealed)")
 	}
-	salt, nonce, ct := v[1:1+stateSaltSize], v[1+stateSaltSize:1+stateSaltSize+stateNonceSize], v[1+stateSaltSize+stateNonceSize:]
+	salt, sealed := v[1:1+seal.SaltSize], v[1+seal.SaltSize:]
 	h.mu.Lock()
-	aead, ok := h.opens[string(salt)]
+	s, ok := h.opens[string(salt)]
 	if !ok {
 		var err error
-		if aead, err = h.runAEAD(salt); err != nil {
+		if s, err = seal.New(h.key, salt, purposeStateRun); err != nil {
 			h.mu.Unlock()
 			return nil, err
 		}
-		h.opens[string(salt)] = aead
+		h.opens[string(salt)] = s
 	}
 	h.mu.Unlock()
-	pt, err := aead.Open(nil, nonce, ct, k)
+	pt, err := s.Open(nil, sealed, k)
 	if err != nil {
 		return nil, errors.New("record fails authentication (altered, or moved from another key)")
 	}

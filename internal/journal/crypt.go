@@ -1,35 +1,34 @@
 package journal
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"slices"
+
+	"github.com/sluicehq/sluice/internal/seal"
 )
 
-// Encryption at rest (Options.Key); see the package documentation.
+// Encryption at rest (Options.Key); see the package documentation. The
+// scheme (HKDF-SHA256 key derivation, AES-256-GCM, nonces) is
+// internal/seal's, shared with the broker's stored state; this file is the
+// journal's use of it: a key per segment, the segment header, sealed
+// frames.
 const (
 	// KeySize is the size of Options.Key: an AES-256 key.
-	KeySize = 32
+	KeySize = seal.KeySize
 
 	encryptedVersion    = 2  // format version of an encrypted segment
 	encryptedHeaderSize = 48 // magic, uint32 version (2), uint32 cipher, salt, key check
 	cipherAES256GCM     = 1
-	saltSize            = 16
-	keyCheckSize        = 16
-	nonceSize           = 12
-	tagSize             = 16
-	sealOverhead        = nonceSize + tagSize // bytes sealing adds to a record's data
+	saltSize            = seal.SaltSize
+	nonceSize           = seal.NonceSize
+	sealOverhead        = seal.Overhead // bytes sealing adds to a record's data
 
-	infoSegmentKey = "sluice journal segment key (AES-256-GCM)"
-	infoKeyCheck   = "sluice journal key check"
+	// The purposes of the keys derived from Options.Key and a segment's salt.
+	purposeSegmentKey = "sluice journal segment key (AES-256-GCM)"
+	purposeKeyCheck   = "sluice journal key check"
 )
 
 var (
@@ -44,101 +43,63 @@ var (
 	ErrTampered = errors.New("record fails authentication (the segment was altered)")
 )
 
-// sealer seals and opens the records of one encrypted segment, with the
-// segment's own key: HKDF-SHA256 of Options.Key and the random salt in the
-// segment's header.
-type sealer struct {
-	aead   cipher.AEAD
-	prefix [4]byte // the first 4 bytes of the nonces of the records it seals: random, drawn when the segment was created
-}
-
-// segmentKeys derives a segment's AEAD and its key check from the journal
-// key and the segment's salt.
-func segmentKeys(key, salt []byte) (cipher.AEAD, []byte, error) {
-	sk, err := hkdf.Key(sha256.New, key, salt, infoSegmentKey, KeySize)
-	if err != nil {
-		return nil, nil, err
-	}
-	check, err := hkdf.Key(sha256.New, key, salt, infoKeyCheck, keyCheckSize)
-	if err != nil {
-		return nil, nil, err
-	}
-	block, err := aes.NewCipher(sk)
-	if err != nil {
-		return nil, nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, nil, err
-	}
-	return aead, check, nil
-}
-
 // sealedHeader returns the header of a new encrypted segment, with a fresh
 // salt, and the sealer for its records.
-func sealedHeader(key []byte) ([]byte, *sealer, error) {
+func sealedHeader(key []byte) ([]byte, *seal.Sealer, error) {
 	h := make([]byte, encryptedHeaderSize)
 	copy(h, magic)
 	binary.LittleEndian.PutUint32(h[8:], encryptedVersion)
 	binary.LittleEndian.PutUint32(h[12:], cipherAES256GCM)
-	salt := h[16 : 16+saltSize]
-	rand.Read(salt)
-	aead, check, err := segmentKeys(key, salt)
+	salt := seal.NewSalt()
+	copy(h[16:], salt)
+	check, err := seal.Check(key, salt, purposeKeyCheck)
 	if err != nil {
 		return nil, nil, err
 	}
 	copy(h[16+saltSize:], check)
-	sl := &sealer{aead: aead}
-	rand.Read(sl.prefix[:])
+	sl, err := seal.New(key, salt, purposeSegmentKey)
+	if err != nil {
+		return nil, nil, err
+	}
 	return h, sl, nil
 }
 
 // openSealedHeader checks the header of an encrypted segment against key
 // and returns the sealer that opens its records.
-func openSealedHeader(key, h []byte) (*sealer, error) {
+func openSealedHeader(key, h []byte) (*seal.Sealer, error) {
 	if c := binary.LittleEndian.Uint32(h[12:]); c != cipherAES256GCM {
 		return nil, fmt.Errorf("unknown cipher %d", c)
 	}
-	aead, check, err := segmentKeys(key, h[16:16+saltSize])
-	if err != nil {
-		return nil, err
-	}
-	if subtle.ConstantTimeCompare(check, h[16+saltSize:encryptedHeaderSize]) != 1 {
+	salt := h[16 : 16+saltSize]
+	if !seal.Verify(key, salt, purposeKeyCheck, h[16+saltSize:encryptedHeaderSize]) {
 		return nil, ErrWrongKey
 	}
-	return &sealer{aead: aead}, nil
+	return seal.New(key, salt, purposeSegmentKey)
 }
 
 // appendSealedFrame appends one frame of an encrypted segment to dst: the
-// data area holds the nonce (prefix, then the seq) and the data sealed
-// with AES-256-GCM, with the frame's seq, time and kind as additional data.
-func appendSealedFrame(dst []byte, seq uint64, t int64, kind byte, data []byte, sl *sealer) []byte {
+// data area holds the data sealed with the segment's key (nonce,
+// ciphertext, tag; the seq is the nonce's counter), with the frame's seq,
+// time and kind as additional data.
+func appendSealedFrame(dst []byte, seq uint64, t int64, kind byte, data []byte, sl *seal.Sealer) []byte {
 	n := len(dst)
-	dst = slices.Grow(dst, frameOverhead+sealOverhead+len(data))[:n+frameOverhead+nonceSize]
+	dst = slices.Grow(dst, frameOverhead+sealOverhead+len(data))[:n+frameOverhead]
 	f := dst[n:]
 	binary.LittleEndian.PutUint32(f[0:], uint32(recordHead+sealOverhead+len(data)))
 	binary.LittleEndian.PutUint64(f[8:], seq)
 	binary.LittleEndian.PutUint64(f[16:], uint64(t))
 	f[24] = kind
-	nonce := f[frameOverhead:]
-	copy(nonce, sl.prefix[:])
-	binary.LittleEndian.PutUint64(nonce[4:], seq)
-	// The nonce and the additional data lie before len(dst): Seal writes
-	// after them, never over them.
-	dst = sl.aead.Seal(dst, nonce, data, f[frameHead:frameOverhead])
+	// The additional data lies before len(dst): Seal writes after it.
+	dst = sl.Seal(dst, seq, data, f[frameHead:frameOverhead])
 	f = dst[n:]
 	binary.LittleEndian.PutUint32(f[4:], crc32.Checksum(f[frameHead:], castagnoli))
 	return dst
 }
 
-// open authenticates and decrypts fr's data in place (in the buffer it
-// points into) and points fr.data at the plaintext.
-func (sl *sealer) open(fr *frame) error {
-	if len(fr.data) < sealOverhead {
-		return ErrTampered
-	}
-	nonce, ct := fr.data[:nonceSize], fr.data[nonceSize:]
-	pt, err := sl.aead.Open(ct[:0], nonce, ct, fr.ad)
+// openFrame authenticates and decrypts fr's data in place (in the buffer
+// it points into) and points fr.data at the plaintext.
+func openFrame(sl *seal.Sealer, fr *frame) error {
+	pt, err := sl.OpenInPlace(fr.data, fr.ad)
 	if err != nil {
 		return ErrTampered
 	}

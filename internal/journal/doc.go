@@ -101,7 +101,9 @@
 // # Encryption
 //
 // With Options.Key (32 bytes, AES-256; see internal/keyfile) the segments
-// are encrypted at rest. Each segment has its own key, derived with
+// are encrypted at rest. The scheme (HKDF-SHA256 key derivation, AES-256-GCM,
+// nonces that never repeat under a key) is internal/seal's, which the
+// broker's stored state uses too; what follows is the journal's use of it. Each segment has its own key, derived with
 // HKDF-SHA256 from Options.Key and a random 16-byte salt in its header,
 // which is format version 2:
 //

@@ -463,8 +463,8 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 	size := s.frameSize(len(data))
 	if j.files {
 		s.note(seq, s.size, t)
-		if s.seal != nil {
-			j.pend = appendSealedFrame(j.pend, seq, t, kind, data, s.seal)
+		if s.sealer != nil {
+			j.pend = appendSealedFrame(j.pend, seq, t, kind, data, s.sealer)
 		} else {
 			j.pend = appendFrame(j.pend, seq, t, kind, data)
 		}

@@ -206,8 +206,8 @@ func (r *Reader) readDisk(s *segment, seek bool, at indexEntry, limit int64, seq
 		}
 		r.rseq++
 		if fr.seq == seq {
-			if s.seal != nil {
-				if err := s.seal.open(&fr); err != nil {
+			if s.sealer != nil {
+				if err := openFrame(s.sealer, &fr); err != nil {
 					return Entry{}, fmt.Errorf("record %d at offset %d: %w", seq, fr.off, err)
 				}
 			}

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sluicehq/sluice/internal/seal"
 )
 
 // segment is one file of the journal (or its stand-in in Memory mode). Its
@@ -24,7 +26,7 @@ type segment struct {
 	f       *os.File
 	index   []indexEntry // sparse seq -> offset, in seq order
 	removed bool         // reclaimed or dropped
-	seal    *sealer      // nil: a plain segment
+	sealer  *seal.Sealer // nil: a plain segment
 }
 
 // indexEntry locates a frame: readers seek to the entry at or before the
@@ -39,7 +41,7 @@ func (s *segment) empty() bool { return s.last < s.first }
 
 // frameSize returns the bytes a record of n data bytes takes in s.
 func (s *segment) frameSize(n int) int64 {
-	if s.seal != nil {
+	if s.sealer != nil {
 		return int64(frameOverhead + sealOverhead + n)
 	}
 	return int64(frameOverhead + n)
@@ -70,7 +72,7 @@ func (s *segment) records() uint64 { return s.last + 1 - s.first }
 
 // newHeader returns the header of a new segment: plain, or encrypted with
 // a fresh salt when key is set, with the sealer for its records.
-func newHeader(key []byte) ([]byte, *sealer, error) {
+func newHeader(key []byte) ([]byte, *seal.Sealer, error) {
 	if key == nil {
 		return segmentHeader(), nil, nil
 	}
@@ -99,7 +101,7 @@ func createSegment(dir string, first uint64, key []byte) (*segment, error) {
 		return nil, fmt.Errorf("journal: write segment header %s: %w", path, err)
 	}
 	n := int64(len(hdr))
-	return &segment{first: first, last: first - 1, size: n, hdr: n, written: n, path: path, f: f, seal: sl}, nil
+	return &segment{first: first, last: first - 1, size: n, hdr: n, written: n, path: path, f: f, sealer: sl}, nil
 }
 
 // segmentFiles lists the segment files in dir in seq order.
@@ -200,19 +202,19 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 		if _, err := f.WriteAt(hdr, 0); err != nil {
 			return scan{}, fmt.Errorf("journal: write segment header %s: %w", path, err)
 		}
-		s.hdr, s.size, s.seal = int64(len(hdr)), int64(len(hdr)), sl
+		s.hdr, s.size, s.sealer = int64(len(hdr)), int64(len(hdr)), sl
 	default:
-		s.hdr, s.size, s.seal = h.size, h.size, h.seal
+		s.hdr, s.size, s.sealer = h.size, h.size, h.sealer
 		var r frameReader
 		r.reset(f, h.size, size)
 		good := h.size // end of the last good frame
 		for good < size {
 			fr, err := r.next()
-			if err == nil && s.seal != nil {
+			if err == nil && s.sealer != nil {
 				// The CRC checks out: the frame is as written, or was
 				// altered on purpose. Neither cut (it may be followed by
 				// good records) nor accepted.
-				if err := s.seal.open(&fr); err != nil {
+				if err := openFrame(s.sealer, &fr); err != nil {
 					return scan{}, fmt.Errorf("journal: segment %s: record at offset %d (seq %d): %w", path, fr.off, fr.seq, err)
 				}
 				if fr.seq != s.last+1 {
@@ -265,10 +267,10 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 
 // header is what a segment file's header says.
 type header struct {
-	size int64   // bytes of the header
-	seal *sealer // nil: a plain segment
-	torn bool    // the file ends within the header: torn while being created, it holds no records
-	bad  bool    // not a segment (bad magic)
+	size   int64        // bytes of the header
+	sealer *seal.Sealer // nil: a plain segment
+	torn   bool         // the file ends within the header: torn while being created, it holds no records
+	bad    bool         // not a segment (bad magic)
 }
 
 // parseHeader reads the header b (the first bytes of the file at path, as
@@ -307,7 +309,7 @@ func (j *Journal) parseHeader(path string, b []byte) (header, error) {
 		if err != nil {
 			return header{}, fmt.Errorf("journal: segment %s: %w", path, err)
 		}
-		return header{size: encryptedHeaderSize, seal: sl}, nil
+		return header{size: encryptedHeaderSize, sealer: sl}, nil
 	default:
 		return header{}, fmt.Errorf("journal: segment %s has format version %d; this sluice reads versions %d (plain) and %d (encrypted)",
 			path, v, formatVersion, encryptedVersion)
