@@ -201,3 +201,41 @@ rules:
 		t.Errorf("alerts:\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
 	}
 }
+
+// A call in a message or label written as in when shows the value when
+// compared; another call in a template is fed every reading like the rest.
+func TestTemplateCallsShareTheirSite(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - name: r
+    match: s/+device
+    records: false
+    alert:
+      when: zscore(v, "10m") > 4
+      message: 'z {{ zscore(v, "10m") }}, mean {{ round(avg_over(v, "10m") * 100) / 100 }}'
+      labels: {z: '{{ zscore(v, "10m") }}'}
+`)
+	ev := set.NewEvaluator(nil, rules.Limits{})
+	var fired []*sluice.Alert
+	for i, v := range []float64{10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 20} {
+		out, _ := ev.Eval(msg("s/x", fmt.Sprintf(`{"v": %g}`, v), t0.Add(time.Duration(i)*10*time.Second)), nil)
+		fired = append(fired, alertsOf(out)...)
+	}
+	if len(fired) != 1 {
+		t.Fatalf("%d alerts, want 1: %+v", len(fired), fired)
+	}
+	a := fired[0]
+	z, _ := findTag(a.Tags, "z")
+	if a.Value != 19.0 || a.Message != "z 19, mean 11.36" || z != "19" {
+		t.Errorf("value %v, message %q, label z=%q; want 19, \"z 19, mean 11.36\", 19", a.Value, a.Message, z)
+	}
+}
+
+func findTag(tags []sluice.Tag, key string) (string, bool) {
+	for _, t := range tags {
+		if t.Key == key {
+			return t.Value, true
+		}
+	}
+	return "", false
+}
