@@ -31,6 +31,7 @@ const (
 	argValue    argKind = iota // the series' value: a number (or a condition for held)
 	argDuration                // a constant duration string: "5m"
 	argPercent                 // a constant number 0..100
+	argMin                     // optional, last: a constant count of samples, at least 2
 )
 
 // op names a stateful function's behaviour, so that feeding a site is a
@@ -59,6 +60,9 @@ type funcSpec struct {
 	op   op
 	args []argKind
 	cond bool // returns a condition (true or false) rather than a number
+	// min is the default of the optional last argument argMin: the fewest
+	// samples in the window for a value; 0 for functions without it.
+	min int
 	// state creates the per-series state of one site.
 	state func(s *site) any
 	usage string
@@ -72,6 +76,7 @@ type site struct {
 	cond    bool
 	span    time.Duration
 	percent float64
+	min     int // fewest samples for a value (zscore, stddev_over)
 	// stage is the expression the site is first called in ("alert.when"),
 	// for error messages.
 	stage string
@@ -85,22 +90,31 @@ type site struct {
 }
 
 var stateful = map[string]funcSpec{
-	"delta":           {opDelta, []argKind{argValue}, false, lastState, "delta(value)"},
-	"rate":            {opRate, []argKind{argValue}, false, lastState, "rate(value)"},
-	"increase":        {opIncrease, []argKind{argValue}, false, lastState, "increase(counter)"},
-	"changed":         {opChanged, []argKind{argValue}, true, lastState, "changed(value)"},
-	"avg_over":        {opAvg, []argKind{argValue, argDuration}, false, statsState, `avg_over(value, "5m")`},
-	"min_over":        {opMin, []argKind{argValue, argDuration}, false, statsState, `min_over(value, "5m")`},
-	"max_over":        {opMax, []argKind{argValue, argDuration}, false, statsState, `max_over(value, "5m")`},
-	"sum_over":        {opSum, []argKind{argValue, argDuration}, false, statsState, `sum_over(value, "5m")`},
-	"stddev_over":     {opStddev, []argKind{argValue, argDuration}, false, statsState, `stddev_over(value, "5m")`},
-	"count_over":      {opCount, []argKind{argDuration}, false, statsState, `count_over("5m")`},
-	"zscore":          {opZScore, []argKind{argValue, argDuration}, false, statsState, `zscore(value, "10m")`},
-	"percentile_over": {opPercentile, []argKind{argValue, argPercent, argDuration}, false, quantState, `percentile_over(value, 95, "5m")`},
-	"ewma":            {opEWMA, []argKind{argValue, argDuration}, false, ewmaState, `ewma(value, "1m")`},
-	"held":            {opHeld, []argKind{argValue, argDuration}, true, heldState, `held(condition, "5m")`},
-	"for":             {opHeld, []argKind{argValue, argDuration}, true, heldState, `for(condition, "5m")`},
+	"delta":           {opDelta, []argKind{argValue}, false, 0, lastState, "delta(value)"},
+	"rate":            {opRate, []argKind{argValue}, false, 0, lastState, "rate(value)"},
+	"increase":        {opIncrease, []argKind{argValue}, false, 0, lastState, "increase(counter)"},
+	"changed":         {opChanged, []argKind{argValue}, true, 0, lastState, "changed(value)"},
+	"avg_over":        {opAvg, []argKind{argValue, argDuration}, false, 0, statsState, `avg_over(value, "5m")`},
+	"min_over":        {opMin, []argKind{argValue, argDuration}, false, 0, statsState, `min_over(value, "5m")`},
+	"max_over":        {opMax, []argKind{argValue, argDuration}, false, 0, statsState, `max_over(value, "5m")`},
+	"sum_over":        {opSum, []argKind{argValue, argDuration}, false, 0, statsState, `sum_over(value, "5m")`},
+	"stddev_over":     {opStddev, []argKind{argValue, argDuration, argMin}, false, minStddev, statsState, `stddev_over(value, "5m") or stddev_over(value, "5m", min_samples)`},
+	"count_over":      {opCount, []argKind{argDuration}, false, 0, statsState, `count_over("5m")`},
+	"zscore":          {opZScore, []argKind{argValue, argDuration, argMin}, false, minZScore, statsState, `zscore(value, "10m") or zscore(value, "10m", min_samples)`},
+	"percentile_over": {opPercentile, []argKind{argValue, argPercent, argDuration}, false, 0, quantState, `percentile_over(value, 95, "5m")`},
+	"ewma":            {opEWMA, []argKind{argValue, argDuration}, false, 0, ewmaState, `ewma(value, "1m")`},
+	"held":            {opHeld, []argKind{argValue, argDuration}, true, 0, heldState, `held(condition, "5m")`},
+	"for":             {opHeld, []argKind{argValue, argDuration}, true, 0, heldState, `for(condition, "5m")`},
 }
+
+// The fewest samples in the window for a value, by default: one reading
+// has no deviation, and a z-score against a handful of readings fires on
+// normal noise (|z| > 4 for one reading in 4 after 2 samples, one in 165
+// after 10; docs/rules.md has the table).
+const (
+	minStddev = 2
+	minZScore = 10
+)
 
 func lastState(*site) any    { return new(window.Last) }
 func heldState(*site) any    { return new(window.Held) }
@@ -214,7 +228,7 @@ func (c *callCtx) observe(i int, st *site, v any) (any, error) {
 	case opIncrease:
 		f, ok = c.slot(i).(*window.Last).Increase(c.now, x)
 	case opZScore:
-		f, ok = window.ZScore(c.slot(i).(*window.Stats), c.now, x)
+		f, ok = window.ZScore(c.slot(i).(*window.Stats), c.now, x, st.min)
 	case opPercentile:
 		q := c.slot(i).(*window.Quantiles)
 		q.Add(c.now, x, c.random())
@@ -225,7 +239,7 @@ func (c *callCtx) observe(i int, st *site, v any) (any, error) {
 	default: // the Stats aggregates
 		s := c.slot(i).(*window.Stats)
 		s.Add(c.now, x)
-		f, ok = statsValue(st.op, s, c.now)
+		f, ok = statsValue(st, s, c.now)
 	}
 	if !ok {
 		return nanAny, nil
@@ -233,8 +247,8 @@ func (c *callCtx) observe(i int, st *site, v any) (any, error) {
 	return f, nil
 }
 
-func statsValue(o op, s *window.Stats, now int64) (float64, bool) {
-	switch o {
+func statsValue(st *site, s *window.Stats, now int64) (float64, bool) {
+	switch st.op {
 	case opAvg:
 		return s.Mean(now)
 	case opMin:
@@ -244,6 +258,9 @@ func statsValue(o op, s *window.Stats, now int64) (float64, bool) {
 	case opSum:
 		return s.Sum(now), true
 	case opStddev:
+		if s.Count(now) < st.min {
+			return 0, false
+		}
 		return s.Stddev(now)
 	case opCount:
 		return float64(s.Count(now)), true
@@ -269,7 +286,7 @@ func (c *callCtx) peek(i int, st *site) any {
 	switch s := state.(type) {
 	case *window.Stats:
 		if st.op != opZScore {
-			f, ok = statsValue(st.op, s, c.now)
+			f, ok = statsValue(st, s, c.now)
 		}
 	case *window.Quantiles:
 		f, ok = s.Quantile(c.now, st.percent/100)
@@ -309,7 +326,7 @@ func runtimeFunctions() []expr.Option {
 		switch {
 		case spec.cond:
 			sig = new(func(*callCtx, int, any) bool)
-		case len(spec.args) > 0 && spec.args[0] != argValue: // count_over
+		case spec.args[0] != argValue: // count_over
 			sig = new(func(*callCtx, int) float64)
 		}
 		opts = append(opts, expr.Function(name, unbound, sig))
@@ -342,14 +359,27 @@ func bindCall(call *ast.CallNode, name string, st *site) string {
 		return ""
 	}
 	spec := stateful[name]
-	if len(call.Arguments) != len(spec.args) {
-		return fmt.Sprintf("%s takes %d argument(s): %s", name, len(spec.args), spec.usage)
+	args := spec.args
+	if spec.min > 0 && len(call.Arguments) == len(args)-1 {
+		args = args[:len(args)-1] // the optional argMin left out
 	}
-	*st = site{fn: name, op: spec.op, cond: spec.cond}
+	if len(call.Arguments) != len(args) {
+		if spec.min > 0 {
+			return fmt.Sprintf("%s takes %d or %d arguments: %s", name, len(args)-1, len(args), spec.usage)
+		}
+		return fmt.Sprintf("%s takes %d argument(s): %s", name, len(args), spec.usage)
+	}
+	*st = site{fn: name, op: spec.op, cond: spec.cond, min: spec.min}
 	var values []ast.Node
-	for i, kind := range spec.args {
+	for i, kind := range args {
 		arg := call.Arguments[i]
 		switch kind {
+		case argMin:
+			n, ok := arg.(*ast.IntegerNode)
+			if !ok || n.Value < 2 {
+				return fmt.Sprintf("%s: the fewest samples must be a constant whole number, at least 2: %s", name, spec.usage)
+			}
+			st.min = n.Value
 		case argValue:
 			values = append(values, arg)
 			st.hasArg = true

@@ -76,7 +76,7 @@ func (h *hoister) hoist(node *ast.Node, call *ast.CallNode, st site, decls []*as
 	}
 	sc := h.res.scope
 	r := sc.rule
-	key := fmt.Sprintf("%s|%d|%g", st.fn, st.span, st.percent)
+	key := fmt.Sprintf("%s|%d|%g|%d", st.fn, st.span, st.percent, st.min)
 	if feed != nil {
 		key += "|" + feed.String()
 	}

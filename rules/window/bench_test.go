@@ -41,7 +41,7 @@ func BenchmarkZScore(b *testing.B) {
 	for b.Loop() {
 		now += benchStep
 		v += 0.25
-		ZScore(&s, now, v)
+		ZScore(&s, now, v, 2)
 	}
 }
 

@@ -56,7 +56,7 @@ func TestNoAllocs(t *testing.T) {
 			stats.Max(now)
 			stats.Stddev(now)
 		}},
-		{"ZScore", func() { ZScore(&stats, tick(), 2) }},
+		{"ZScore", func() { ZScore(&stats, tick(), 2, 2) }},
 		{"Quantiles.Add", func() { quant.Add(tick(), 1.5, uint64(now)) }},
 		{"Quantile", func() { quant.Quantile(now, 0.9) }},
 		{"EWMA.Add", func() { ewma.Add(tick(), 1.5) }},

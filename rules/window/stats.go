@@ -124,13 +124,14 @@ func (s *Stats) Stddev(now int64) (float64, bool) {
 
 // ZScore returns how many standard deviations v lies from the mean of the
 // window at now, computed before v is added, and then adds v. It returns
-// false when the window holds fewer than 2 samples or they are all equal,
-// and for NaN or ±Inf, which are not added.
-func ZScore(s *Stats, now int64, v float64) (float64, bool) {
+// false when the window holds fewer than minSamples samples (at least 2:
+// a deviation of a few samples is no baseline) or they are all equal, and
+// for NaN or ±Inf, which are not added.
+func ZScore(s *Stats, now int64, v float64, minSamples int) (float64, bool) {
 	a := s.merge(now)
 	s.Add(now, v)
 	sd := a.stddev()
-	if a.n < 2 || sd == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+	if a.n < int64(max(minSamples, 2)) || sd == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, false
 	}
 	return ((v - a.ref) - a.mean) / sd, true

@@ -229,14 +229,17 @@ func TestZScore(t *testing.T) {
 		want   float64
 		ok     bool
 		count  int // samples afterwards
+		min    int
 	}{
-		{"empty window", nil, 3, 0, false, 1},
-		{"one sample", []float64{1}, 3, 0, false, 2},
-		{"all equal", []float64{4, 4, 4}, 5, 0, false, 4},
-		{"two above", classic, 9, 2, true, 9},
-		{"one below", classic, 3, -1, true, 9},
-		{"at the mean", classic, 5, 0, true, 9},
-		{"NaN not added", classic, math.NaN(), 0, false, 8},
+		{"empty window", nil, 3, 0, false, 1, 0},
+		{"one sample", []float64{1}, 3, 0, false, 2, 0},
+		{"all equal", []float64{4, 4, 4}, 5, 0, false, 4, 0},
+		{"two above", classic, 9, 2, true, 9, 0},
+		{"one below", classic, 3, -1, true, 9, 0},
+		{"at the mean", classic, 5, 0, true, 9, 0},
+		{"NaN not added", classic, math.NaN(), 0, false, 8, 0},
+		{"fewer than the minimum", classic, 9, 0, false, 9, 9},
+		{"at the minimum", classic, 9, 2, true, 9, 8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,7 +247,7 @@ func TestZScore(t *testing.T) {
 			for _, v := range tt.window {
 				s.Add(t0, v)
 			}
-			got, ok := ZScore(&s, t0, tt.v)
+			got, ok := ZScore(&s, t0, tt.v, tt.min)
 			if ok != tt.ok || !near(got, tt.want, 1e-12) {
 				t.Errorf("ZScore = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
 			}
@@ -263,7 +266,7 @@ func TestZScoreExcludesExpired(t *testing.T) {
 	for i, v := range []float64{2, 4, 4, 4, 5, 5, 7, 9} {
 		s.Add(at(time.Duration(10+i)*time.Second), v)
 	}
-	if got, ok := ZScore(&s, at(20*time.Second), 9); !ok || !near(got, 2, 1e-12) {
+	if got, ok := ZScore(&s, at(20*time.Second), 9, 2); !ok || !near(got, 2, 1e-12) {
 		t.Errorf("ZScore = %v, %v; want 2, true", got, ok)
 	}
 }
