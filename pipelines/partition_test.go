@@ -27,7 +27,7 @@ rules:
       site_temp: avg_over(temperature, "1h")
     alert:
       when: avg_over(temperature, "1h") > 60
-      clear: avg_over(temperature, "1h") < 55
+      clear: avg_over(temperature, "1h") < 57
       value: avg_over(temperature, "1h")
       message: "site {{ site }} averages {{ avg_over(temperature, \"1h\") }}"
   - name: device_hot
