@@ -53,6 +53,8 @@ const (
 	opPercentile
 	opEWMA
 	opHeld
+	opDeriv
+	opDeltaOver
 )
 
 // funcSpec describes a stateful function rules can call.
@@ -102,6 +104,8 @@ var stateful = map[string]funcSpec{
 	"count_over":      {opCount, []argKind{argDuration}, false, 0, statsState, `count_over("5m")`},
 	"zscore":          {opZScore, []argKind{argValue, argDuration, argMin}, false, minZScore, statsState, `zscore(value, "10m") or zscore(value, "10m", min_samples)`},
 	"percentile_over": {opPercentile, []argKind{argValue, argPercent, argDuration}, false, 0, quantState, `percentile_over(value, 95, "5m")`},
+	"deriv":           {opDeriv, []argKind{argValue, argDuration, argMin}, false, minDeriv, derivState, `deriv(value, "5m") or deriv(value, "5m", min_samples)`},
+	"delta_over":      {opDeltaOver, []argKind{argValue, argDuration}, false, 0, deltaOverState, `delta_over(value, "5m")`},
 	"ewma":            {opEWMA, []argKind{argValue, argDuration}, false, 0, ewmaState, `ewma(value, "1m")`},
 	"held":            {opHeld, []argKind{argValue, argDuration}, true, 0, heldState, `held(condition, "5m")`},
 	"for":             {opHeld, []argKind{argValue, argDuration}, true, 0, heldState, `for(condition, "5m")`},
@@ -114,6 +118,7 @@ var stateful = map[string]funcSpec{
 const (
 	minStddev = 2
 	minZScore = 10
+	minDeriv  = 2
 )
 
 func lastState(*site) any    { return new(window.Last) }
@@ -121,6 +126,11 @@ func heldState(*site) any    { return new(window.Held) }
 func statsState(s *site) any { st := window.NewStats(s.span); return &st }
 func quantState(s *site) any { q := window.NewQuantiles(s.span); return &q }
 func ewmaState(s *site) any  { e := window.NewEWMA(s.span); return &e }
+func derivState(s *site) any { d := window.NewDeriv(s.span); return &d }
+func deltaOverState(s *site) any {
+	d := window.NewDeltaOver(s.span)
+	return &d
+}
 
 // plain functions rules can call besides expr's built-ins; checked at
 // compile time like the stateful ones.
@@ -236,6 +246,14 @@ func (c *callCtx) observe(i int, st *site, v any) (any, error) {
 	case opEWMA:
 		f = c.slot(i).(*window.EWMA).Add(c.now, x)
 		ok = !math.IsNaN(f)
+	case opDeriv:
+		d := c.slot(i).(*window.Deriv)
+		d.Add(c.now, x)
+		f, ok = d.Slope(c.now, st.min)
+	case opDeltaOver:
+		d := c.slot(i).(*window.DeltaOver)
+		d.Add(c.now, x)
+		f, ok = d.Value(c.now)
 	default: // the Stats aggregates
 		s := c.slot(i).(*window.Stats)
 		s.Add(c.now, x)
@@ -293,6 +311,10 @@ func (c *callCtx) peek(i int, st *site) any {
 	case *window.EWMA:
 		f = s.Value()
 		ok = !math.IsNaN(f)
+	case *window.Deriv:
+		f, ok = s.Slope(c.now, st.min)
+	case *window.DeltaOver:
+		f, ok = s.Value(c.now)
 	}
 	if !ok {
 		return none

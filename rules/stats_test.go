@@ -61,3 +61,54 @@ func TestMinimumSamplesArgument(t *testing.T) {
 }
 
 func contains(s, part string) bool { return strings.Contains(s, part) }
+
+// A truck's cold store warms at 0.6 °C/min for 7 minutes from its first
+// reading (loaded with the door open), then holds, under sensor noise of
+// 0.05 °C, a reading every 10 s. The rate between two readings is mostly
+// noise: held for 5 minutes it never fires. The least-squares slope over 5
+// minutes does.
+func TestDerivSeesAWarmingTruck(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - name: warming
+    match: trucks/+device
+    fields:
+      per_min: deriv(temperature, "5m") * 60
+      rise_5m: delta_over(temperature, "5m")
+    alert:
+      when: deriv(temperature, "5m") * 60 > 0.5
+      for: 5m
+      message: 'warming {{ round(deriv(temperature, "5m") * 600) / 10 }} °C/min'
+  - name: warming_by_rate
+    match: trucks/+device
+    records: false
+    alert:
+      when: rate(temperature) * 60 > 0.5
+      for: 5m
+`)
+	for seed := uint64(1); seed <= 5; seed++ {
+		ev := set.NewEvaluator(nil, rules.Limits{})
+		rnd := rand.New(rand.NewPCG(seed, 9))
+		var fired []string
+		var maxRise float64
+		for i := 0; i < 6*20; i++ { // 20 minutes
+			at := time.Duration(i) * 10 * time.Second
+			temp := 4.0 + 0.6*min(at, 7*time.Minute).Minutes()
+			temp += rnd.NormFloat64() * 0.05
+			out, _ := ev.Eval(msg("trucks/t1", fmt.Sprintf(`{"temperature": %g}`, temp), t0.Add(at)), nil)
+			for _, a := range alertsOf(out) {
+				fired = append(fired, fmt.Sprintf("%s %s at %v: %s", a.Rule, a.Status, a.Time.Sub(t0), a.Message))
+			}
+			if rise, ok := out[0].Record.Field("rise_5m"); ok {
+				maxRise = max(maxRise, rise.(float64))
+			}
+		}
+		if len(fired) != 2 || !strings.HasPrefix(fired[0], "warming firing at ") || !strings.HasPrefix(fired[1], "warming resolved at ") {
+			t.Fatalf("seed %d: want warming to fire and resolve once, and warming_by_rate never; got\n\t%s", seed, strings.Join(fired, "\n\t"))
+		}
+		if maxRise < 2.6 || maxRise > 3.2 {
+			t.Errorf("seed %d: delta_over 5m rose to %.2f °C at most, want about 0.6 °C/min over 4m41s to 5m", seed, maxRise)
+		}
+		t.Logf("seed %d: %s", seed, strings.Join(fired, "; "))
+	}
+}

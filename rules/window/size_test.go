@@ -19,6 +19,8 @@ func TestSizes(t *testing.T) {
 		{"EWMA", unsafe.Sizeof(EWMA{}), 32},
 		{"Last", unsafe.Sizeof(Last{}), 48},
 		{"Held", unsafe.Sizeof(Held{}), 24},
+		{"Deriv", unsafe.Sizeof(Deriv{}), 920},
+		{"DeltaOver", unsafe.Sizeof(DeltaOver{}), 536},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,6 +43,8 @@ func TestNoAllocs(t *testing.T) {
 	var last, lastNum, lastBool, lastText Last
 	flip := false
 	var held Held
+	deriv := NewDeriv(5 * time.Minute)
+	delta := NewDeltaOver(5 * time.Minute)
 	now := t0
 	tick := func() int64 { now += int64(7 * time.Second); return now } // crosses slices
 	tests := []struct {
@@ -76,6 +80,8 @@ func TestNoAllocs(t *testing.T) {
 			lastText.Changed(tick(), "steady") // copied once, then equal
 		}},
 		{"Held.Observe", func() { held.Observe(tick(), true) }},
+		{"Deriv", func() { deriv.Add(tick(), 1.5); deriv.Slope(now, 2) }},
+		{"DeltaOver", func() { delta.Add(tick(), 1.5); delta.Value(now) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
