@@ -386,21 +386,47 @@ func (c *compiler) rule(doc *conf.Doc, at string, s *Spec) *rule {
 		r.alert = ar
 	}
 	r.needsSeries = len(r.sites) > 0 || r.alert != nil
-	if r.ttl == 0 {
-		r.ttl = defaultTTL
-		longest := time.Duration(0)
-		for _, st := range r.sites {
-			longest = max(longest, st.span)
-		}
-		if r.alert != nil {
-			longest = max(longest, r.alert.absent, r.alert.hold, r.alert.renotify)
-		}
-		r.ttl = max(r.ttl, 2*longest)
-	}
+	c.ttl(doc, at, r)
 	if len(c.errs) > before {
 		return nil
 	}
 	return r
+}
+
+// ttl sets the rule's TTL: by default 1h, or twice its longest time span
+// if longer. An explicit TTL shorter than a window, a for or an absent is
+// refused: a series silent that long would lose the state the span needs
+// (a deadman would never fire, a window would never fill).
+func (c *compiler) ttl(doc *conf.Doc, at string, r *rule) {
+	longest, what := time.Duration(0), ""
+	for _, st := range r.sites {
+		if st.span > longest {
+			longest, what = st.span, fmt.Sprintf("the %v window of %s", st.span, st.fn)
+		}
+	}
+	if a := r.alert; a != nil {
+		for _, x := range []struct {
+			d    time.Duration
+			what string
+		}{{a.hold, "alert.for"}, {a.absent, "alert.absent"}} {
+			if x.d > longest {
+				longest, what = x.d, fmt.Sprintf("%s (%v)", x.what, x.d)
+			}
+		}
+	}
+	if r.ttl == 0 {
+		renotify := time.Duration(0)
+		if r.alert != nil {
+			renotify = r.alert.renotify
+		}
+		r.ttl = max(defaultTTL, 2*longest, 2*renotify)
+		return
+	}
+	if r.ttl < longest {
+		c.errs = append(c.errs, doc.ErrorAt(at+".ttl", 0, 0, fmt.Sprintf(
+			"%v is shorter than %s: a series silent for %v would lose that state; make ttl at least %v, or leave it out (the default is twice the longest span, at least 1h)",
+			r.ttl, what, r.ttl, longest)))
+	}
 }
 
 func set(list []string) map[string]bool {

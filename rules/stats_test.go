@@ -112,3 +112,25 @@ rules:
 		t.Logf("seed %d: %s", seed, strings.Join(fired, "; "))
 	}
 }
+
+// A ttl shorter than what a rule must remember is refused where it is
+// written: the series would be evicted before its window filled.
+func TestTTLShorterThanASpanIsRefused(t *testing.T) {
+	for _, c := range []struct{ rule, want string }{
+		{"ttl: 5s\n    fields: {a: 'avg_over(t, \"10s\")'}",
+			`f.yaml:4:10: rules[0].ttl: 5s is shorter than the 10s window of avg_over: a series silent for 5s would lose that state; make ttl at least 10s`},
+		{"ttl: 1m\n    alert: {absent: 2m}",
+			`f.yaml:4:10: rules[0].ttl: 1m0s is shorter than alert.absent (2m0s)`},
+		{"ttl: 30s\n    alert: {when: 't > 1', for: 1m}",
+			`f.yaml:4:10: rules[0].ttl: 30s is shorter than alert.for (1m0s)`},
+		{"ttl: 10s\n    fields: {a: 'avg_over(t, \"10s\")'}", ""},
+	} {
+		_, err := rules.Parse("f.yaml", []byte("rules:\n  - name: r\n    match: s/+device\n    "+c.rule+"\n"))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.rule, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: got %v, want %s", c.rule, err, c.want)
+		}
+	}
+}
