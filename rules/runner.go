@@ -92,7 +92,7 @@ type ExpectAlert struct {
 	Device   string            `yaml:"device"`
 	Series   string            `yaml:"series"`
 	Value    any               `yaml:"value"`
-	Message  string            `yaml:"message"`
+	Message  Text              `yaml:"message"`
 	Tags     map[string]string `yaml:"tags"`
 	// At is the transition time as an offset from the test's start.
 	At *time.Duration `yaml:"at"`
@@ -100,12 +100,67 @@ type ExpectAlert struct {
 	Notification int `yaml:"notification"`
 }
 
-// ExpectDeadLetter matches a dead letter: the rule, the stage, and a part of
-// the reason.
+// ExpectDeadLetter matches a dead letter on what is listed: the rule, the
+// stage, the reason.
 type ExpectDeadLetter struct {
 	Rule   string `yaml:"rule"`
 	Stage  string `yaml:"stage"`
-	Reason string `yaml:"reason"`
+	Reason Text   `yaml:"reason"`
+}
+
+// Text is an expected text (an alert's message, a dead letter's reason),
+// matched by one rule: a string matches exactly; {contains: part} matches
+// a text that contains part. The zero Text is not checked.
+type Text struct {
+	Value    string
+	Contains bool
+}
+
+// UnmarshalYAML accepts a string or {contains: part}.
+func (t *Text) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err == nil {
+		*t = Text{Value: s}
+		return nil
+	}
+	var m map[string]any
+	if err := unmarshal(&m); err != nil {
+		return errors.New("want the exact text, or {contains: part of it}")
+	}
+	part, ok := m["contains"].(string)
+	if len(m) != 1 || !ok || part == "" {
+		for k, v := range m {
+			// quoted last, so that the error is placed at that value
+			return fmt.Errorf("want the exact text, or {contains: part of it}, not {%s: %q}", k, fmt.Sprint(v))
+		}
+		return errors.New("want the exact text, or {contains: part of it}")
+	}
+	*t = Text{Value: part, Contains: true}
+	return nil
+}
+
+func (t Text) set() bool { return t.Value != "" }
+
+func (t Text) match(got string) bool {
+	if t.Contains {
+		return strings.Contains(got, t.Value)
+	}
+	return got == t.Value
+}
+
+func (t Text) String() string {
+	if t.Contains {
+		return fmt.Sprintf("{contains: %q}", t.Value)
+	}
+	return fmt.Sprintf("%q", t.Value)
+}
+
+// mismatch says how got differs from t, for a failure.
+func (t Text) mismatch(name, got string) string {
+	if t.Contains {
+		return fmt.Sprintf("%s %q does not contain %q", name, got, t.Value)
+	}
+	return fmt.Sprintf("%s %q, want %q", name, got, t.Value)
 }
 
 // TestResult is the outcome of one test case.
@@ -370,7 +425,7 @@ func check(desc string, step *TestStep, got []sluice.Event, dropped bool, start 
 		return matchDeadLetter(&step.DeadLetters[i], e.DeadLetter)
 	}, func(i int) string {
 		d := step.DeadLetters[i]
-		return fmt.Sprintf("{rule: %s, stage: %s, reason: ~%q}", d.Rule, d.Stage, d.Reason)
+		return fmt.Sprintf("{rule: %s, stage: %s, reason: %s}", d.Rule, d.Stage, d.Reason)
 	})...)
 	return fails
 }
@@ -435,7 +490,9 @@ func matchAlert(want *ExpectAlert, a *sluice.Alert, start time.Time) []string {
 	str("severity", a.Severity, want.Severity)
 	str("device", a.Device, want.Device)
 	str("series", a.Series, want.Series)
-	str("message", a.Message, want.Message)
+	if want.Message.set() && !want.Message.match(a.Message) {
+		m = append(m, want.Message.mismatch("message", a.Message))
+	}
 	if want.Value != nil && !sameValue(a.Value, want.Value) {
 		m = append(m, fmt.Sprintf("value %v, want %v", a.Value, want.Value))
 	}
@@ -461,8 +518,8 @@ func matchDeadLetter(want *ExpectDeadLetter, d *sluice.DeadLetter) []string {
 	if want.Stage != "" && d.Stage != want.Stage {
 		m = append(m, fmt.Sprintf("stage %s, want %s", d.Stage, want.Stage))
 	}
-	if !strings.Contains(d.Reason, want.Reason) {
-		m = append(m, fmt.Sprintf("reason %q does not contain %q", d.Reason, want.Reason))
+	if want.Reason.set() && !want.Reason.match(d.Reason) {
+		m = append(m, want.Reason.mismatch("reason", d.Reason))
 	}
 	return m
 }
@@ -574,8 +631,8 @@ func describeExpectAlert(a *ExpectAlert) string {
 	if a.Value != nil {
 		add("value", fmt.Sprint(a.Value))
 	}
-	if a.Message != "" {
-		add("message", fmt.Sprintf("%q", a.Message))
+	if a.Message.set() {
+		add("message", a.Message.String())
 	}
 	if a.At != nil {
 		add("at", a.At.String())
