@@ -47,6 +47,9 @@ type Service struct {
 	sources   []source
 	pipelines []*pipeline
 	sinks     map[string]Sink
+	// connected[name] is closed once the sink's first connection attempt
+	// has ended, however it ended: its writes wait for it.
+	connected map[string]chan struct{}
 	drain     time.Duration
 	lock      *dirLock
 	// serving is true from when the broker listens until shutdown begins.
@@ -92,7 +95,8 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, sinks: map[string]Sink{}, lock: lock}
+	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, sinks: map[string]Sink{},
+		connected: map[string]chan struct{}{}, lock: lock}
 	s.runCtx, s.stopRun = context.WithCancel(context.Background())
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	brokerCfg := cfg.Broker
@@ -128,6 +132,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 			sink = &lockedSink{Sink: sink}
 		}
 		s.sinks[sc.Name] = sink
+		s.connected[sc.Name] = make(chan struct{})
 		opts.Metrics.InitSink(sc.Name)
 	}
 
@@ -216,7 +221,7 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		sc := s.cfg.sink(name)
 		stream, _ := sluice.ParseStream(sc.Stream)
 		p.streams[stream] = true
-		p.sinks = append(p.sinks, newSinkReader(*sc, s.sinks[name], p, log, s.metrics))
+		p.sinks = append(p.sinks, newSinkReader(*sc, s.sinks[name], s.connected[name], p, log, s.metrics))
 	}
 	per := max(1, pc.Queue/workers)
 	for range workers {
@@ -228,16 +233,15 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 // Broker returns the embedded broker (to find a listener's address).
 func (s *Service) Broker() *ingest.Broker { return s.broker }
 
-// Start connects the sinks, starts the pipelines (which first replay what
-// their journals hold from before), and then the broker: nothing is accepted
-// before there is somewhere to put it. A sink that cannot be reached does not
-// stop the start: its backlog waits in the journal until it comes back.
+// Start starts connecting the sinks, starts the pipelines (which first
+// replay what their journals hold from before), and then the broker:
+// nothing is accepted before there is somewhere to put it, the journal. The
+// sinks connect in the background, each within connectTimeout at most, and
+// a sink's writes wait for its attempt to end: Start never waits for a
+// sink, and a sink that cannot be reached (or never answers) keeps its
+// backlog in the journal until it comes back.
 func (s *Service) Start(ctx context.Context) error {
-	for name, sink := range s.sinks {
-		if err := sink.Connect(ctx); err != nil {
-			s.log.Warn("sink not reachable yet; its events wait in the journal", "sink", name, "error", err)
-		}
-	}
+	s.connectSinks()
 	for _, p := range s.pipelines {
 		if st := p.journal.Stats(); st.Last > p.processor.Acked() {
 			p.log.Info("replaying the journal", "records", st.Last-p.processor.Acked())
@@ -272,6 +276,30 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.serving.Store(true)
 	return nil
+}
+
+// connectTimeout bounds a sink's first connection attempt, whatever its own
+// timeouts say.
+const connectTimeout = 30 * time.Second
+
+// connectSinks connects each sink in a goroutine of its own, ended by
+// shutdown, and closes its connected channel when the attempt ends.
+func (s *Service) connectSinks() {
+	for name, sink := range s.sinks {
+		s.wg.Go(func() {
+			defer close(s.connected[name])
+			ctx, cancel := context.WithTimeout(s.watchCtx, connectTimeout)
+			defer cancel()
+			start := time.Now()
+			if err := sink.Connect(ctx); err != nil {
+				if s.watchCtx.Err() == nil {
+					s.log.Warn("sink not reachable yet; its events wait in the journal", "sink", name, "error", err)
+				}
+				return
+			}
+			s.log.Info("sink connected", "sink", name, "in", time.Since(start).Round(time.Millisecond))
+		})
+	}
 }
 
 // Run starts the service and blocks until ctx ends, then shuts it down.

@@ -45,15 +45,18 @@ func (l *lockedSink) Write(ctx context.Context, batch []sluice.Event) error {
 // sends events refused for good to the pipeline's dead letters, and then
 // moves its cursor.
 type sinkReader struct {
-	name    string
-	stream  sluice.Stream
-	sink    Sink
-	cfg     SinkConfig
-	reader  *journal.Reader
-	pipe    *pipeline
-	log     *slog.Logger
-	rlog    *ratelog.Logger
-	metrics *metrics.Metrics
+	name   string
+	stream sluice.Stream
+	sink   Sink
+	// connected is closed once the sink's first connection attempt ended:
+	// the first write waits for it.
+	connected <-chan struct{}
+	cfg       SinkConfig
+	reader    *journal.Reader
+	pipe      *pipeline
+	log       *slog.Logger
+	rlog      *ratelog.Logger
+	metrics   *metrics.Metrics
 
 	// failingSince is when the sink's writes began to fail (Unix ns), 0
 	// while they succeed; lastErr is the latest failure.
@@ -61,11 +64,11 @@ type sinkReader struct {
 	lastErr      atomic.Pointer[string]
 }
 
-func newSinkReader(cfg SinkConfig, sink Sink, p *pipeline, log *slog.Logger, m *metrics.Metrics) *sinkReader {
+func newSinkReader(cfg SinkConfig, sink Sink, connected <-chan struct{}, p *pipeline, log *slog.Logger, m *metrics.Metrics) *sinkReader {
 	stream, _ := sluice.ParseStream(cfg.Stream)
 	log = log.With("sink", cfg.Name)
 	return &sinkReader{
-		name: cfg.Name, stream: stream, sink: sink, cfg: cfg, pipe: p,
+		name: cfg.Name, stream: stream, sink: sink, connected: connected, cfg: cfg, pipe: p,
 		reader: p.journal.Reader("sink:" + cfg.Name),
 		log:    log, rlog: newRateLog(log), metrics: m,
 	}
@@ -187,6 +190,11 @@ func (s *sinkReader) startWriter(ctx context.Context) *batchWriter {
 	w := &batchWriter{s: s, queue: make(chan pendingBatch, 1), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
+		select {
+		case <-s.connected:
+		case <-ctx.Done():
+			w.stopped.Store(true)
+		}
 		for p := range w.queue {
 			// After a write cut short by the end of ctx the cursor stays
 			// where it is: the rest of the queue is left for the next

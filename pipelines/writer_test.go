@@ -84,7 +84,9 @@ func newHarness(t *testing.T, sink *fakeSink, withDeadLetters bool) *harness {
 			Retry: RetryConfig{Initial: time.Millisecond, Max: 5 * time.Millisecond}}
 		st, _ := sluice.ParseStream(stream)
 		p.streams[st] = true
-		return newSinkReader(cfg, s, p, log, m)
+		connected := make(chan struct{})
+		close(connected)
+		return newSinkReader(cfg, s, connected, p, log, m)
 	}
 	p.sinks = append(p.sinks, mk("main", "raw", sink))
 	if withDeadLetters {

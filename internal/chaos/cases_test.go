@@ -14,6 +14,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/sluicehq/sluice/internal/testsvc"
 )
 
 // TestChaos runs each fault case: a numbered stream of QoS 1 messages is
@@ -28,6 +30,7 @@ func TestChaos(t *testing.T) {
 	t.Run("bound_block", func(t *testing.T) { bound(t, sc, "block") })
 	t.Run("bound_drop_oldest", func(t *testing.T) { bound(t, sc, "drop_oldest") })
 	t.Run("torn_journal_tail", func(t *testing.T) { tornTail(t, sc) })
+	t.Run("silent_kafka_at_start", func(t *testing.T) { silentKafkaAtStart(t, sc) })
 }
 
 // verify checks every acknowledged message is in InfluxDB and Kafka, and
@@ -294,6 +297,60 @@ func tornTail(t *testing.T, sc scale) {
 		t.Errorf("sluice did not report cutting the torn tail:\n%s", next.logs())
 	}
 	verify(t, svcs, st, "torn tail cut on restart")
+}
+
+// silentKafkaAtStart starts sluice (a process) while its Kafka address
+// takes connections and never answers. sluice must start and take the
+// stream anyway, stop on SIGTERM with the backlog kept in its journal, start
+// again the same way, and deliver everything once a real Kafka answers on
+// that address.
+func silentKafkaAtStart(t *testing.T, sc scale) {
+	silent := testsvc.Silent(t)
+	svcs := &services{t: t, influxDir: t.TempDir(), kafkaPort: silent.Port()}
+	svcs.startInflux()
+	t.Cleanup(func() {
+		if svcs.influx != nil {
+			svcs.influx.Stop()
+		}
+		if svcs.kafka != nil {
+			svcs.kafka.Close()
+		}
+	})
+	if err := svcs.influx.CreateDatabase("chaos"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := config(t, svcs, dir, "", "influx", "kafka")
+	// A stop waits this long for the sinks, not the default 30s.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "shutdown_timeout: 2s")
+	f.Close()
+
+	proc := startProcess(t, path)
+	st := newStream(proc.addr)
+	third := sc.messages / 3
+	st.run(t, 0, third, nil)
+	stopped := make(chan struct{})
+	go func() { proc.stop(syscall.SIGTERM); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("sluice did not stop on SIGTERM while Kafka was silent:\n%s", proc.logs())
+	}
+	if code := proc.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d on SIGTERM:\n%s", code, proc.logs())
+	}
+
+	next := startProcess(t, path)
+	st.setAddr(next.addr)
+	st.run(t, third, 2*third, nil)
+	silent.Close()
+	svcs.startKafka()
+	st.run(t, 2*third, sc.messages, nil)
+	verify(t, svcs, st, "kafka silent at start, sluice stopped with SIGTERM and started again before it answered")
 }
 
 var listeningAfterRecovery = regexp.MustCompile(`journal recovered from an unclean stop.*cut_bytes=[1-9]`)

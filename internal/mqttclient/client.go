@@ -139,6 +139,7 @@ type Client struct {
 	closing  bool
 	started  bool
 	busy     sync.WaitGroup     // OnMessage calls in progress
+	handling int                // how many (guarded by mu): Close waits only when some are
 	stop     context.CancelFunc // ends run
 	loopDone chan struct{}
 	first    chan struct{} // closed when the first attempt has ended
@@ -442,8 +443,14 @@ func (c *Client) deliver(m *Message) {
 		return
 	}
 	c.busy.Add(1)
+	c.handling++
 	c.mu.Unlock()
-	defer c.busy.Done()
+	defer func() {
+		c.mu.Lock()
+		c.handling--
+		c.mu.Unlock()
+		c.busy.Done()
+	}()
 	c.o.OnMessage(m)
 }
 
@@ -586,10 +593,15 @@ func (c *Client) Close(ctx context.Context) error {
 	var err error
 	done := make(chan struct{})
 	go func() { c.busy.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("messages still being handled were not acknowledged: %w", ctx.Err())
+	c.mu.Lock()
+	handling := c.handling // no call starts once closing is set
+	c.mu.Unlock()
+	if handling > 0 {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("messages still being handled were not acknowledged: %w", ctx.Err())
+		}
 	}
 	c.mu.Lock()
 	cn := c.cur

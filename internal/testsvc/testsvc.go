@@ -45,6 +45,18 @@ func Kafka(t testing.TB, topics ...string) *devkafka.Cluster {
 	return c
 }
 
+// KafkaOn starts the Kafka stand-in on a given port of 127.0.0.1 (one a
+// SilentServer gave up, say).
+func KafkaOn(t testing.TB, port int, topics ...string) *devkafka.Cluster {
+	t.Helper()
+	c, err := devkafka.Start(devkafka.Options{Port: port, Topics: topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 // ReadKafka reads want records from the start of topic, failing the test if
 // they do not all arrive within the deadline.
 func ReadKafka(t testing.TB, brokers []string, topic string, want int, deadline time.Duration) []kafkago.Message {
@@ -265,4 +277,64 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// SilentServer accepts TCP connections and never answers on them: a host
+// whose service hangs (a Kafka broker stuck in a GC pause, a firewall that
+// lets the handshake through and drops the rest). It holds every connection
+// open until Close.
+type SilentServer struct {
+	Addr  string
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	done  chan struct{}
+}
+
+// Silent starts a SilentServer on a free port of 127.0.0.1; it is closed
+// when the test ends.
+func Silent(t testing.TB) *SilentServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &SilentServer{Addr: ln.Addr().String(), ln: ln, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Port returns the port it listens on.
+func (s *SilentServer) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// Accepted returns how many connections it has accepted.
+func (s *SilentServer) Accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Close stops listening and closes the connections it holds, so its port
+// can be taken by a real service. It is idempotent.
+func (s *SilentServer) Close() {
+	s.ln.Close()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
 }

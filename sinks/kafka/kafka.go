@@ -249,7 +249,8 @@ func (s *Sink) setup() (*kafkago.Writer, *kafkago.Dialer, error) {
 }
 
 // Connect checks that a broker answers (over TLS and authenticated, when
-// configured) and the topic exists (or may be created).
+// configured) and the topic exists (or may be created), within the sink's
+// timeout (or ctx, if sooner).
 func (s *Sink) Connect(ctx context.Context) error {
 	_, dialer, err := s.setup()
 	if err != nil {
@@ -259,7 +260,7 @@ func (s *Sink) Connect(ctx context.Context) error {
 	defer cancel()
 	var errs []error
 	for _, b := range s.cfg.Brokers {
-		conn, err := dialer.DialContext(ctx, "tcp", b)
+		conn, err := dial(ctx, dialer, b)
 		if err != nil {
 			errs = append(errs, s.explain(err))
 			continue
@@ -269,9 +270,43 @@ func (s *Sink) Connect(ctx context.Context) error {
 		if err == nil || s.cfg.AutoCreateTopic {
 			return nil
 		}
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("%s: no answer within %v: %w", b, s.cfg.Timeout, err))
+			break
+		}
 		return fmt.Errorf("topic %q: %w", s.cfg.Topic, err)
 	}
 	return fmt.Errorf("no broker could be reached: %w", errors.Join(errs...))
+}
+
+// dial connects to a broker the way dialer does, and makes everything done
+// on the connection end with ctx: kafka-go's Conn bounds only the TCP (and
+// TLS) connect by the context, not the requests that follow (the
+// ApiVersions and SASL exchanges of the dial, ReadPartitions), so a broker
+// that takes the connection and never answers would hold them for ever.
+// The connection is closed when ctx ends: the caller's ctx must end when it
+// is done with the connection.
+func dial(ctx context.Context, dialer *kafkago.Dialer, broker string) (*kafkago.Conn, error) {
+	d := *dialer
+	d.DialFunc = func(dctx context.Context, network, address string) (net.Conn, error) {
+		conn, err := (&net.Dialer{DualStack: dialer.DualStack, KeepAlive: dialer.KeepAlive}).DialContext(dctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(ctx, func() { conn.Close() })
+		return conn, nil
+	}
+	conn, err := d.DialContext(ctx, "tcp", broker)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: no answer: %w", broker, err)
+		}
+		return nil, err
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	return conn, nil
 }
 
 // Write writes a batch in one synchronous call. Items Kafka rejects for good
@@ -434,7 +469,7 @@ func (s *Sink) diagnose(ctx context.Context, dialer *kafkago.Dialer, err error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	conn, derr := dialer.DialContext(ctx, "tcp", s.cfg.Brokers[0])
+	conn, derr := dial(ctx, dialer, s.cfg.Brokers[0])
 	if derr != nil {
 		if e := s.securityFailure(derr); e != nil {
 			return fmt.Errorf("%w (the write failed with: %v)", e, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/internal/testsvc"
 	"github.com/sluicehq/sluice/sinks/kafka"
 )
@@ -110,6 +111,46 @@ func BenchmarkWrite(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// TestSilentBrokerEndsConnectAndWrite points the sink at an address that
+// takes connections and never answers: Connect and Write must give up
+// within the timeout (before, Connect waited for ever for the broker's
+// ApiVersions answer, and with SASL the dial itself did).
+func TestSilentBrokerEndsConnectAndWrite(t *testing.T) {
+	silent := testsvc.Silent(t)
+	for _, tc := range []struct {
+		name string
+		sasl *kafka.SASLConfig
+	}{
+		{"plaintext", nil},
+		{"sasl", &kafka.SASLConfig{Mechanism: "PLAIN", Username: "u", Password: secret.New("p")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := kafka.New(kafka.Config{Brokers: []string{silent.Addr}, Topic: "t", Timeout: 300 * time.Millisecond, SASL: tc.sasl}, 10)
+			defer sink.Close(context.Background())
+			for _, op := range []struct {
+				name string
+				do   func(context.Context) error
+			}{
+				{"connect", sink.Connect},
+				{"write", func(ctx context.Context) error {
+					return sink.Write(ctx, []sluice.Event{event(sluice.StreamRaw, "b1", `{"t":1}`)})
+				}},
+			} {
+				done := make(chan error, 1)
+				go func() { done <- op.do(context.Background()) }()
+				select {
+				case err := <-done:
+					if err == nil || sluice.IsPermanent(err) {
+						t.Errorf("%s: got %v, want a retryable error", op.name, err)
+					}
+				case <-time.After(60 * time.Second):
+					t.Fatalf("%s to a silent broker did not end", op.name)
+				}
+			}
 		})
 	}
 }
