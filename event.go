@@ -77,7 +77,9 @@ type Alert struct {
 	Notification int
 }
 
-// Lookup resolves a name used in a sink template: an alert attribute, then a tag.
+// Lookup resolves a name used in a sink template: an alert attribute (rule,
+// severity, status, series, device, message, value, time, since,
+// notification), then a tag. Times are RFC 3339 in UTC, as in the JSON.
 func (a *Alert) Lookup(name string) (string, bool) {
 	switch name {
 	case "rule":
@@ -90,6 +92,16 @@ func (a *Alert) Lookup(name string) (string, bool) {
 		return a.Series, true
 	case "device":
 		return a.Device, true
+	case "message":
+		return a.Message, true
+	case "value":
+		return FormatValue(a.Value), true
+	case "time":
+		return a.Time.UTC().Format(time.RFC3339Nano), true
+	case "since":
+		return a.Since.UTC().Format(time.RFC3339Nano), true
+	case "notification":
+		return strconv.Itoa(a.Notification), true
 	}
 	return findTag(a.Tags, name)
 }
