@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/sinks/influxdb"
 	"github.com/sluicehq/sluice/sinks/kafka"
 	"github.com/sluicehq/sluice/sinks/mqtt"
+	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
 // Config is sluice.yaml. docs/configuration.md describes every key.
@@ -153,7 +154,8 @@ type JournalConfig struct {
 type SinkConfig struct {
 	Name string `yaml:"name"`
 	// Stream is what the sink consumes: records, alerts, raw or
-	// dead_letters. Default: alerts for mqtt, records otherwise.
+	// dead_letters. Default: alerts for mqtt and webhook, records
+	// otherwise.
 	Stream   string           `yaml:"stream"`
 	Batch    BatchConfig      `yaml:"batch"`
 	Retry    RetryConfig      `yaml:"retry"`
@@ -161,6 +163,7 @@ type SinkConfig struct {
 	InfluxDB *influxdb.Config `yaml:"influxdb"`
 	MQTT     *mqtt.Config     `yaml:"mqtt"`
 	File     *file.Config     `yaml:"file"`
+	Webhook  *webhook.Config  `yaml:"webhook"`
 }
 
 // BatchConfig is a sink's batching policy: a batch is written when it holds
@@ -188,6 +191,8 @@ func (s *SinkConfig) Type() string {
 		return "mqtt"
 	case s.File != nil:
 		return "file"
+	case s.Webhook != nil:
+		return "webhook"
 	}
 	return ""
 }
@@ -383,9 +388,11 @@ func (c *Config) SetDefaults() {
 	}
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
+		// Sinks that reach people get alerts unless told otherwise.
+		alerting := s.MQTT != nil || s.Webhook != nil
 		if s.Stream == "" {
 			s.Stream = "records"
-			if s.MQTT != nil {
+			if alerting {
 				s.Stream = "alerts"
 			}
 		}
@@ -397,7 +404,7 @@ func (c *Config) SetDefaults() {
 			// with 5000 as with 500). A batch that does not fill is
 			// written after batch.interval all the same.
 			s.Batch.Size = 5000
-			if s.MQTT != nil {
+			if alerting {
 				s.Batch.Size = 64
 			}
 		}
@@ -406,7 +413,7 @@ func (c *Config) SetDefaults() {
 			// 20,000 msg/s, 100ms made the median publish-to-InfluxDB
 			// 153 ms, 20ms 51 ms, for 4% more CPU (sluice bench).
 			s.Batch.Interval = 20 * time.Millisecond
-			if s.MQTT != nil {
+			if alerting {
 				s.Batch.Interval = 10 * time.Millisecond
 			}
 		}
@@ -425,6 +432,8 @@ func (c *Config) SetDefaults() {
 			s.MQTT.SetDefaults(stream)
 		case s.File != nil:
 			s.File.SetDefaults()
+		case s.Webhook != nil:
+			s.Webhook.SetDefaults()
 		}
 	}
 }
@@ -573,19 +582,22 @@ func (s *SinkConfig) validate() error {
 		p.Addf("stream", "%v", err)
 	}
 	n := 0
-	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil, s.File != nil} {
+	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil, s.File != nil, s.Webhook != nil} {
 		if set {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		p.Addf("", "a sink needs one of kafka, influxdb, mqtt or file")
+		p.Addf("", "a sink needs one of kafka, influxdb, mqtt, file or webhook")
 	case n > 1:
-		p.Addf("", "a sink has exactly one of kafka, influxdb, mqtt or file; make one sink per destination")
+		p.Addf("", "a sink has exactly one of kafka, influxdb, mqtt, file or webhook; make one sink per destination")
 	}
 	if s.InfluxDB != nil && err == nil && stream != sluice.StreamRecords && stream != sluice.StreamAlerts {
 		p.Addf("stream", "the influxdb sink writes records or alerts, not %s", s.Stream)
+	}
+	if s.Webhook != nil && err == nil && stream == sluice.StreamRaw {
+		p.Addf("stream", "the webhook sink posts JSON: records, alerts or dead_letters, not raw")
 	}
 	if s.Batch.Size < 1 {
 		p.Addf("batch.size", "must be at least 1")
@@ -605,6 +617,8 @@ func (s *SinkConfig) validate() error {
 		p.Nest("mqtt", s.MQTT.Validate())
 	case s.File != nil:
 		p.Nest("file", s.File.Validate())
+	case s.Webhook != nil:
+		p.Nest("webhook", s.Webhook.Validate())
 	}
 	return p.Err()
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/sinks/influxdb"
 	"github.com/sluicehq/sluice/sinks/kafka"
 	"github.com/sluicehq/sluice/sinks/mqtt"
+	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
 // Options are what a Service is given rather than configured with.
@@ -127,6 +128,8 @@ func New(cfg *Config, opts Options) (*Service, error) {
 			sink = mqtt.New(*sc.MQTT, stream, s.broker, mqtt.WithName(sc.Name), mqtt.WithLogger(opts.Logger.With("sink", sc.Name)))
 		case sc.File != nil:
 			sink = file.New(*sc.File)
+		case sc.Webhook != nil:
+			sink = webhook.New(*sc.Webhook)
 		}
 		if users[sc.Name] > 1 {
 			sink = &lockedSink{Sink: sink}
