@@ -2,8 +2,10 @@ package ingest_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,11 +16,13 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/ingest/auth"
 	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/internal/secret/secrettest"
 	"github.com/sluicehq/sluice/internal/testsvc"
 )
 
@@ -329,5 +333,315 @@ func TestACLReloadAppliesToConnectedClients(t *testing.T) {
 	}
 	if code := alice.Publish(t, "devices/alice/readonly", 1, nil); code != 0 {
 		t.Errorf("after a failed reload the previous ACL should stay: %#x", code)
+	}
+}
+
+// sessionLogin is one way a device logs in, for the session cases: by
+// password or by client certificate, over MQTT 3.1.1 or 5.
+type sessionLogin struct {
+	version byte
+	cert    bool
+}
+
+func (l sessionLogin) String() string {
+	how := "password"
+	if l.cert {
+		how = "cert"
+	}
+	return how + "-" + versionName(l.version)
+}
+
+// sessionClient is a real client (paho.golang for MQTT 5,
+// paho.mqtt.golang for 3.1.1) connected, or refused, for a session case.
+type sessionClient struct {
+	code     byte            // CONNACK reason (MQTT 5) or return code (3.1.1)
+	present  bool            // session present
+	received func() []string // the payloads received so far
+	sub      func(t *testing.T, filter string)
+	leave    func()
+}
+
+// waitFor waits until payload has been received and returns the set of
+// payloads received by then.
+func (c *sessionClient) waitFor(t *testing.T, payload string) []string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := c.received()
+		if slices.Contains(got, payload) {
+			slices.Sort(got)
+			return slices.Compact(got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not received within 30s (got %q)", payload, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sessionBroker is a broker with the matrix users (alice, bob, admin) and
+// ACL, a password listener ("tcp") and a client-certificate listener
+// ("mtls", identity cn), keeping its state in a file, so that it can be
+// restarted.
+type sessionBroker struct {
+	cfg     ingest.Config
+	root    *secrettest.CA
+	certs   map[string]tls.Certificate
+	b       *ingest.Broker
+	aclFile string
+}
+
+func newSessionBroker(t *testing.T) *sessionBroker {
+	t.Helper()
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "passwd")
+	for user, pw := range passwords {
+		if err := auth.SetPassword(pwFile, user, []byte(pw), 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aclFile := filepath.Join(dir, "acl.yaml")
+	writeFile(t, aclFile, matrixACL)
+	root, tlsCfg := tlsSetup(t)
+	s := &sessionBroker{root: root, certs: map[string]tls.Certificate{}, aclFile: aclFile, cfg: ingest.Config{
+		Listeners: []ingest.ListenerConfig{
+			{Name: "tcp", Address: "127.0.0.1:0"},
+			{Name: "mtls", Type: "tls", Address: "127.0.0.1:0", TLS: tlsCfg},
+		},
+		Auth:      ingest.AuthConfig{PasswordFile: pwFile, ACLFile: aclFile},
+		StatePath: filepath.Join(dir, "broker.db"),
+	}}
+	for user := range passwords {
+		s.certs[user] = root.Client(t, user).TLS
+	}
+	s.start(t)
+	return s
+}
+
+func (s *sessionBroker) start(t *testing.T) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(&testsvc.LogBuffer{}, nil))
+	b := ingest.New(s.cfg, &recorder{}, log, metrics.New())
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	s.b = b
+}
+
+func (s *sessionBroker) restart(t *testing.T) {
+	t.Helper()
+	if err := s.b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t)
+}
+
+// connect connects user (by password or by certificate, as l says) with
+// client id id. Unless fresh, it resumes the session there is, and its
+// session outlives the connection (3.1.1: clean session 0; 5: an expiry of
+// an hour). Fresh asks for a clean one: clean start (5), clean session
+// (3.1.1, whose session then ends with the connection).
+func (s *sessionBroker) connect(t *testing.T, l sessionLogin, user, id string, fresh bool) *sessionClient {
+	t.Helper()
+	c := &sessionClient{}
+	var tlsConf *tls.Config
+	listener := "tcp"
+	if l.cert {
+		listener = "mtls"
+		tlsConf = &tls.Config{RootCAs: s.root.Pool, Certificates: []tls.Certificate{s.certs[user]}, ServerName: "127.0.0.1"}
+	}
+	addr := s.b.Addr(listener)
+	if l.version == v5 {
+		var conn net.Conn
+		var err error
+		if tlsConf != nil {
+			conn, err = tls.Dial("tcp", addr, tlsConf)
+		} else {
+			conn, err = net.Dial("tcp", addr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		expiry := uint32(3600)
+		cp := &paho.Connect{ClientID: id, CleanStart: fresh, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+		if !l.cert {
+			cp.Username, cp.UsernameFlag = user, true
+			cp.Password, cp.PasswordFlag = []byte(passwords[user]), true
+		}
+		pc, ca := pahoOn(t, conn, cp)
+		c.code, c.present = ca.ReasonCode, ca.SessionPresent
+		c.received = func() []string {
+			pc.mu.Lock()
+			defer pc.mu.Unlock()
+			var got []string
+			for _, p := range pc.msgs {
+				got = append(got, string(p.Payload))
+			}
+			return got
+		}
+		c.sub = func(t *testing.T, filter string) {
+			if codes := pc.subscribe(t, paho.SubscribeOptions{Topic: filter, QoS: 1}); codes[0] != 1 {
+				t.Fatalf("subscribe %q: %#x", filter, codes[0])
+			}
+		}
+		c.leave = func() { pc.Disconnect(&paho.Disconnect{}) }
+		return c
+	}
+	var mu sync.Mutex
+	var got []string
+	c.received = func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	scheme := "tcp://"
+	if tlsConf != nil {
+		scheme = "ssl://"
+	}
+	o := mqtt3.NewClientOptions().AddBroker(scheme + addr).SetClientID(id).SetProtocolVersion(4).
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(60 * time.Second).
+		SetOrderMatters(true).SetTLSConfig(tlsConf).
+		SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) {
+			mu.Lock()
+			got = append(got, string(m.Payload()))
+			mu.Unlock()
+		})
+	if !l.cert {
+		o.SetUsername(user).SetPassword(passwords[user])
+	}
+	if fresh {
+		o.SetCleanSession(true)
+	}
+	cl := mqtt3.NewClient(o)
+	tok := cl.Connect()
+	if !tok.WaitTimeout(30 * time.Second) {
+		t.Fatalf("paho3 %s: no CONNACK", id)
+	}
+	ct := tok.(*mqtt3.ConnectToken)
+	c.code, c.present = ct.ReturnCode(), ct.SessionPresent()
+	if c.code == 0 {
+		t.Cleanup(func() { cl.Disconnect(100) })
+	}
+	c.sub = func(t *testing.T, filter string) { wait3(t, cl.Subscribe(filter, 1, nil)) }
+	c.leave = func() { cl.Disconnect(100) }
+	return c
+}
+
+// notAuthorizedCode is "not authorized" in l's protocol.
+func (l sessionLogin) notAuthorizedCode() byte {
+	if l.version == v5 {
+		return 0x87
+	}
+	return 5
+}
+
+func sessionLogins() []sessionLogin {
+	return []sessionLogin{{v3, false}, {v5, false}, {v3, true}, {v5, true}}
+}
+
+// TestSessionBelongsToItsOwner: a client id's session belongs to the
+// identity (username or certificate identity) that made it. Another one
+// connecting with that client id, to resume the session or to start a
+// fresh one, is refused as not authorized, before and after a restart: it
+// neither receives the owner's queued messages nor takes the session (or
+// the connection) from the owner, who gets all of them.
+func TestSessionBelongsToItsOwner(t *testing.T) {
+	s := newSessionBroker(t)
+	admin := login(t, s.b.Addr("tcp"), "admin")
+	publish := func(t *testing.T, topic string, payloads ...string) {
+		t.Helper()
+		for _, p := range payloads {
+			if code := admin.Publish(t, topic, 1, []byte(p)); code != 0 {
+				t.Fatalf("admin publish %q: %#x", topic, code)
+			}
+		}
+	}
+	intrude := func(t *testing.T, l sessionLogin, id string) {
+		t.Helper()
+		for _, fresh := range []bool{false, true} {
+			if c := s.connect(t, l, "alice", id, fresh); c.code != l.notAuthorizedCode() {
+				t.Errorf("alice with bob's client id (fresh session %v): CONNACK %#x, want %#x (not authorized)",
+					fresh, c.code, l.notAuthorizedCode())
+			}
+		}
+	}
+
+	// bob leaves a session with three messages queued.
+	for _, l := range sessionLogins() {
+		// A new session (3.1.1's clean session would end with the connection).
+		bob := s.connect(t, l, "bob", "bob-"+l.String(), l.version == v5)
+		if bob.code != 0 {
+			t.Fatalf("%s: bob refused: %#x", l, bob.code)
+		}
+		bob.sub(t, "devices/bob/"+l.String()+"/#")
+		bob.leave()
+		publish(t, "devices/bob/"+l.String()+"/x", "1", "2", "3")
+	}
+	for _, l := range sessionLogins() {
+		t.Run(l.String()+"/offline", func(t *testing.T) { intrude(t, l, "bob-"+l.String()) })
+	}
+
+	// The owner is kept in the broker's state.
+	admin.Disconnect(&paho.Disconnect{})
+	s.restart(t)
+	admin = login(t, s.b.Addr("tcp"), "admin")
+
+	for _, l := range sessionLogins() {
+		t.Run(l.String()+"/after-restart", func(t *testing.T) {
+			id := "bob-" + l.String()
+			intrude(t, l, id)
+			bob := s.connect(t, l, "bob", id, false)
+			if bob.code != 0 || !bob.present {
+				t.Fatalf("bob resuming his session: CONNACK %#x, session present %v", bob.code, bob.present)
+			}
+			bob.waitFor(t, "3")
+			// While bob is connected, alice cannot take his connection.
+			intrude(t, l, id)
+			publish(t, "devices/bob/"+l.String()+"/x", "4")
+			if got := bob.waitFor(t, "4"); !slices.Equal(got, []string{"1", "2", "3", "4"}) {
+				t.Errorf("bob received %q, want 1 to 4", got)
+			}
+		})
+	}
+}
+
+// TestResumedSessionCheckedAgainstTheACL: the messages a session queued are
+// checked against the ACL in force when they are delivered, as every
+// delivery is: the ACL may have changed while they waited.
+func TestResumedSessionCheckedAgainstTheACL(t *testing.T) {
+	s := newSessionBroker(t)
+	admin := login(t, s.b.Addr("tcp"), "admin")
+	logins := []sessionLogin{{v3, false}, {v5, false}}
+	for _, l := range logins {
+		bob := s.connect(t, l, "bob", "bob-"+l.String(), l.version == v5)
+		bob.sub(t, "devices/bob/"+l.String()+"/#")
+		bob.leave()
+		for _, topic := range []string{"secret/1", "open/1", "secret/2", "open/2"} {
+			if code := admin.Publish(t, "devices/bob/"+l.String()+"/"+topic, 1, []byte(topic)); code != 0 {
+				t.Fatalf("admin publish: %#x", code)
+			}
+		}
+	}
+	// bob may no longer read his secret subtree.
+	writeFile(t, s.aclFile, strings.Replace(matrixACL, "rules:\n", "rules:\n  - users: bob\n    deny: subscribe\n    topics: [\"devices/bob/+/secret/#\"]\n", 1))
+	if err := s.b.ReloadAuth(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range logins {
+		t.Run(l.String(), func(t *testing.T) {
+			bob := s.connect(t, l, "bob", "bob-"+l.String(), false)
+			if bob.code != 0 || !bob.present {
+				t.Fatalf("bob resuming his session: CONNACK %#x, session present %v", bob.code, bob.present)
+			}
+			bob.waitFor(t, "open/2")
+			if code := admin.Publish(t, "devices/bob/"+l.String()+"/open/end", 1, []byte("open/end")); code != 0 {
+				t.Fatalf("admin publish: %#x", code)
+			}
+			if got := bob.waitFor(t, "open/end"); !slices.Equal(got, []string{"open/1", "open/2", "open/end"}) {
+				t.Errorf("bob received %q, want only what the ACL lets him read now", got)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -223,10 +224,16 @@ func (b *confBroker) paho(t *testing.T, cp *paho.Connect) (*pahoClient, *paho.Co
 		cp.Password = []byte(confUsers[cp.Username])
 	}
 	cp.UsernameFlag, cp.PasswordFlag = true, true
+	return pahoOn(t, dialWireConn(t, b.addr, v5).conn, cp)
+}
+
+// pahoOn connects a paho.golang client over conn (keep-alive 60 s unless
+// cp says otherwise).
+func pahoOn(t *testing.T, conn net.Conn, cp *paho.Connect) (*pahoClient, *paho.Connack) {
+	t.Helper()
 	if cp.KeepAlive == 0 {
 		cp.KeepAlive = 60
 	}
-	conn := dialWireConn(t, b.addr, v5).conn
 	c := &pahoClient{note: make(chan struct{}, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn:     conn,

@@ -52,7 +52,8 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 // (on a listener with client certificates); else the user whose password
 // it sent (a client that sends a username must have the right password);
 // else, where the listener allows it, nobody: an anonymous client, with no
-// username for ACLs whatever it sent.
+// username for ACLs whatever it sent. A client id whose session belongs to
+// another identity is refused (checkOwner).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
 	if b.isClosing() {
@@ -65,7 +66,16 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if err := h.boundKeepAlive(cl); err != nil {
 		return err
 	}
+	if err := h.authenticate(cl, pk, lc); err != nil {
+		return err
+	}
+	return h.checkOwner(cl)
+}
 
+// authenticate decides who the client is (see OnConnect) and sets its
+// username to that identity, nil when anonymous.
+func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, lc *ListenerConfig) error {
+	b := h.b
 	if lc.TLS != nil && lc.TLS.ClientCAFile != "" {
 		id, err := certIdentity(connTLS(cl), lc.TLS.Identity)
 		if err != nil {

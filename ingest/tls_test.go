@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,11 +51,15 @@ func copyFile(t *testing.T, from, to string) {
 	writeFile(t, to, string(data))
 }
 
+var tlsClients atomic.Int64
+
 // connectTLS connects an MQTT 5 client over TLS and reports whether the
 // broker accepted it (a CONNACK with reason 0).
 func connectTLS(t *testing.T, addr string, conf *tls.Config, user, password string) (*testsvc.Client, error) {
 	t.Helper()
-	c, ca, err := testsvc.Connect(testsvc.MQTTOptions{Addr: addr, ClientID: "tls-client", TLS: conf, Username: user, Password: password})
+	// Each its own client id: a client id's session belongs to one identity.
+	id := fmt.Sprintf("tls-client-%d", tlsClients.Add(1))
+	c, ca, err := testsvc.Connect(testsvc.MQTTOptions{Addr: addr, ClientID: id, TLS: conf, Username: user, Password: password})
 	switch {
 	case err == nil && ca.ReasonCode == 0:
 		t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })

@@ -83,7 +83,7 @@ func New() *Metrics {
 		Name: "sluice_broker_connections_total", Help: "Client connections accepted (authenticated, CONNACK sent), by listener.",
 	}, []string{"listener"})
 	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_broker_connections_refused_total", Help: "Connections refused, by listener and reason (limit, tls, protocol, timeout, auth, keep_alive).",
+		Name: "sluice_broker_connections_refused_total", Help: "Connections refused, by listener and reason (limit, tls, protocol, timeout, auth, acl, session, keep_alive, shutting_down).",
 	}, []string{"listener", "reason"})
 	m.Denied = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_broker_denied_total", Help: "Publishes and subscriptions refused, by action and reason (acl, max_subscriptions, rate).",

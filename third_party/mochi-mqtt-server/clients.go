@@ -309,6 +309,18 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	}
 
 	for _, tk := range cl.State.Inflight.GetAll(false) {
+		// sluice: a message resent is checked against the ACL as any
+		// delivery is (publishToClient): the client may not be the one it
+		// was queued for, and the ACL may have changed since. One it may
+		// not read is dropped from the session.
+		if tk.FixedHeader.Type == packets.Publish && !cl.ops.hooks.OnACLCheck(cl, tk.TopicName, false) {
+			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+				cl.ops.hooks.OnQosDropped(cl, tk)
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			}
+			continue
+		}
+
 		if tk.FixedHeader.Type == packets.Publish {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
