@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -75,6 +76,9 @@ type Set struct {
 	// put in the environment. slots maps each to its index in fields.
 	fields []string
 	slots  map[string]int
+	// reads lists the payload names each program reads, to explain its
+	// failures (names.go).
+	reads map[*vm.Program][]string
 	// uses says which message properties some expression reads; only those
 	// are put in the environment.
 	uses struct {
@@ -125,6 +129,8 @@ type rule struct {
 	// series must exist before where runs.
 	needsSeries bool
 	whereSites  bool
+	// reads are the payload names the rule reads (names.go).
+	reads []nameRead
 }
 
 type derived struct {
@@ -206,7 +212,7 @@ type compiler struct {
 }
 
 func newCompiler() *compiler {
-	return &compiler{set: &Set{}, names: map[string]string{}, filters: map[string]int{}, chains: map[string]int{},
+	return &compiler{set: &Set{reads: map[*vm.Program][]string{}}, names: map[string]string{}, filters: map[string]int{}, chains: map[string]int{},
 		fields: map[string]bool{}, funcs: runtimeFunctions()}
 }
 
@@ -473,15 +479,17 @@ func (c *compiler) compileAt(doc *conf.Doc, path, src string, offset int, sc *sc
 	var prog *vm.Program
 	tree, err := checker.ParseCheck(src, cfg)
 	if res.problem == "" && err == nil {
+		optional := nilChecked(tree.Node)
 		stage := path[strings.Index(path, ".")+1:]
 		h := hoister{c: c, res: res, src: src, stage: stage}
 		h.walk(&tree.Node, nil)
 		if res.problem == "" {
 			prog, err = c.build(tree, cfg)
 		}
-	}
-	if res.problem == "" && err == nil {
-		return prog
+		if res.problem == "" && err == nil {
+			c.record(doc, path, src, offset, res, optional, append(res.feeds, prog)...)
+			return prog
+		}
 	}
 	line, col, msg := 1, 1, ""
 	switch {
@@ -715,6 +723,15 @@ type resolver struct {
 	// calls are the stateful calls seen by the binder, with their sites'
 	// constant arguments.
 	calls map[*ast.CallNode]site
+	// reads are the payload names the expression reads, with the offset
+	// of the first read; feeds the programs of its sites' arguments.
+	reads []read
+	feeds []*vm.Program
+}
+
+type read struct {
+	name string
+	at   int
 }
 
 func (r *resolver) fail(n ast.Node, format string, args ...any) {
@@ -767,6 +784,9 @@ func (r *resolver) Visit(node *ast.Node) {
 			name = from
 		}
 		r.c.fields[name] = true
+		if !slices.ContainsFunc(r.reads, func(x read) bool { return x.name == name }) {
+			r.reads = append(r.reads, read{name, n.Location().From})
+		}
 		id := &ast.IdentifierNode{Value: name}
 		r.done[id] = true
 		repl = id

@@ -194,7 +194,7 @@ func (ev *Evaluator) Eval(msg *sluice.Message, out []sluice.Event) ([]sluice.Eve
 			out, err = ev.evalReading(i, r, msg, reading, segs, now, out)
 			if err != nil {
 				failed = true
-				out = append(out, deadLetter(msg, r.name, "rule", err))
+				out = append(out, deadLetter(msg, r.name, "rule", ev.explain(err, reading)))
 				continue
 			}
 			produced = produced || len(out) > n
@@ -356,10 +356,11 @@ func (ev *Evaluator) unload() {
 	ev.envReading = [2]int{-1, -1}
 }
 
-// stageError says which part of a rule failed.
+// stageError says which part of a rule failed, and in which program.
 type stageError struct {
 	stage string
 	err   error
+	prog  *vm.Program
 }
 
 func (e *stageError) Error() string { return e.stage + ": " + e.err.Error() }
@@ -388,7 +389,7 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 	default:
 		v, err := ev.run(r.key)
 		if err != nil {
-			return out, &stageError{"key", err}
+			return out, &stageError{stage: "key", err: err, prog: r.key}
 		}
 		key = sluice.FormatValue(v)
 	}
@@ -440,7 +441,7 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 		}
 		v, err := ev.run(d.prog)
 		if err != nil {
-			return out, &stageError{"let." + d.name, err}
+			return out, &stageError{stage: "let." + d.name, err: err, prog: d.prog}
 		}
 		ev.env[d.key] = v
 	}
@@ -450,7 +451,7 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 		}
 		v, err := ev.run(d.prog)
 		if err != nil {
-			return out, &stageError{"fields." + d.name, err}
+			return out, &stageError{stage: "fields." + d.name, err: err, prog: d.prog}
 		}
 		ev.env[d.key] = normalize(v)
 	}
@@ -764,11 +765,11 @@ func (ev *Evaluator) run(p *vm.Program) (out any, err error) {
 func (ev *Evaluator) runBool(p *vm.Program, stage string) (bool, error) {
 	v, err := ev.run(p)
 	if err != nil {
-		return false, &stageError{stage, err}
+		return false, &stageError{stage: stage, err: err, prog: p}
 	}
 	b, ok := v.(bool)
 	if !ok {
-		return false, &stageError{stage, fmt.Errorf("want true or false, got %T %v", v, v)}
+		return false, &stageError{stage: stage, err: fmt.Errorf("want true or false, got %T %v", v, v), prog: p}
 	}
 	return b, nil
 }

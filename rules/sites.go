@@ -127,6 +127,7 @@ func (h *hoister) bindArg(st *site, feed ast.Node) bool {
 		return false
 	}
 	st.arg = prog
+	h.res.feeds = append(h.res.feeds, prog)
 	return true
 }
 
@@ -341,7 +342,7 @@ func (ev *Evaluator) feed(r *rule, fed *int, end int) error {
 		case st.arg != nil:
 			x, err := ev.run(st.arg)
 			if err != nil {
-				return &stageError{st.stage, err}
+				return &stageError{stage: st.stage, err: err, prog: st.arg}
 			}
 			v = x
 		case st.argKey != "":
@@ -349,7 +350,7 @@ func (ev *Evaluator) feed(r *rule, fed *int, end int) error {
 		}
 		res, err := c.observe(i, st, v)
 		if err != nil {
-			return &stageError{st.stage, err}
+			return &stageError{stage: st.stage, err: err}
 		}
 		c.results[i] = res
 	}

@@ -142,3 +142,16 @@ func distance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// Closest returns the candidate closest to name, if one is close enough to
+// be a typo of it ("tmp" -> "temp"), else "".
+func Closest(name string, candidates []string) string {
+	best, bestDist := "", min(3, max(len(name)/2, 1)+1)
+	for _, c := range candidates {
+		d := distance(strings.ToLower(name), strings.ToLower(c))
+		if d < bestDist || (d == bestDist && best != "" && c < best) {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}

@@ -1,0 +1,47 @@
+package rules_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/rules"
+)
+
+// A typo of a field name compiles (payload fields are not known in
+// advance); the dead letter must say what happened, in words.
+func TestMissingNamesExplainAFailure(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - name: hot
+    match: s/+device
+    alert:
+      when: tmp > 80
+  - name: guarded
+    match: s/+device
+    where: pressure != nil or flow == nil
+    fields:
+      p: (pressure ?? 0) * 2
+  - name: wrong_type
+    match: s/+device
+    where: kind > 3
+`)
+	ev := set.NewEvaluator(nil, rules.Limits{})
+	out, o := ev.Eval(msg("s/a", `{"temp": 85, "hum": 40, "kind": "boiler"}`, t0), nil)
+	reasons := map[string]string{}
+	for _, e := range out {
+		if e.DeadLetter != nil {
+			reasons[e.DeadLetter.Rule] = e.DeadLetter.Reason
+		}
+	}
+	if o.Failed != 2 || len(reasons) != 2 {
+		t.Fatalf("%d failed, want hot and wrong_type: %v", o.Failed, reasons)
+	}
+	want := "alert.when: `tmp` is not in the payload, which has `temp`, `hum`, `kind` (did you mean `temp`?): invalid operation"
+	if !strings.HasPrefix(reasons["hot"], want) {
+		t.Errorf("hot: reason %q, want it to start %q", reasons["hot"], want)
+	}
+	// A failure with every name present says nothing of missing names.
+	if r := reasons["wrong_type"]; !strings.HasPrefix(r, "where: invalid operation") || strings.Contains(r, "not in the payload") {
+		t.Errorf("wrong_type: reason %q", r)
+	}
+}
