@@ -11,6 +11,13 @@ import (
 // exceeded"; it may send the message again later.
 var ErrBusy = errors.New("journal full")
 
+// ErrStorage means a message was not accepted because a pipeline's journal
+// cannot write (a full disk, an I/O error): nothing was acknowledged. Ingest
+// refuses it (an MQTT 5 QoS 1 publisher is told "quota exceeded"; see
+// docs/delivery.md for the others); the journal takes messages again by
+// itself once a write succeeds.
+var ErrStorage = errors.New("journal cannot write")
+
 // RetryableError marks a failure that may succeed when tried again: a lost
 // connection, a timeout, a 5xx, throttling. After, when set, is the delay the
 // remote asked for (Retry-After).

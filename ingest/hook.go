@@ -300,6 +300,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		b.rlog.Log(slog.LevelWarn, "journal_full", "publish refused with quota exceeded (0x97): a pipeline's journal is full; the client may send it again",
 			"client", cl.ID, "topic", msg.Topic)
 		return pk, packets.ErrQuotaExceeded
+	case errors.Is(err, sluice.ErrStorage):
+		b.metrics.Rejected.WithLabelValues("journal_write_error").Inc()
+		b.rlog.Log(slog.LevelError, "journal_write_error", "publish refused: a pipeline's journal cannot write; the client may send it again",
+			"client", cl.ID, "topic", msg.Topic, "error", err)
+		return pk, h.refuseUnstored(cl, qos)
 	case b.ctx.Err() != nil:
 		// Shutting down: not acknowledged, so the client keeps the message
 		// and sends it again after reconnecting.
@@ -310,6 +315,27 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		b.metrics.Rejected.WithLabelValues("error").Inc()
 		return pk, packets.ErrRejectPacket
 	}
+}
+
+// refuseUnstored answers a publish a journal could not store, without
+// acknowledging it. An MQTT 5 QoS 1 publisher is told: quota exceeded
+// (0x97), as for a full journal. A publisher that cannot be told in its
+// acknowledgement (MQTT 3.1.1; QoS 2, which mochi would answer with a
+// PUBACK) loses its connection (MQTT 5: a DISCONNECT 0x97 first) and sends
+// the message again once it reconnects. A QoS 0 message is dropped: it is
+// never acknowledged anyway.
+func (h *hook) refuseUnstored(cl *mqtt.Client, qos byte) error {
+	v5 := cl.Properties.ProtocolVersion == 5
+	switch {
+	case qos == 0:
+	case qos == 1 && v5:
+		return packets.ErrQuotaExceeded
+	case v5:
+		_ = h.b.server.DisconnectClient(cl, packets.ErrQuotaExceeded)
+	default:
+		cl.Stop(packets.ErrQuotaExceeded)
+	}
+	return packets.ErrRejectPacket
 }
 
 // limiter returns the client's publish rate limiter, nil when unlimited.

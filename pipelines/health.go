@@ -27,8 +27,11 @@ type PipelineHealth struct {
 	MaxBytes     int64
 	// Full is true when the journal is at its bound: publishers wait
 	// (overflow block) or old records go (drop_oldest).
-	Full  bool
-	Sinks []SinkHealth
+	Full bool
+	// WriteError is why the journal cannot write, while it cannot (a full
+	// disk): publishes are refused until a write succeeds again.
+	WriteError string
+	Sinks      []SinkHealth
 }
 
 // SinkHealth is one sink as one pipeline feeds it.
@@ -67,8 +70,13 @@ func (s *Service) Health(now time.Time) Health {
 	admin := s.cfg.Admin
 	for _, p := range s.pipelines {
 		st := p.journal.Stats()
-		ph := PipelineHealth{Name: p.name, JournalBytes: st.Bytes, MaxBytes: p.maxBytes, Full: st.Full}
+		ph := PipelineHealth{Name: p.name, JournalBytes: st.Bytes, MaxBytes: p.maxBytes, Full: st.Full, WriteError: st.WriteError}
 		switch {
+		case st.WriteError != "" && !st.WriteErrorSince.IsZero():
+			problem("pipeline %q: journal cannot write for %v, publishes refused until a write succeeds (tried every 200ms): %s",
+				p.name, now.Sub(st.WriteErrorSince).Round(time.Second), st.WriteError)
+		case st.WriteError != "":
+			problem("pipeline %q: journal cannot write, publishes refused until sluice restarts: %s", p.name, st.WriteError)
 		case st.Full:
 			problem("pipeline %q: journal full (%d of %d bytes)", p.name, st.Bytes, p.maxBytes)
 		case p.maxBytes > 0 && float64(st.Bytes) >= admin.JournalFullRatio*float64(p.maxBytes):

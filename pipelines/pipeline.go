@@ -83,7 +83,8 @@ func (p *pipeline) matches(topic string) bool {
 
 // accept appends a message to the journal and returns once it is safe
 // (durable as configured, for QoS 1 and 2). While the journal is full it
-// waits, or, with refuse, returns sluice.ErrBusy at once.
+// waits, or, with refuse, returns sluice.ErrBusy at once. While the
+// journal cannot write it returns sluice.ErrStorage at once.
 func (p *pipeline) accept(ctx context.Context, msg *sluice.Message, refuse bool) error {
 	buf := getEncodeBuf()
 	defer putEncodeBuf(buf)
@@ -96,11 +97,21 @@ func (p *pipeline) accept(ctx context.Context, msg *sluice.Message, refuse bool)
 	} else {
 		_, err = p.journal.Append(ctx, kindMessage, data, msg, wait)
 	}
-	if errors.Is(err, journal.ErrFull) {
+	switch {
+	case errors.Is(err, journal.ErrFull):
 		return sluice.ErrBusy
+	case errors.Is(err, journal.ErrWriteFailing):
+		return storageError{err}
 	}
 	return err
 }
+
+// storageError is a journal's write failure, as ingest knows it:
+// sluice.ErrStorage, saying why.
+type storageError struct{ err error }
+
+func (e storageError) Error() string   { return e.err.Error() }
+func (e storageError) Unwrap() []error { return []error{sluice.ErrStorage, e.err} }
 
 // encodeBufs holds the buffers messages and events are encoded into for
 // the journal, which copies what it keeps: a buffer per concurrent writer

@@ -58,8 +58,8 @@
 // file's name. A segment is closed, and the next begun, once it reaches
 // SegmentBytes (default 8 MiB, or MaxBytes/8 if that is smaller, but not
 // below 4 KiB). Nothing is ever rewritten: frames are written at the end with
-// pwrite. A failed write is truncated back and makes the journal refuse
-// further records: its seqs were handed out and readers may have seen them.
+// pwrite (a failed write is written again, the same bytes at the same
+// place: see "Write failures").
 //
 // In memory each segment has a sparse index (seq, offset, time) with an
 // entry at least every 8 KiB and every second, built while writing and
@@ -126,8 +126,9 @@
 // segment, and no segment is written by more than one run: an encrypted
 // journal never appends to a segment found at Open but starts a new one
 // (an empty last segment is removed and created again, with a new salt).
-// Within one run and one segment a seq is sealed once (a failed write
-// stops the journal), so a nonce never repeats for a key, by construction
+// Within one run and one segment a seq is sealed once (a failed write is
+// written again as it was sealed, not sealed again), so a nonce never
+// repeats for a key, by construction
 // rather than by chance, and at no cost per record. (12 random bytes per
 // record would cost a getrandom call each and, all under one key, bound
 // the key's life to about 2^32 records, a day of a busy broker; 4 random
@@ -204,6 +205,25 @@
 // fail rather than guess. Seqs continue after the last good record (or
 // after the seq the last, empty, segment is named for). In an encrypted
 // journal a frame that fails authentication fails Open (see Encryption).
+//
+// # Write failures
+//
+// When a write fails (ENOSPC on a full disk, EIO), the journal refuses new
+// records (Append and TryAppend return ErrWriteFailing, wrapping the cause,
+// at once; WaitDurable returns it for a record not written yet) and
+// Stats().WriteError says why. Nothing is renumbered: the records whose
+// write failed were handed seqs, and readers may have had them from the
+// cache, so they stay in the write-behind, with what Write adds meanwhile
+// (records derived from records already in the journal are still taken;
+// they wait in memory). Whatever part of the failed write reached the file
+// is truncated. The background goroutine writes the write-behind again
+// every flushEvery (200 ms), and at once after removing reclaimed segments
+// (a journal that filled the disk frees it as its readers acknowledge);
+// once that succeeds the journal takes records again, logs it, and readers
+// waiting for a record on file go on. A record refused this way may still
+// be delivered later (it was in the journal): the client sends it again,
+// and at-least-once covers the duplicate. An fsync that fails is another
+// matter (see Modes): it stays refused until Open.
 //
 // # Concurrency
 //

@@ -85,6 +85,12 @@ const (
 var (
 	ErrClosed = errors.New("journal closed")
 	ErrFull   = errors.New("journal full") // returned by TryAppend
+	// ErrWriteFailing is returned, wrapping the cause (ENOSPC, EIO), by
+	// Append and TryAppend while the journal's writes fail, and by
+	// WaitDurable for a record not written yet: the record is refused (it
+	// must not be acknowledged). The journal tries the write again in the
+	// background and takes records again once it succeeds.
+	ErrWriteFailing = errors.New("journal cannot write")
 )
 
 // Entry is a record as a reader sees it.
@@ -108,9 +114,15 @@ type Journal struct {
 
 	durable atomic.Uint64
 
-	mu        sync.Mutex
-	closed    bool
-	err       error // sticky: a failed write that could not be undone, a failed fsync
+	mu     sync.Mutex
+	closed bool
+	err    error // sticky: a failed fsync
+	// werr is the last write's failure while writes fail (a full disk):
+	// Append refuses records; the write-behind keeps what was not written,
+	// and the background goroutine writes it again until it succeeds.
+	werr      error
+	werrSince time.Time
+	wlast     uint64 // last seq written to a file
 	segs      []*segment
 	active    *segment // segs[len(segs)-1]: the one being written
 	first     uint64   // first seq held (segs[0].first); first > last when empty
@@ -222,6 +234,7 @@ func Open(opts Options) (*Journal, error) {
 	j.stop = make(chan struct{})
 	j.reclaim() // what the saved readers have all passed
 	j.durable.Store(j.last)
+	j.wlast = j.last
 	j.wg.Add(1)
 	go j.background()
 	if opts.Mode == Fsync {
@@ -406,7 +419,7 @@ func (j *Journal) append(ctx context.Context, kind byte, data []byte, value any,
 	}
 	j.mu.Lock()
 	for {
-		if err := j.usable(); err != nil {
+		if err := j.accepting(); err != nil {
 			j.mu.Unlock()
 			return 0, err
 		}
@@ -454,6 +467,25 @@ func (j *Journal) usable() error {
 	return j.err
 }
 
+// accepting returns why a new record is refused, if it is: the journal is
+// not usable, or its writes fail. (Write takes records while writes fail:
+// they derive from records already in the journal.) Called with mu held.
+func (j *Journal) accepting() error {
+	if err := j.usable(); err != nil {
+		return err
+	}
+	return j.writeFailing()
+}
+
+// writeFailing returns ErrWriteFailing, wrapping the cause, while writes
+// fail. Called with mu held.
+func (j *Journal) writeFailing() error {
+	if j.werr == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrWriteFailing, j.werr)
+}
+
 // write appends one record to the active segment and the cache. Called with
 // mu held.
 func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, error) {
@@ -484,9 +516,10 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 		j.durable.Store(seq)
 		wake(&j.durableCh)
 	} else if now || len(j.pend) >= pendMax {
-		if err := j.flush(); err != nil {
-			return 0, err
-		}
+		// A failure is the journal's state now, not this record's: the
+		// record is in the journal (readers may have it from the cache), and
+		// whoever waits for it to be durable learns of the failure.
+		j.flush()
 	}
 	j.wakeReaders()
 	if s.size >= j.opts.SegmentBytes {
@@ -502,6 +535,9 @@ func (j *Journal) groupWrite() error {
 	if j.err != nil {
 		return j.err
 	}
+	if j.werr != nil {
+		return j.writeFailing() // the background goroutine tries again
+	}
 	if len(j.pend) == 0 {
 		return nil
 	}
@@ -514,12 +550,14 @@ func (j *Journal) groupWrite() error {
 	j.flushing = false
 	j.flushDone.Broadcast()
 	if err != nil {
-		j.err = fmt.Errorf("journal: write segment %s: %w", s.path, err)
-		j.log.Error("journal: write failed; the journal refuses further records", "segment", s.path, "error", err)
-		wake(&j.durableCh)
-		return j.err
+		// What was appended meanwhile follows what failed.
+		j.spare = j.pend[:0]
+		j.pend = append(buf, j.pend...)
+		j.writeFailed(s, err)
+		return j.writeFailing()
 	}
 	s.written += int64(len(buf))
+	j.wlast = last
 	if cap(buf) <= 4*pendMax {
 		j.spare = buf[:0]
 	}
@@ -530,14 +568,55 @@ func (j *Journal) groupWrite() error {
 	return nil
 }
 
+// writeFailed notes that writing the frames at the end of s failed: the
+// journal refuses records (Append) until a write succeeds again. The
+// frames stay in the write-behind and are written again, at the same
+// offset, by probe; whatever part of them reached the file is cut off
+// (best effort: what the next write puts there is the same bytes). Called
+// with mu held; pend holds the frames that failed.
+func (j *Journal) writeFailed(s *segment, err error) {
+	s.f.Truncate(s.written)
+	if j.werr == nil {
+		j.werrSince = j.now()
+		j.log.Error("journal: write failed; refusing records until a write succeeds again (tried every 200ms)",
+			"segment", s.path, "error", err)
+	}
+	j.werr = fmt.Errorf("write segment %s: %w", s.path, err)
+	wake(&j.durableCh)
+}
+
+// probe writes the write-behind again while writes fail, and takes records
+// again once that succeeds. Called by the background goroutine with mu
+// held.
+func (j *Journal) probe() {
+	for j.flushing {
+		j.flushDone.Wait()
+	}
+	if j.werr == nil || j.err != nil || j.closed {
+		return
+	}
+	if j.writePend() != nil {
+		return
+	}
+	j.log.Info("journal: writing again; taking records again", "dir", j.opts.Dir,
+		"failed_for", j.now().Sub(j.werrSince).Round(time.Millisecond).String())
+	j.werr = nil
+	wake(&j.durableCh) // readers waiting for a record to be written
+	if j.opts.Mode == Fsync {
+		j.syncWanted = true
+		j.syncCond.Signal()
+	}
+}
+
 // pendMax is how much write-behind a journal holds before writing it.
 const pendMax = 256 << 10
 
 // flush writes the pending frames to the active segment's file (one
-// pwrite) and, in Process mode, moves Durable past them. A failed write is
-// sticky: seqs were handed out and readers may have seen the records, so
-// the journal refuses further records rather than renumber. Called with mu
-// held.
+// pwrite) and, in Process mode, moves Durable past them. While writes fail
+// it returns ErrWriteFailing without trying: the frames stay in the
+// write-behind (seqs were handed out and readers may have seen the
+// records: they are written, not renumbered), and the background
+// goroutine tries again (probe). Called with mu held.
 func (j *Journal) flush() error {
 	for j.flushing {
 		j.flushDone.Wait()
@@ -545,18 +624,25 @@ func (j *Journal) flush() error {
 	if j.err != nil {
 		return j.err
 	}
+	if j.werr != nil {
+		return j.writeFailing() // the background goroutine tries again
+	}
+	return j.writePend()
+}
+
+// writePend writes the write-behind to the active segment's file. Called
+// with mu held, not flushing.
+func (j *Journal) writePend() error {
 	if len(j.pend) == 0 {
 		return nil
 	}
 	s := j.active
 	if _, err := s.f.WriteAt(j.pend, s.written); err != nil {
-		j.err = fmt.Errorf("journal: write segment %s: %w", s.path, err)
-		j.log.Error("journal: write failed; the journal refuses further records", "segment", s.path, "error", err)
-		s.f.Truncate(s.written)
-		wake(&j.durableCh)
-		return j.err
+		j.writeFailed(s, err)
+		return j.writeFailing()
 	}
 	s.written += int64(len(j.pend))
+	j.wlast = j.pendLast
 	j.pend = j.pend[:0]
 	if cap(j.pend) > 4*pendMax {
 		j.pend = nil // do not keep a buffer the size of a rare huge record
@@ -847,6 +933,10 @@ func (j *Journal) WaitDurable(ctx context.Context, seq uint64) error {
 			j.mu.Unlock()
 			return err
 		}
+		if err := j.writeFailing(); err != nil && seq > j.wlast {
+			j.mu.Unlock()
+			return err
+		}
 		if j.opts.Mode == Process && seq <= j.last && !j.flushing {
 			// Nobody is writing: write the write-behind, this record's
 			// and whatever others appended meanwhile.
@@ -902,6 +992,12 @@ type Stats struct {
 	Dropped   uint64        // records deleted by DropOldest before every reader had them
 	Recovered RecoveryStats // what Open found
 	Readers   []ReaderStats // by name
+	// WriteError is why the journal refuses records, while it does: its
+	// writes fail (a full disk, an I/O error; it tries again every 200 ms
+	// and takes records again once a write succeeds), or an fsync failed
+	// (for good: the journal must be opened again). Empty while it writes.
+	WriteError      string
+	WriteErrorSince time.Time // when writes began to fail (zero for a failed fsync)
 }
 
 // RecoveryStats is what Open found: the records it kept, the bytes it cut
@@ -929,6 +1025,12 @@ func (j *Journal) Stats() Stats {
 	}
 	if j.first <= j.last {
 		st.First = j.first
+	}
+	switch {
+	case j.err != nil:
+		st.WriteError = j.err.Error() + " (the journal refuses records until it is opened again)"
+	case j.werr != nil:
+		st.WriteError, st.WriteErrorSince = j.werr.Error(), j.werrSince
 	}
 	now := j.now()
 	for _, r := range j.readers {
@@ -998,11 +1100,12 @@ func (j *Journal) close() error {
 		// are Close's alone.
 		j.mu.Lock()
 		if j.err == nil {
+			j.probe() // writes fail: one last try
 			if err := j.flush(); err != nil {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("journal: records %d to %d not written: %w", j.wlast+1, j.last, err))
 			}
 		}
-		unsynced, active, last, failed := j.unsynced, j.active.f, j.last, j.err != nil
+		unsynced, active, last, failed := j.unsynced, j.active.f, j.wlast, j.err != nil
 		j.unsynced = nil
 		j.mu.Unlock()
 		if j.opts.Mode == Fsync && !failed {

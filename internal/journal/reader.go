@@ -131,11 +131,25 @@ func (r *Reader) Next(ctx context.Context) (Entry, error) {
 		if seek {
 			at, _ = s.locate(seq)
 		}
-		if s == j.active && s.written < s.size {
-			// The record may still wait in the write-behind: write it out.
+		if s == j.active && seq > j.wlast {
+			// The record still waits in the write-behind: write it out.
 			if err := j.flush(); err != nil {
+				if j.err != nil {
+					j.mu.Unlock()
+					return Entry{}, err
+				}
+				// Writes fail: wait until the record is written.
+				if j.durableCh == nil {
+					j.durableCh = make(chan struct{})
+				}
+				ch := j.durableCh
 				j.mu.Unlock()
-				return Entry{}, err
+				select {
+				case <-ch:
+					continue
+				case <-ctx.Done():
+					return Entry{}, ctx.Err()
+				}
 			}
 		}
 		limit := s.written

@@ -21,16 +21,15 @@ func (j *Journal) syncLoop() {
 	defer j.mu.Unlock()
 	for {
 		for !j.closed && j.err == nil && len(j.unsynced) == 0 &&
-			!(j.syncWanted && j.durable.Load() < j.last) {
+			!(j.syncWanted && j.durable.Load() < j.syncTarget()) {
 			j.syncCond.Wait()
 		}
 		if j.closed || j.err != nil {
 			return
 		}
-		if j.flush() != nil {
-			return
-		}
-		target := j.last
+		// While writes fail, what was written is still made durable.
+		j.flush()
+		target := j.wlast
 		files = append(files[:0], j.unsynced...)
 		clear(j.unsynced)
 		j.unsynced = j.unsynced[:0]
@@ -57,6 +56,16 @@ func (j *Journal) syncLoop() {
 		}
 		wake(&j.durableCh)
 	}
+}
+
+// syncTarget is the last seq the syncer can make durable: the last
+// written, or, while writes fail, the last that reached a file. Called
+// with mu held.
+func (j *Journal) syncTarget() uint64 {
+	if j.werr != nil {
+		return j.wlast
+	}
+	return j.last
 }
 
 // syncFiles fsyncs closed segments, then the active one, then (if dir) the
@@ -88,14 +97,19 @@ func (j *Journal) background() {
 		case <-j.stop:
 			return
 		case <-j.kick:
-			j.removeTrash()
+			if j.removeTrash() {
+				j.mu.Lock()
+				j.probe() // space may have been freed
+				j.mu.Unlock()
+			}
 			continue
 		case <-t.C:
 		}
 		j.removeTrash()
 		j.mu.Lock()
 		dirty := j.cursorsDirty
-		if j.opts.Mode == Process && j.err == nil {
+		j.probe() // while writes fail: try again
+		if j.opts.Mode == Process && j.err == nil && j.werr == nil {
 			j.flush() // write-behind is never older than flushEvery
 		}
 		if j.opts.Mode == Fsync && j.durable.Load() < j.last {
@@ -109,14 +123,15 @@ func (j *Journal) background() {
 	}
 }
 
-// removeTrash removes the files of reclaimed segments.
-func (j *Journal) removeTrash() {
+// removeTrash removes the files of reclaimed segments and reports whether
+// there were any.
+func (j *Journal) removeTrash() bool {
 	j.mu.Lock()
 	paths := j.trash
 	j.trash = nil
 	j.mu.Unlock()
 	if len(paths) == 0 {
-		return
+		return false
 	}
 	for _, p := range paths {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -129,4 +144,5 @@ func (j *Journal) removeTrash() {
 			j.log.Warn("journal: fsync dir after removing segments", "error", err)
 		}
 	}
+	return true
 }

@@ -16,7 +16,7 @@ type Metrics struct {
 	// ingest
 	MessagesIn  *prometheus.CounterVec // listener, qos
 	BytesIn     *prometheus.CounterVec // listener
-	Rejected    *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full)
+	Rejected    *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full, journal_write_error)
 	Connections *prometheus.GaugeVec   // listener: open connections
 	Accepted    *prometheus.CounterVec // listener: connections accepted (CONNACK success)
 	Refused     *prometheus.CounterVec // listener, reason: connections refused
@@ -193,7 +193,7 @@ func New() *Metrics {
 
 	// Series of fixed label values start at 0, so dashboards and alerts see
 	// a 0 rather than no data until the first event.
-	for _, reason := range []string{"journal_full", "shutting_down"} {
+	for _, reason := range []string{"journal_full", "journal_write_error", "shutting_down"} {
 		m.Rejected.WithLabelValues(reason)
 	}
 
