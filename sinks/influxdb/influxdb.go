@@ -191,6 +191,8 @@ func (s *Sink) setup() (influxdb2.Client, api.WriteAPIBlocking, error) {
 		}
 		opts.SetTLSConfig(tlsCfg)
 	}
+	hc := opts.HTTPClient() // the client's own, with the options above
+	hc.Transport = fullErrors{hc.Transport}
 	s.client = influxdb2.NewClientWithOptions(s.cfg.URL, s.cfg.Token.Reveal(), opts)
 	s.write = s.client.WriteAPIBlocking(s.cfg.Org, s.cfg.Bucket)
 	return s.client, s.write, nil
@@ -480,6 +482,9 @@ func parseTime(v any, format string) (time.Time, error) {
 // operator has to check. It says where the token came from, never the token.
 func (s *Sink) explain(err error) error {
 	var he *http2.Error
+	if errors.As(err, &he) {
+		he.Message = shortenEcho(he.Message)
+	}
 	switch {
 	case errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden):
 		from := "no token is set"
