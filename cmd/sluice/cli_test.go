@@ -190,3 +190,56 @@ func TestRulesLintWithoutAPath(t *testing.T) {
 		t.Errorf("rules lint -c: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
+
+// TestValidateReportsEveryProblemInFileOrder checks one run reports every
+// problem, the config file's in line order and then the rule files': a file
+// with four mistakes took four runs, in no particular order.
+func TestValidateReportsEveryProblemInFileOrder(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "rules/r.yaml", "rules:\n  - name: hot\n    where: t >\n")
+	path := writeFile(t, dir, "sluice.yaml", `log:
+  level: info
+  formt: text
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0"}]
+pipelines:
+  - name: p
+    topics: ["plant/#"]
+    workers: four
+    rules: [rules]
+    sinks: [influx, nowhere]
+sinks:
+  - name: influx
+    influxdb:
+      url: http://localhost:8086
+      bucket: db/rp
+      timeout: 5 parsecs
+  - name: k
+    kafka: {brokrs: [a:1], topic: t}
+`)
+	code, _, stderr := runMain("validate", path)
+	want := []string{
+		path + `:3:3: log.formt: unknown key (did you mean "format"?)`,
+		path + `:9:14: pipelines[0].workers: want a whole number, got a string "four"`,
+		path + `:11:21: pipelines[0].sinks[1]: no sink is named "nowhere"`,
+		path + `:17:16: sinks[0].influxdb.timeout: `,
+		path + `:19:13: sinks[1].kafka.brokrs: unknown key (did you mean "brokers"?)`,
+		filepath.Join(dir, "rules/r.yaml") + `:3:`,
+		"6 problems",
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if code != exitUsage || len(lines) != len(want) {
+		t.Fatalf("exit %d, %d lines, want %d:\n%s", code, len(lines), len(want), stderr)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d: %s\nwant %s...", i+1, lines[i], w)
+		}
+	}
+	// The same in a file with nothing else wrong: no problem invented by
+	// leaving a bad key out (kafka.brokers is not also "missing").
+	path = writeFile(t, dir, "one.yaml", "pipelines:\n  - {name: p, topics: [\"#\"], sinks: [k]}\nsinks:\n  - name: k\n    kafka: {brokrs: [a:1], topic: t}\n")
+	if code, _, stderr := runMain("validate", path); code != exitUsage || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, want one problem:\n%s", code, stderr)
+	}
+}

@@ -35,9 +35,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/pipelines"
-	"github.com/sluicehq/sluice/rules"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -226,7 +226,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice run: %v\n", err)
 		return exitUsage
 	}
-	cfg, err := pipelines.Load(path)
+	// Everything validate checks, so that a mistake is reported, all of
+	// it, before anything starts.
+	cfg, _, err := pipelines.Check(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -291,19 +293,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice validate: %v\n", err)
 		return exitUsage
 	}
-	cfg, err := pipelines.Load(path)
-	var sets map[string]*rules.Set
-	if err == nil {
-		sets, err = cfg.CompileRules()
-	}
-	if err == nil {
-		err = cfg.CheckFiles()
-	}
-	if err == nil {
-		_, err = cfg.Key()
-	}
+	cfg, sets, err := pipelines.Check(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		var list conf.ErrorList
+		if errors.As(err, &list) && len(list) > 1 {
+			fmt.Fprintf(stderr, "%s\n", count(len(list), "problem"))
+		}
 		return exitUsage
 	}
 	for i := range cfg.Pipelines {

@@ -132,11 +132,14 @@ func (d *Doc) ErrorAt(path string, line, col int, msg string) *Error {
 	return e
 }
 
-// Decode parses data strictly into v. A syntax error, an unknown key, a
-// duplicate key or a value of the wrong type is returned as an ErrorList with
-// one entry. Then, if v is a Defaulter, its defaults are set, and if v is a
-// Validator, every problem it reports is returned,
-// each at the line of its key (or of the parent, for a missing key).
+// Decode parses data strictly into v and returns every problem, in file
+// order, as an ErrorList. A syntax error, a duplicate key or a second
+// document stops there. Otherwise each unknown key and each value of the
+// wrong type is reported and left out, and decoding goes on without it;
+// then, if v is a Defaulter, its defaults are set, and if v is a Validator,
+// every problem it reports is added at the line of its key (or of the
+// parent, for a missing key), except those that only repeat a key already
+// reported (the "brokers" missing where "brokrs" was unknown).
 func Decode(file string, data []byte, v any) (*Doc, error) {
 	// goccy counts the \r\n ending a comment as two lines: every error
 	// after a comment in a file saved with Windows line endings would be
@@ -161,7 +164,54 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 	if len(f.Docs) > 1 {
 		return doc, ErrorList{{File: file, Line: docLine(f.Docs[1]), Msg: "more than one YAML document; put everything in one"}}
 	}
+	var list ErrorList
+	var dropped []droppedKey
 	if body != nil {
+		list, dropped = decodeAll(file, idx, body, v)
+	}
+	if d, ok := v.(Defaulter); ok {
+		d.SetDefaults()
+	}
+	if val, ok := v.(Validator); ok {
+		if err := val.Validate(); err != nil {
+			var placed ErrorList
+			errors.As(idx.place(file, err), &placed)
+			for _, e := range placed {
+				if !repeats(e, dropped) {
+					list = append(list, e)
+				}
+			}
+		}
+	}
+	if len(list) == 0 {
+		return doc, nil
+	}
+	sortErrors(list)
+	return doc, list
+}
+
+// maxDecodeErrors bounds the problems decoding reports (each one costs a
+// decode of the whole file).
+const maxDecodeErrors = 100
+
+// droppedKey is a key left out of decoding because of a problem with it.
+type droppedKey struct {
+	path string
+	// names are the key and, for an unknown key, the key it was probably
+	// meant to be.
+	names []string
+}
+
+// decodeAll decodes body into v, leaving out each key whose value cannot be
+// decoded, and returns a problem per such key.
+func decodeAll(file string, idx *index, body ast.Node, v any) (ErrorList, []droppedKey) {
+	var list ErrorList
+	var dropped []droppedKey
+	rv := reflect.ValueOf(v)
+	for len(list) < maxDecodeErrors {
+		if rv.Kind() == reflect.Pointer && !rv.IsNil() {
+			rv.Elem().SetZero()
+		}
 		err := func() (err error) {
 			// goccy v1.19.2 panics on a tag with no value where a list or a
 			// mapping is expected ("servers: !"; goccy/go-yaml#735, fixed
@@ -173,19 +223,189 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 			}()
 			return yaml.NodeToValue(body, v, yaml.Strict())
 		}()
-		if err != nil {
-			return doc, ErrorList{fromYAML(file, idx, v, err)}
+		if err == nil {
+			return list, dropped
+		}
+		e := fromYAML(file, idx, v, err)
+		list = append(list, e)
+		key, ok := removePair(body, rv.Type(), pos{e.Line, e.Column})
+		path, known := "", false
+		if ok {
+			path, known = idx.at[pos{key.Position.Line, key.Position.Column}]
+		}
+		if !known {
+			// Nothing to leave out: what was decoded is not worth
+			// validating.
+			if rv.Kind() == reflect.Pointer && !rv.IsNil() {
+				rv.Elem().SetZero()
+			}
+			return list, append(dropped, droppedKey{path: ""})
+		}
+		d := droppedKey{path: path, names: []string{key.Value}}
+		if m := reSuggested.FindStringSubmatch(e.Msg); m != nil {
+			d.names = append(d.names, m[1])
+		}
+		dropped = append(dropped, d)
+	}
+	// Too many to go on: what was decoded is not worth validating.
+	return list, append(dropped, droppedKey{path: ""})
+}
+
+var reSuggested = regexp.MustCompile(`\(did you mean "(.*)"\?\)$`)
+
+// repeats reports whether a validation problem only repeats a problem
+// already reported for a key that was left out: one about the key or what
+// is inside it, or its parent missing that key (or the key it was probably
+// meant to be).
+func repeats(e *Error, dropped []droppedKey) bool {
+	for _, d := range dropped {
+		if d.path == "" {
+			return true
+		}
+		if e.Key == d.path || strings.HasPrefix(e.Key, d.path+".") || strings.HasPrefix(e.Key, d.path+"[") {
+			return true
+		}
+		if e.Key == parentPath(d.path) {
+			for _, name := range d.names {
+				if e.Msg == missingMsg(name) {
+					return true
+				}
+			}
 		}
 	}
-	if d, ok := v.(Defaulter); ok {
-		d.SetDefaults()
+	return false
+}
+
+// removePair removes from the tree under n, which decodes into a value of
+// type t, the innermost key-value pair whose key is at p or whose value
+// holds the token at p, and returns its key's token. It does not look inside a
+// value that decodes itself (a secret's {env: NAME}) or is of the wrong
+// kind (a mapping where text was wanted): that value goes whole, with its
+// key.
+func removePair(n ast.Node, t reflect.Type, p pos) (*token.Token, bool) {
+	t = deref(t)
+	switch n := n.(type) {
+	case *ast.MappingNode:
+		for i, mv := range n.Values {
+			kt := mv.Key.GetToken().Position
+			atKey := kt.Line == p.line && kt.Column == p.col
+			if !atKey && !holds(mv.Value, p) {
+				continue
+			}
+			if inner, ok := valueType(t, mv.Key.GetToken().Value); ok && !atKey {
+				if key, ok := removePair(mv.Value, inner, p); ok {
+					return key, true
+				}
+			}
+			n.Values = append(n.Values[:i:i], n.Values[i+1:]...)
+			return mv.Key.GetToken(), true
+		}
+	case *ast.SequenceNode:
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array && t.Kind() != reflect.Interface {
+			return nil, false
+		}
+		elem := t
+		if t.Kind() != reflect.Interface {
+			elem = t.Elem()
+		}
+		for _, item := range n.Values {
+			if holds(item, p) && !decodesItself(elem) {
+				return removePair(item, elem, p)
+			}
+		}
+	case *ast.AnchorNode:
+		return removePair(n.Value, t, p)
+	case *ast.TagNode:
+		return removePair(n.Value, t, p)
 	}
-	if val, ok := v.(Validator); ok {
-		if err := val.Validate(); err != nil {
-			return doc, idx.place(file, err)
+	return nil, false
+}
+
+// valueType is the type of the value of key in a mapping that decodes into
+// t, when decoding looks inside that value key by key.
+func valueType(t reflect.Type, key string) (reflect.Type, bool) {
+	var inner reflect.Type
+	switch t.Kind() {
+	case reflect.Struct:
+		f, ok := fieldByKey(t, key)
+		if !ok {
+			return nil, false
+		}
+		inner = f.Type
+	case reflect.Map, reflect.Interface:
+		inner = t
+		if t.Kind() == reflect.Map {
+			inner = t.Elem()
+		}
+	default:
+		return nil, false
+	}
+	if decodesItself(inner) {
+		return nil, false
+	}
+	return inner, true
+}
+
+var (
+	nodeUnmarshaler      = reflect.TypeFor[yaml.NodeUnmarshaler]()
+	nodeUnmarshalerCtx   = reflect.TypeFor[yaml.NodeUnmarshalerContext]()
+	bytesUnmarshaler     = reflect.TypeFor[yaml.BytesUnmarshaler]()
+	bytesUnmarshalerCtx  = reflect.TypeFor[yaml.BytesUnmarshalerContext]()
+	ifaceUnmarshaler     = reflect.TypeFor[yaml.InterfaceUnmarshaler]()
+	ifaceUnmarshalerCtx  = reflect.TypeFor[yaml.InterfaceUnmarshalerContext]()
+	textUnmarshalerIface = reflect.TypeFor[interface{ UnmarshalText([]byte) error }]()
+)
+
+// decodesItself reports whether values of t decode themselves, rather than
+// key by key.
+func decodesItself(t reflect.Type) bool {
+	t = deref(t)
+	pt := reflect.PointerTo(t)
+	for _, i := range []reflect.Type{nodeUnmarshaler, nodeUnmarshalerCtx, bytesUnmarshaler, bytesUnmarshalerCtx, ifaceUnmarshaler, ifaceUnmarshalerCtx, textUnmarshalerIface} {
+		if pt.Implements(i) || t.Implements(i) {
+			return true
 		}
 	}
-	return doc, nil
+	return false
+}
+
+// holds reports whether the token at p is in n.
+func holds(n ast.Node, p pos) bool {
+	found := false
+	ast.Walk(visitFunc(func(c ast.Node) bool {
+		if found {
+			return false
+		}
+		if tk := c.GetToken(); tk != nil && tk.Position.Line == p.line && tk.Position.Column == p.col {
+			found = true
+		}
+		if mv, ok := c.(*ast.MappingValueNode); ok {
+			if tk := mv.Key.GetToken(); tk.Position.Line == p.line && tk.Position.Column == p.col {
+				found = true
+			}
+		}
+		return !found
+	}), n)
+	return found
+}
+
+type visitFunc func(ast.Node) bool
+
+func (f visitFunc) Visit(n ast.Node) ast.Visitor {
+	if f(n) {
+		return f
+	}
+	return nil
+}
+
+// sortErrors puts problems in file order: by line, then column.
+func sortErrors(list ErrorList) {
+	sort.SliceStable(list, func(i, j int) bool {
+		if list[i].Line != list[j].Line {
+			return list[i].Line < list[j].Line
+		}
+		return list[i].Column < list[j].Column
+	})
 }
 
 func docLine(d *ast.DocumentNode) int {

@@ -132,3 +132,42 @@ func TestErrorAtInsideValues(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeReportsEveryProblem checks one decode reports every unknown key
+// and wrong value, in file order, with the validation problems of what
+// could be decoded, but not those that only repeat a key left out.
+func TestDecodeReportsEveryProblem(t *testing.T) {
+	src := "sinks:\n" +
+		"  - name: events\n" +
+		"    kafka:\n" +
+		"      brokrs: [a:9092]\n" + // 4: unknown, did you mean brokers (and a mapping: [a: 9092])
+		"      retries: many\n" + // 5: wrong type
+		"      linger: 5 parsecs\n" + // 6: not a duration
+		"      topic: t\n" +
+		"  - nme: x\n" + // 8: unknown (the missing name is not reported again)
+		"    kafka: {brokers: [b:1]}\n" + // 9: topic missing: a problem of its own; b:1 a mapping
+		"  - kafka: {topic: t}\n" // 10: name missing
+	var r root
+	_, err := conf.Decode("s.yaml", []byte(src), &r)
+	var list conf.ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("error %T is not an ErrorList: %v", err, err)
+	}
+	want := []string{
+		`s.yaml:4:7: sinks[0].kafka.brokrs: unknown key (did you mean "brokers"?)`,
+		`s.yaml:5:16: sinks[0].kafka.retries: want a whole number, got a string "many"`,
+		`s.yaml:6:15: sinks[0].kafka.linger: `,
+		`s.yaml:8:5: sinks[1].nme: unknown key (did you mean "name"?)`,
+		`s.yaml:9:5: sinks[1].kafka: missing required key "topic"`,
+		`s.yaml:9:24: sinks[1].kafka.brokers[0].b: want a string, got a mapping`,
+		`s.yaml:10:5: sinks[2]: missing required key "name"`,
+	}
+	if len(list) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%v", len(list), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(list[i].Error(), w) {
+			t.Errorf("problem %d: %s\nwant %s...", i+1, list[i], w)
+		}
+	}
+}

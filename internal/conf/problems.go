@@ -44,8 +44,10 @@ func (p *Problems) Addf(path, format string, args ...any) {
 func (p *Problems) Missing(path string) {
 	parent, key := parentPath(path), path[len(parentPath(path)):]
 	key = strings.TrimPrefix(key, ".")
-	*p = append(*p, Problem{Path: parent, Msg: fmt.Sprintf("missing required key %q", key)})
+	*p = append(*p, Problem{Path: parent, Msg: missingMsg(key)})
 }
+
+func missingMsg(key string) string { return fmt.Sprintf("missing required key %q", key) }
 
 // Nest adds err's problems under prefix. An err that is not Problems becomes
 // one problem at prefix.
