@@ -89,19 +89,37 @@ func (s *Sink) Connect(ctx context.Context) error {
 }
 
 // Write appends the batch with one write. A disk error is retryable: the
-// events wait for space rather than being dropped.
+// events wait for space rather than being dropped. An event that cannot be
+// encoded is named in a *sluice.BatchError, and the others are written.
 func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 	if err := s.Connect(ctx); err != nil {
 		return sluice.Retryable(fmt.Errorf("open %s: %w", s.cfg.Path, err), 0)
 	}
 	s.buf = s.buf[:0]
+	var bad map[int]error
 	for i := range batch {
 		line, err := batch[i].Encode()
 		if err != nil {
-			return &sluice.BatchError{Errs: map[int]error{i: sluice.Permanent(err)}}
+			if bad == nil {
+				bad = map[int]error{}
+			}
+			bad[i] = sluice.Permanent(err)
+			continue
 		}
 		s.buf = append(append(s.buf, line...), '\n')
 	}
+	if err := s.append(); err != nil {
+		return err
+	}
+	if bad != nil {
+		return &sluice.BatchError{Errs: bad}
+	}
+	return nil
+}
+
+// append writes s.buf to the file (and syncs it, with fsync), and rotates
+// the file once it is large enough.
+func (s *Sink) append() error {
 	n, err := s.f.Write(s.buf)
 	s.size += int64(n)
 	if err != nil {

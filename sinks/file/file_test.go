@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -66,5 +67,24 @@ func TestWritesJSONLinesAndRotates(t *testing.T) {
 	}
 	if total == 0 || total > 30 {
 		t.Fatalf("%d lines", total)
+	}
+}
+
+// TestUnencodableEventDoesNotTakeTheBatch: an event that cannot be encoded
+// is named in the error and the others are written (before, the sink wrote
+// nothing and reported only the bad event, so the writer took the others
+// as written: they were lost).
+func TestUnencodableEventDoesNotTakeTheBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	s := file.New(file.Config{Path: path})
+	ctx := context.Background()
+	defer s.Close(ctx)
+	err := s.Write(ctx, []sluice.Event{deadLetter(1), {Stream: sluice.Stream(99), Message: &sluice.Message{}}, deadLetter(2)})
+	var be *sluice.BatchError
+	if !errors.As(err, &be) || len(be.Errs) != 1 || !sluice.IsPermanent(be.Errs[1]) {
+		t.Fatalf("got %v, want item 1 refused for good", err)
+	}
+	if got := lines(t, path); len(got) != 2 {
+		t.Fatalf("%d lines written, want the 2 good events", len(got))
 	}
 }
