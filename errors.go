@@ -64,6 +64,12 @@ func RetryAfter(err error) time.Duration {
 
 // BatchError reports which items of a batch failed; items not listed were
 // written. Sinks return it when the remote accepts part of a batch.
+//
+// An item the remote refused for good, and named, has a permanent error of
+// its own: it goes to the dead letters. Items that share one permanent error
+// value were refused together, the remote not saying which of them is bad
+// (a request refused as a whole): they are written again, half by half,
+// until each bad one is alone.
 type BatchError struct {
 	Errs map[int]error // index in the batch -> its error
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,19 +262,20 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 			return true
 		}
 
-		var retry, permanent []sluice.Event
+		var retry []sluice.Event
+		var refused []refusal
 		var be *sluice.BatchError
 		switch {
 		case errors.As(err, &be):
 			var ok []sluice.Event
+			group := map[error]int{} // refused[group[err]] holds err's events
 			for i, e := range events {
 				ierr, failed := be.Errs[i]
 				switch {
 				case !failed:
 					ok = append(ok, e)
 				case sluice.IsPermanent(ierr):
-					permanent = append(permanent, e)
-					err = ierr
+					refused = refuse(refused, group, e, ierr)
 				default:
 					retry = append(retry, e)
 					err = ierr
@@ -281,24 +283,14 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 			}
 			s.written(ok)
 		case sluice.IsPermanent(err):
-			permanent = events
+			refused = []refusal{{err: err, events: events}}
 		default:
 			retry = events
 		}
-
-		if len(permanent) > 0 {
+		for _, r := range refused {
 			s.metrics.SinkFailures.WithLabelValues(s.name, "permanent").Inc()
-			if len(events) > 1 {
-				// A whole batch can be refused for one bad event (a 400
-				// from InfluxDB, a batch too large): write each alone, so
-				// only the bad ones go to the dead letters.
-				for _, e := range permanent {
-					if !s.write(ctx, []sluice.Event{e}) {
-						return false
-					}
-				}
-			} else {
-				s.failed(ctx, permanent[0], err)
+			if !s.refused(ctx, r) {
+				return false
 			}
 		}
 		if len(retry) == 0 {
@@ -320,6 +312,46 @@ func (s *sinkReader) write(ctx context.Context, events []sluice.Event) bool {
 		}
 	}
 	return true
+}
+
+// refusal is events a write refused for good with one error value. A sink
+// names an event it knows to be bad with an error of its own; it gives one
+// error value to all the events of a request refused as a whole, when the
+// remote did not say which of them is bad (InfluxDB's "field type
+// conflict" between two points of a batch, Kafka refusing a partition's
+// records together), or returns that error for the whole batch.
+type refusal struct {
+	err    error
+	events []sluice.Event
+}
+
+// refuse adds e, refused with err, to the refusal of the events refused
+// with the same error value (group indexes refusals by error).
+func refuse(refusals []refusal, group map[error]int, e sluice.Event, err error) []refusal {
+	if !reflect.TypeOf(err).Comparable() {
+		return append(refusals, refusal{err, []sluice.Event{e}})
+	}
+	if i, ok := group[err]; ok {
+		refusals[i].events = append(refusals[i].events, e)
+		return refusals
+	}
+	group[err] = len(refusals)
+	return append(refusals, refusal{err, []sluice.Event{e}})
+}
+
+// refused deals with events refused for good together: one alone goes to
+// the dead letters; of several, the bad ones are found by writing each half
+// again (and each half of a half refused again ...), so that a bad event
+// costs O(log n) writes of a batch of n, the good events are written with
+// few requests, and only the bad ones are dead-lettered. It returns false
+// if ctx ended first.
+func (s *sinkReader) refused(ctx context.Context, r refusal) bool {
+	if len(r.events) == 1 {
+		s.failed(ctx, r.events[0], r.err)
+		return true
+	}
+	half := len(r.events) / 2
+	return s.write(ctx, r.events[:half]) && s.write(ctx, r.events[half:])
 }
 
 // unexpired returns the events whose message has not expired (an MQTT 5

@@ -218,7 +218,9 @@ func (s *Sink) Connect(ctx context.Context) error {
 
 // Write writes a batch as one request. An event that cannot become a point
 // (no fields, a bad timestamp) is reported permanent in a *sluice.BatchError;
-// a rejected request is classified by its HTTP status.
+// so is a point InfluxDB refuses by name in a partial write, the others
+// being stored (see send); a request refused as a whole is classified by
+// its HTTP status.
 func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 	_, writeAPI, err := s.setup()
 	if err != nil {
@@ -234,7 +236,7 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 		enc = new(encoder)
 	}
 	defer s.encoders.Put(enc)
-	body := enc.body[:0]
+	body, lines := enc.body[:0], enc.lines[:0]
 	bad := map[int]error{}
 	for i := range batch {
 		p, err := s.point(enc, &batch[i])
@@ -242,26 +244,63 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 			bad[i] = sluice.Permanent(err)
 			continue
 		}
+		start := len(body)
 		body = p.appendLine(body)
+		lines = append(lines, line{event: i, start: start, end: len(body)})
 	}
-	enc.body = body
-	if len(body) > 0 {
-		// The string is a copy: the client may still read the request
-		// body after a failed write returns, while this buffer is reused.
-		if err := writeAPI.WriteRecord(ctx, string(body[:len(body)-1])); err != nil {
-			err = classify(s.explain(err))
-			if len(bad) == 0 {
-				return err
-			}
-			for i := range batch {
-				if _, ok := bad[i]; !ok {
-					bad[i] = err
-				}
-			}
+	enc.body, enc.lines = body, lines
+	if err := s.send(ctx, writeAPI, enc, batch, bad); err != nil {
+		if len(bad) == 0 {
+			return err
+		}
+		// The events of the request share its error: the writer finds
+		// the bad ones among them, if it is permanent.
+		for _, l := range enc.lines {
+			bad[l.event] = err
 		}
 	}
 	if len(bad) > 0 {
 		return &sluice.BatchError{Errs: bad}
+	}
+	return nil
+}
+
+// send writes the lines of enc in one request. When InfluxDB refuses some
+// of its points by name (a partial write), each of them goes into bad with
+// an error of its own and leaves enc, and the rest, unless InfluxDB stored
+// all of it, is sent again in one request: points stored already are
+// overwritten with themselves. It returns the error of a request refused
+// with no point named (the lines left in enc are those it held), or nil.
+func (s *Sink) send(ctx context.Context, w api.WriteAPIBlocking, enc *encoder, batch []sluice.Event, bad map[int]error) error {
+	for len(enc.lines) > 0 {
+		// The string is a copy: the client may still read the request
+		// body after a failed write returns, while this buffer is reused.
+		err := w.WriteRecord(ctx, string(enc.body[:len(enc.body)-1]))
+		if err == nil {
+			return nil
+		}
+		err = classify(s.explain(err))
+		r := partialWrite(err)
+		if r == nil {
+			return err
+		}
+		named := enc.drop(func(l line) bool {
+			p, perr := s.point(enc, &batch[l.event])
+			if perr != nil || !r.named(&p) {
+				return false
+			}
+			bad[l.event] = sluice.Permanent(fmt.Errorf("InfluxDB refused the point: %w", err))
+			return true
+		})
+		switch {
+		case named == 0:
+			return err
+		case named == r.dropped:
+			return nil // InfluxDB stored the others
+		}
+		// InfluxDB dropped points for a reason it did not give (it gives
+		// the first only), or named points it stored (1.x keeps field
+		// types per shard): the rest goes again.
 	}
 	return nil
 }
@@ -281,10 +320,32 @@ func (s *Sink) Close(ctx context.Context) error {
 // tags and fields of the point being built, kept from batch to batch.
 type encoder struct {
 	body   []byte
+	lines  []line // where each event's point is in body
 	tags   []sluice.Tag
 	fields []sluice.Field
 	sorted []sluice.Field
 	orders fieldOrders
+}
+
+// line is where the point of an event (its index in the batch) is in the
+// request body.
+type line struct{ event, start, end int }
+
+// drop removes from the body the lines refused says so of, and returns how
+// many it removed.
+func (enc *encoder) drop(refused func(line) bool) int {
+	body, kept, n := enc.body[:0], enc.lines[:0], 0
+	for _, l := range enc.lines {
+		if refused(l) {
+			n++
+			continue
+		}
+		start := len(body)
+		body = append(body, enc.body[l.start:l.end]...) // moves it back in the same array
+		kept = append(kept, line{l.event, start, len(body)})
+	}
+	enc.body, enc.lines = body, kept
+	return n
 }
 
 // point builds e's point in enc's scratch space: it is valid until the

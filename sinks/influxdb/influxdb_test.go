@@ -5,7 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,8 +77,9 @@ func TestWritesPointsAndClassifiesErrors(t *testing.T) {
 
 	t.Run("field type conflict is permanent", func(t *testing.T) {
 		err := sink.Write(ctx, []sluice.Event{record("b3", []sluice.Field{{Name: "temperature", Value: "hot"}, {Name: "ts", Value: float64(t0.UnixMilli())}}, time.Now())})
-		if err == nil || !sluice.IsPermanent(err) {
-			t.Fatalf("got %v, want a permanent error", err)
+		var be *sluice.BatchError
+		if !errors.As(err, &be) || len(be.Errs) != 1 || !sluice.IsPermanent(be.Errs[0]) {
+			t.Fatalf("got %v, want the point refused for good", err)
 		}
 	})
 
@@ -133,4 +139,99 @@ func fmt2(rows [][]any) string {
 	}
 	b.WriteString("]")
 	return b.String()
+}
+
+// TestPartialWriteRefusesOnlyTheNamedPoints writes batches in which a few
+// points have a string where InfluxDB holds a float, to a real influxd
+// behind a proxy that counts the requests. InfluxDB stores the others and
+// names the field in its partial-write error: exactly the bad points are
+// refused, each with InfluxDB's reason, the others are stored, and the
+// batch costs one request per reason InfluxDB gives, not one per point
+// (before, the sink reported the whole batch refused, and the writer wrote
+// each point alone).
+func TestPartialWriteRefusesOnlyTheNamedPoints(t *testing.T) {
+	s := testsvc.Influxd(t)
+	if err := s.CreateDatabase("db"); err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int32
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/write") {
+			requests.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	ctx := context.Background()
+	sink := influxdb.New(influxdb.Config{URL: front.URL, Bucket: "db/autogen"}, sluice.StreamRecords)
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	if err := sink.Write(ctx, []sluice.Event{record("first", []sluice.Field{{Name: "v", Value: 1.5}, {Name: "w", Value: 1.5}}, t0)}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name     string
+		bad      map[int]string // index -> the field given a string
+		requests int32
+	}{
+		{"one reason", map[int]string{7: "v", 19: "v", 33: "v"}, 1},
+		{"two reasons", map[int]string{3: "v", 11: "w", 20: "v"}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 40
+			var batch []sluice.Event
+			for i := range n {
+				fields := []sluice.Field{{Name: "v", Value: float64(i)}, {Name: "w", Value: 2.5}}
+				if f, ok := tc.bad[i]; ok {
+					fields = []sluice.Field{{Name: "v", Value: 1.0}, {Name: "w", Value: 1.0}}
+					fields[map[string]int{"v": 0, "w": 1}[f]].Value = "hot"
+				}
+				batch = append(batch, record(fmt.Sprintf("%s-%d", strings.ReplaceAll(tc.name, " ", "-"), i), fields, t0.Add(time.Duration(i)*time.Second)))
+			}
+			before := requests.Load()
+			err := sink.Write(ctx, batch)
+			var be *sluice.BatchError
+			if !errors.As(err, &be) {
+				t.Fatalf("got %v, want the bad points named", err)
+			}
+			for i := range n {
+				ierr, refused := be.Errs[i]
+				f, isBad := tc.bad[i]
+				switch {
+				case isBad && !refused:
+					t.Errorf("point %d (%s a string) not refused", i, f)
+				case !isBad && refused:
+					t.Errorf("good point %d refused: %v", i, ierr)
+				case isBad && (!sluice.IsPermanent(ierr) || !strings.Contains(ierr.Error(), `field type conflict: input field "`+f+`"`)):
+					t.Errorf("point %d: %v, want permanent with InfluxDB's reason", i, ierr)
+				}
+			}
+			rows := query(t, s, fmt.Sprintf(`SELECT count(v) FROM boiler WHERE device =~ /^%s-/`, strings.ReplaceAll(tc.name, " ", "-")))
+			if got := fmt2(rows); got != fmt.Sprintf("[[1970-01-01T00:00:00Z %d]]", n-len(tc.bad)) {
+				t.Errorf("stored %s, want %d points", got, n-len(tc.bad))
+			}
+			if got := requests.Load() - before; got != tc.requests {
+				t.Errorf("%d requests, want %d", got, tc.requests)
+			}
+		})
+	}
+
+	t.Run("refused as a whole", func(t *testing.T) {
+		// Two points disagree on the type of a field InfluxDB does not
+		// have yet: it refuses the request and names no point. The batch
+		// is refused for good as a whole (the writer then writes halves).
+		err := sink.Write(ctx, []sluice.Event{
+			record("whole-1", []sluice.Field{{Name: "u", Value: int64(1)}}, t0),
+			record("whole-2", []sluice.Field{{Name: "u", Value: "x"}}, t0),
+		})
+		var be *sluice.BatchError
+		if err == nil || errors.As(err, &be) || !sluice.IsPermanent(err) {
+			t.Fatalf("got %v, want one permanent error for the batch", err)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"sync"
 	"time"
 
@@ -338,10 +339,24 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 			var tooLarge kafkago.MessageTooLargeError
 			switch {
 			case errors.As(err, &werrs):
+				// kafka-go gives every message of a partition's request
+				// the request's error, and Kafka does not say which
+				// record made it refuse one: such messages share one
+				// error value, which tells the writer to find the bad
+				// one by writing halves, not to dead-letter them all.
+				shared := map[error]error{}
 				for i, e := range werrs {
-					if e != nil {
-						bad[index[i]] = classify(s.explain(e))
+					if e == nil {
+						continue
 					}
+					if !reflect.TypeOf(e).Comparable() {
+						bad[index[i]] = classify(s.explain(e))
+						continue
+					}
+					if _, ok := shared[e]; !ok {
+						shared[e] = classify(s.explain(e))
+					}
+					bad[index[i]] = shared[e]
 				}
 			case errors.As(err, &tooLarge):
 				// kafka-go refuses the whole call; find the culprits and
