@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/internal/journal"
+)
+
+// Consumer reads a pipeline's events topic for one sink, as a member of
+// the sink's consumer group: the cluster's counterpart of a sink's journal
+// cursor. It serves records one by one as journal entries (numbered in the
+// order served) and commits a record's offset once Ack says it and every
+// record served before it are written. At least once: a node that dies
+// before committing leaves its last records to the next owner, which writes
+// them again (sinks overwrite or drop them by their stable ids).
+type Consumer struct {
+	cl   *kgo.Client
+	kind byte
+
+	buf []*kgo.Record // polled, not yet served
+
+	mu      sync.Mutex
+	served  []*kgo.Record // served, not yet acknowledged; served[0] has seq acked+1
+	seq     uint64        // seq of the last record served
+	acked   uint64
+	highs   map[int32]int64 // high watermark per partition, as last fetched
+	offsets map[int32]int64 // next offset to serve per partition
+}
+
+// NewConsumer returns a Consumer of topic in group, serving entries of
+// kind. From a group's first start it reads from the start of the topic.
+func NewConsumer(conn Conn, topic, group string, kind byte) (*Consumer, error) {
+	cl, err := kgo.NewClient(conn.opts(
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.SessionTimeout(10*time.Second),
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(500*time.Millisecond),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: join group %s: %w", group, err)
+	}
+	return &Consumer{cl: cl, kind: kind, highs: map[int32]int64{}, offsets: map[int32]int64{}}, nil
+}
+
+// Next returns the next record, waiting for one until ctx ends.
+func (c *Consumer) Next(ctx context.Context) (journal.Entry, error) {
+	for len(c.buf) == 0 {
+		fetches := c.cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return journal.Entry{}, err
+		}
+		if fetches.IsClientClosed() {
+			return journal.Entry{}, journal.ErrClosed
+		}
+		c.mu.Lock()
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if p.Err == nil {
+				c.highs[p.Partition] = p.HighWatermark
+			}
+		})
+		c.mu.Unlock()
+		c.buf = fetches.Records()
+	}
+	r := c.buf[0]
+	c.buf[0] = nil
+	c.buf = c.buf[1:]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	c.served = append(c.served, r)
+	c.offsets[r.Partition] = r.Offset + 1
+	return journal.Entry{Seq: c.seq, Kind: c.kind, Data: r.Value, Time: r.Timestamp}, nil
+}
+
+// Ack records that every entry up to seq is written: their offsets are
+// committed with the next autocommit (and when a partition is revoked).
+func (c *Consumer) Ack(seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq <= c.acked {
+		return
+	}
+	n := int(min(seq, c.seq) - c.acked)
+	c.cl.MarkCommitRecords(c.served[:n]...)
+	clear(c.served[:n])
+	c.served = c.served[n:]
+	c.acked += uint64(n)
+}
+
+// Acked returns the seq of the last entry acknowledged.
+func (c *Consumer) Acked() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.acked
+}
+
+// Lag is how many records of the partitions this node reads are not yet
+// served, as of the last fetch.
+func (c *Consumer) Lag() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var lag int64
+	for p, h := range c.highs {
+		if o, ok := c.offsets[p]; ok && h > o {
+			lag += h - o
+		}
+	}
+	return lag + int64(len(c.served))
+}
+
+// Close commits what was acknowledged and leaves the group.
+func (c *Consumer) Close(ctx context.Context) error {
+	err := c.cl.CommitMarkedOffsets(ctx)
+	c.cl.Close()
+	return err
+}
