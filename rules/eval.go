@@ -48,6 +48,9 @@ type Evaluator struct {
 
 	evictions uint64
 	timer     func(rule int, d time.Duration)
+	// changed lists the series changed since Changes last ran; nil unless
+	// TrackChanges was called (a cluster checkpoints them).
+	changed map[seriesRef]struct{}
 }
 
 // timingSample is how often a rule's evaluation is timed: one message in
@@ -485,6 +488,7 @@ func (ev *Evaluator) series(i int, r *rule, key string, now int64) *series {
 		st.series[key] = s
 	}
 	ev.ctx.series = s
+	ev.touch(i, key)
 	return s
 }
 
@@ -646,7 +650,7 @@ func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
 		for key, s := range st.series {
 			silent := t - s.lastSeen
 			if r.alert != nil {
-				out = ev.tickAlert(r, key, s, t, out)
+				out = ev.tickAlert(i, r, key, s, t, out)
 			}
 			if silent > int64(r.ttl) && !(r.alert != nil && r.alert.absent > 0 && s.alert.phase == firing) {
 				if s.alert.phase == firing {
@@ -659,6 +663,7 @@ func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
 					out = append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: now}, Alert: a})
 				}
 				delete(st.series, key)
+				ev.touch(i, key)
 				st.evictions++
 				ev.evictions++
 				continue
@@ -671,7 +676,7 @@ func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
 	return out
 }
 
-func (ev *Evaluator) tickAlert(r *rule, key string, s *series, t int64, out []sluice.Event) []sluice.Event {
+func (ev *Evaluator) tickAlert(i int, r *rule, key string, s *series, t int64, out []sluice.Event) []sluice.Event {
 	ar, st := r.alert, &s.alert
 	var status string
 	at := t
@@ -685,6 +690,7 @@ func (ev *Evaluator) tickAlert(r *rule, key string, s *series, t int64, out []sl
 	}
 	ev.tickEnv(r, s, t)
 	a, _ := ev.transition(r, key, s, at, status)
+	ev.touch(i, key)
 	return append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: a.Time}, Alert: a})
 }
 
