@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/internal/keyfile"
 	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/rules"
+	"github.com/sluicehq/sluice/sinks/alertmanager"
 	"github.com/sluicehq/sluice/sinks/file"
 	"github.com/sluicehq/sluice/sinks/influxdb"
 	"github.com/sluicehq/sluice/sinks/kafka"
@@ -154,8 +155,8 @@ type JournalConfig struct {
 type SinkConfig struct {
 	Name string `yaml:"name"`
 	// Stream is what the sink consumes: records, alerts, raw or
-	// dead_letters. Default: alerts for mqtt and webhook, records
-	// otherwise.
+	// dead_letters. Default: alerts for mqtt, webhook and alertmanager,
+	// records otherwise.
 	Stream   string           `yaml:"stream"`
 	Batch    BatchConfig      `yaml:"batch"`
 	Retry    RetryConfig      `yaml:"retry"`
@@ -164,6 +165,8 @@ type SinkConfig struct {
 	MQTT     *mqtt.Config     `yaml:"mqtt"`
 	File     *file.Config     `yaml:"file"`
 	Webhook  *webhook.Config  `yaml:"webhook"`
+	// Alertmanager takes alerts only.
+	Alertmanager *alertmanager.Config `yaml:"alertmanager"`
 }
 
 // BatchConfig is a sink's batching policy: a batch is written when it holds
@@ -193,6 +196,8 @@ func (s *SinkConfig) Type() string {
 		return "file"
 	case s.Webhook != nil:
 		return "webhook"
+	case s.Alertmanager != nil:
+		return "alertmanager"
 	}
 	return ""
 }
@@ -389,7 +394,7 @@ func (c *Config) SetDefaults() {
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		// Sinks that reach people get alerts unless told otherwise.
-		alerting := s.MQTT != nil || s.Webhook != nil
+		alerting := s.MQTT != nil || s.Webhook != nil || s.Alertmanager != nil
 		if s.Stream == "" {
 			s.Stream = "records"
 			if alerting {
@@ -434,6 +439,8 @@ func (c *Config) SetDefaults() {
 			s.File.SetDefaults()
 		case s.Webhook != nil:
 			s.Webhook.SetDefaults()
+		case s.Alertmanager != nil:
+			s.Alertmanager.SetDefaults()
 		}
 	}
 }
@@ -582,22 +589,25 @@ func (s *SinkConfig) validate() error {
 		p.Addf("stream", "%v", err)
 	}
 	n := 0
-	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil, s.File != nil, s.Webhook != nil} {
+	for _, set := range []bool{s.Kafka != nil, s.InfluxDB != nil, s.MQTT != nil, s.File != nil, s.Webhook != nil, s.Alertmanager != nil} {
 		if set {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		p.Addf("", "a sink needs one of kafka, influxdb, mqtt, file or webhook")
+		p.Addf("", "a sink needs one of kafka, influxdb, mqtt, file, webhook or alertmanager")
 	case n > 1:
-		p.Addf("", "a sink has exactly one of kafka, influxdb, mqtt, file or webhook; make one sink per destination")
+		p.Addf("", "a sink has exactly one of kafka, influxdb, mqtt, file, webhook or alertmanager; make one sink per destination")
 	}
 	if s.InfluxDB != nil && err == nil && stream != sluice.StreamRecords && stream != sluice.StreamAlerts {
 		p.Addf("stream", "the influxdb sink writes records or alerts, not %s", s.Stream)
 	}
 	if s.Webhook != nil && err == nil && stream == sluice.StreamRaw {
 		p.Addf("stream", "the webhook sink posts JSON: records, alerts or dead_letters, not raw")
+	}
+	if s.Alertmanager != nil && err == nil && stream != sluice.StreamAlerts {
+		p.Addf("stream", "the alertmanager sink sends alerts, not %s", s.Stream)
 	}
 	if s.Batch.Size < 1 {
 		p.Addf("batch.size", "must be at least 1")
@@ -619,6 +629,8 @@ func (s *SinkConfig) validate() error {
 		p.Nest("file", s.File.Validate())
 	case s.Webhook != nil:
 		p.Nest("webhook", s.Webhook.Validate())
+	case s.Alertmanager != nil:
+		p.Nest("alertmanager", s.Alertmanager.Validate())
 	}
 	return p.Err()
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/rules"
+	"github.com/sluicehq/sluice/sinks/alertmanager"
 	"github.com/sluicehq/sluice/sinks/file"
 	"github.com/sluicehq/sluice/sinks/influxdb"
 	"github.com/sluicehq/sluice/sinks/kafka"
@@ -51,8 +52,11 @@ type Service struct {
 	// connected[name] is closed once the sink's first connection attempt
 	// has ended, however it ended: its writes wait for it.
 	connected map[string]chan struct{}
-	drain     time.Duration
-	lock      *dirLock
+	// runners are the sinks with work of their own, run while the
+	// pipelines run.
+	runners []runner
+	drain   time.Duration
+	lock    *dirLock
 	// serving is true from when the broker listens until shutdown begins.
 	serving atomic.Bool
 
@@ -130,6 +134,11 @@ func New(cfg *Config, opts Options) (*Service, error) {
 			sink = file.New(*sc.File)
 		case sc.Webhook != nil:
 			sink = webhook.New(*sc.Webhook)
+		case sc.Alertmanager != nil:
+			sink = alertmanager.New(*sc.Alertmanager, alertmanager.Options{Name: sc.Name, Logger: opts.Logger.With("sink", sc.Name), Metrics: opts.Metrics})
+		}
+		if r, ok := sink.(runner); ok {
+			s.runners = append(s.runners, r)
 		}
 		if users[sc.Name] > 1 {
 			sink = &lockedSink{Sink: sink}
@@ -245,6 +254,9 @@ func (s *Service) Broker() *ingest.Broker { return s.broker }
 // backlog in the journal until it comes back.
 func (s *Service) Start(ctx context.Context) error {
 	s.connectSinks()
+	for _, r := range s.runners {
+		s.wg.Go(func() { r.Run(s.runCtx) })
+	}
 	for _, p := range s.pipelines {
 		if st := p.journal.Stats(); st.Last > p.processor.Acked() {
 			p.log.Info("replaying the journal", "records", st.Last-p.processor.Acked())
@@ -279,6 +291,13 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.serving.Store(true)
 	return nil
+}
+
+// runner is a sink with work of its own besides writes (the alertmanager
+// sink sends the alerts still firing again, on a timer). Run blocks until
+// ctx ends, which is after the sinks have drained.
+type runner interface {
+	Run(ctx context.Context)
 }
 
 // connectTimeout bounds a sink's first connection attempt, whatever its own

@@ -56,6 +56,11 @@ type Metrics struct {
 	SinkLatency  *prometheus.HistogramVec // sink: one batch write
 	SinkReady    *prometheus.GaugeVec     // sink: 1 ready, 0 down past its bound
 
+	// the alertmanager sink
+	AlertmanagerAlerts    *prometheus.GaugeVec   // sink, state (firing, resolved): alerts it keeps re-sending
+	AlertmanagerRequests  *prometheus.CounterVec // sink, target, result (ok, error): requests to each Alertmanager
+	AlertmanagerUntracked *prometheus.CounterVec // sink: firing alerts sent but not kept for re-sending (max_alerts)
+
 	BuildInfo *prometheus.GaugeVec // version, goversion: always 1
 }
 
@@ -187,6 +192,15 @@ func New() *Metrics {
 	m.SinkReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_sink_ready", Help: "1 when a sink is writing or within its bounds, 0 when it has been failing for longer than admin.sink_down_after or its journal is nearly full.",
 	}, []string{"sink"})
+	m.AlertmanagerAlerts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_alertmanager_alerts", Help: "Alerts an alertmanager sink keeps re-sending: firing, and resolved (re-sent for four resend intervals).",
+	}, []string{"sink", "state"})
+	m.AlertmanagerRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_alertmanager_requests_total", Help: "Requests an alertmanager sink made to each Alertmanager (target), by result (ok, error).",
+	}, []string{"sink", "target", "result"})
+	m.AlertmanagerUntracked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_alertmanager_untracked_total", Help: "Firing alerts an alertmanager sink sent once but could not keep for re-sending: max_alerts was reached.",
+	}, []string{"sink"})
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_build_info", Help: "Always 1; the labels say which sluice is running.",
 	}, []string{"version", "goversion"})
@@ -203,6 +217,7 @@ func New() *Metrics {
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
 		m.JournalBytes, m.JournalDropped, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkReady, m.BuildInfo,
+		m.AlertmanagerAlerts, m.AlertmanagerRequests, m.AlertmanagerUntracked,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
