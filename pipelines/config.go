@@ -48,6 +48,9 @@ type Config struct {
 	Encryption EncryptionConfig `yaml:"encryption"`
 	// Admin is the HTTP listener for metrics, health and status.
 	Admin AdminConfig `yaml:"admin"`
+	// Cluster, when set, makes this sluice one node of a cluster on Kafka
+	// (docs/scaling.md).
+	Cluster *ClusterConfig `yaml:"cluster"`
 
 	// dir is the directory of the config file; relative rule paths are
 	// resolved against it.
@@ -247,6 +250,13 @@ func (c *Config) resolve() {
 	if k := c.Encryption.KeyFile; k != "" && !filepath.IsAbs(k) && c.dir != "" {
 		c.Encryption.KeyFile = filepath.Join(c.dir, k)
 	}
+	if c.Cluster != nil && c.Cluster.TLS != nil {
+		for _, f := range []*string{&c.Cluster.TLS.CAFile, &c.Cluster.TLS.CertFile, &c.Cluster.TLS.KeyFile} {
+			if *f != "" && !filepath.IsAbs(*f) && c.dir != "" {
+				*f = filepath.Join(c.dir, *f)
+			}
+		}
+	}
 }
 
 // Key loads the encryption key; nil without encryption.
@@ -335,6 +345,9 @@ func (c *Config) CompileRules() (map[string]*rules.Set, error) {
 
 // SetDefaults fills in what the operator left out.
 func (c *Config) SetDefaults() {
+	if c.Cluster != nil {
+		c.Cluster.setDefaults()
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -575,6 +588,9 @@ func (c *Config) Validate() error {
 		if pc.Journal.MaxBytes > 0 && pc.Journal.MaxBytes/2 < pc.Journal.SegmentBytes { // 2*SegmentBytes may overflow
 			p.Addf(at+".journal.max_bytes", "must be at least two segments of %v", pc.Journal.SegmentBytes)
 		}
+	}
+	if c.Cluster != nil {
+		p.Nest("cluster", c.Cluster.Validate())
 	}
 	return p.Err()
 }

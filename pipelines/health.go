@@ -32,6 +32,8 @@ type PipelineHealth struct {
 	// disk): publishes are refused until a write succeeds again.
 	WriteError string
 	Sinks      []SinkHealth
+	// Cluster is this node's part of the pipeline, in a cluster.
+	Cluster *ClusterHealth
 }
 
 // SinkHealth is one sink as one pipeline feeds it.
@@ -81,6 +83,9 @@ func (s *Service) Health(now time.Time) Health {
 			problem("pipeline %q: journal full (%d of %d bytes)", p.name, st.Bytes, p.maxBytes)
 		case p.maxBytes > 0 && float64(st.Bytes) >= admin.JournalFullRatio*float64(p.maxBytes):
 			problem("pipeline %q: journal %.0f%% full (%d of %d bytes)", p.name, 100*float64(st.Bytes)/float64(p.maxBytes), st.Bytes, p.maxBytes)
+		}
+		if p.cluster != nil {
+			ph.Cluster = p.cluster.health()
 		}
 		for _, r := range p.sinks {
 			sh := SinkHealth{Name: r.name, Ready: true}

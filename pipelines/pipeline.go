@@ -57,6 +57,10 @@ type pipeline struct {
 
 	streams   map[sluice.Stream]bool // streams some sink of the pipeline consumes
 	sinks     []*sinkReader
+	// cluster, set when sluice runs as a cluster, is this node's part of
+	// the pipeline (cluster.go); the rest of the fields then serve only
+	// ingest (the journal) and the sinks.
+	cluster *clusterPipeline
 	shards    []chan work
 	tracker   tracker
 	processor *journal.Reader
@@ -92,10 +96,15 @@ func (p *pipeline) accept(ctx context.Context, msg *sluice.Message, refuse bool)
 	*buf = data
 	wait := p.waitDurable && msg.QoS > 0
 	var err error
+	var seq uint64
 	if refuse {
-		_, err = p.journal.TryAppend(ctx, kindMessage, data, msg, wait)
+		seq, err = p.journal.TryAppend(ctx, kindMessage, data, msg, wait)
 	} else {
-		_, err = p.journal.Append(ctx, kindMessage, data, msg, wait)
+		seq, err = p.journal.Append(ctx, kindMessage, data, msg, wait)
+	}
+	if err == nil && msg.QoS > 0 && p.cluster != nil && p.cluster.cfg.Ack == "kafka" {
+		// Acknowledged once Kafka has it.
+		err = p.cluster.waitForwarded(ctx, seq)
 	}
 	switch {
 	case errors.Is(err, journal.ErrFull):
@@ -134,6 +143,10 @@ func putEncodeBuf(b *[]byte) {
 
 // start starts the rules processor, its workers and the sink readers.
 func (p *pipeline) start(ctx context.Context) {
+	if p.cluster != nil {
+		p.wg.Go(func() { p.cluster.run(ctx) })
+		return
+	}
 	p.tracker.init(p.processor, p.journal)
 	p.wg.Add(1)
 	go func() {
@@ -284,6 +297,26 @@ func (p *pipeline) count(o rules.Outcome) {
 // sinks: the events of streams some sink consumes. It returns the record's
 // seq, or 0 when there was nothing to write.
 func (p *pipeline) record(msg *sluice.Message, events []sluice.Event) uint64 {
+	keep := p.keep(msg, events)
+	if len(keep) == 0 {
+		return 0
+	}
+	buf := getEncodeBuf()
+	defer putEncodeBuf(buf)
+	*buf = sluice.AppendEvents(*buf, msg, keep)
+	seq, err := p.journal.Write(kindEvents, *buf, keep)
+	if err != nil {
+		// Only a closing journal refuses a write; the message is replayed
+		// from its M record on the next start.
+		p.rlog.Error("journal", "cannot record the rules' output", "error", err)
+		return 0
+	}
+	return seq
+}
+
+// keep counts what the rules derived from msg, logs its dead letters, and
+// returns the events of the streams some sink consumes.
+func (p *pipeline) keep(msg *sluice.Message, events []sluice.Event) []sluice.Event {
 	keep := make([]sluice.Event, 0, len(events))
 	for i := range events {
 		e := &events[i]
@@ -302,20 +335,7 @@ func (p *pipeline) record(msg *sluice.Message, events []sluice.Event) uint64 {
 			keep = append(keep, *e)
 		}
 	}
-	if len(keep) == 0 {
-		return 0
-	}
-	buf := getEncodeBuf()
-	defer putEncodeBuf(buf)
-	*buf = sluice.AppendEvents(*buf, msg, keep)
-	seq, err := p.journal.Write(kindEvents, *buf, keep)
-	if err != nil {
-		// Only a closing journal refuses a write; the message is replayed
-		// from its M record on the next start.
-		p.rlog.Error("journal", "cannot record the rules' output", "error", err)
-		return 0
-	}
-	return seq
+	return keep
 }
 
 // deadLetter records a dead letter for an event a sink refused for good:
@@ -327,6 +347,10 @@ func (p *pipeline) deadLetter(ctx context.Context, e sluice.Event, dl *sluice.De
 		return
 	}
 	d := []sluice.Event{{Stream: sluice.StreamDeadLetters, Message: e.Message, DeadLetter: dl}}
+	if p.cluster != nil {
+		p.cluster.deadLetter(ctx, e.Message, d)
+		return
+	}
 	seq, err := p.journal.Write(kindEvents, sluice.AppendEvents(nil, e.Message, d), d)
 	if err == nil {
 		err = p.journal.WaitDurable(ctx, seq)
@@ -339,6 +363,9 @@ func (p *pipeline) deadLetter(ctx context.Context, e sluice.Event, dl *sluice.De
 // drained reports whether the rules and every sink have caught up with
 // the journal.
 func (p *pipeline) drained() bool {
+	if p.cluster != nil {
+		return p.cluster.drained()
+	}
 	last := p.journal.Stats().Last
 	if p.processor.Acked() < last {
 		return false

@@ -112,6 +112,11 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		// and queued messages to as well.
 		brokerCfg.StateSync = brokerCfg.StateSync || pc.Durability == "fsync"
 	}
+	if c := cfg.Cluster; c != nil && !c.has(roleIngest) {
+		// A node without the ingest role takes no messages.
+		off := false
+		brokerCfg.Enabled = &off
+	}
 	s.broker = ingest.New(brokerCfg, s, opts.Logger, opts.Metrics)
 
 	users := map[string]int{}
@@ -149,6 +154,9 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	}
 
 	for _, sc := range cfg.Sources {
+		if c := cfg.Cluster; c != nil && !c.has(roleIngest) {
+			break
+		}
 		src, err := s.newSource(sc)
 		if err != nil {
 			lock.unlock()
@@ -193,10 +201,13 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		Key:          key,
 		Logger:       log.With("component", "journal"),
 	}
-	switch pc.Durability {
-	case "none":
+	switch c := s.cfg.Cluster; {
+	case c != nil && !c.has(roleIngest):
+		// Nothing is journaled on a node that takes no messages.
 		jopts.Mode, jopts.Dir = journal.Memory, ""
-	case "fsync":
+	case pc.Durability == "none":
+		jopts.Mode, jopts.Dir = journal.Memory, ""
+	case pc.Durability == "fsync":
 		jopts.Mode = journal.Fsync
 	default:
 		jopts.Mode = journal.Process
@@ -226,18 +237,26 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 	for _, t := range pc.Topics {
 		p.filters = append(p.filters, rules.MustFilter(t))
 	}
+	per := max(1, pc.Queue/workers)
+	for range workers {
+		p.shards = append(p.shards, make(chan work, per))
+	}
+	for _, name := range pc.Sinks {
+		stream, _ := sluice.ParseStream(s.cfg.sink(name).Stream)
+		p.streams[stream] = true
+	}
+	if s.cfg.Cluster != nil {
+		if p.cluster, err = s.newCluster(p, pc, jopts.Dir); err != nil {
+			j.Close()
+			return nil, err
+		}
+		return p, nil
+	}
 	// Readers are made before anything is appended, so no record is
 	// reclaimed before every one of them has seen it.
 	p.processor = j.Reader("rules")
 	for _, name := range pc.Sinks {
-		sc := s.cfg.sink(name)
-		stream, _ := sluice.ParseStream(sc.Stream)
-		p.streams[stream] = true
-		p.sinks = append(p.sinks, newSinkReader(*sc, s.sinks[name], s.connected[name], p, log, s.metrics))
-	}
-	per := max(1, pc.Queue/workers)
-	for range workers {
-		p.shards = append(p.shards, make(chan work, per))
+		p.sinks = append(p.sinks, newSinkReader(*s.cfg.sink(name), s.sinks[name], s.connected[name], p, j.Reader("sink:"+name), log, s.metrics))
 	}
 	return p, nil
 }
@@ -258,7 +277,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.wg.Go(func() { r.Run(s.runCtx) })
 	}
 	for _, p := range s.pipelines {
-		if st := p.journal.Stats(); st.Last > p.processor.Acked() {
+		if st := p.journal.Stats(); p.processor != nil && st.Last > p.processor.Acked() {
 			p.log.Info("replaying the journal", "records", st.Last-p.processor.Acked())
 		}
 		p.start(s.runCtx)

@@ -53,7 +53,7 @@ type sinkReader struct {
 	// the first write waits for it.
 	connected <-chan struct{}
 	cfg       SinkConfig
-	reader    *journal.Reader
+	reader    cursor
 	pipe      *pipeline
 	log       *slog.Logger
 	rlog      *ratelog.Logger
@@ -65,13 +65,20 @@ type sinkReader struct {
 	lastErr      atomic.Pointer[string]
 }
 
-func newSinkReader(cfg SinkConfig, sink Sink, connected <-chan struct{}, p *pipeline, log *slog.Logger, m *metrics.Metrics) *sinkReader {
+// cursor is where a sink reads its events: its journal reader on one node,
+// its consumer of the pipeline's events topic in a cluster.
+type cursor interface {
+	Next(ctx context.Context) (journal.Entry, error)
+	Ack(seq uint64)
+	Acked() uint64
+}
+
+func newSinkReader(cfg SinkConfig, sink Sink, connected <-chan struct{}, p *pipeline, from cursor, log *slog.Logger, m *metrics.Metrics) *sinkReader {
 	stream, _ := sluice.ParseStream(cfg.Stream)
 	log = log.With("sink", cfg.Name)
 	return &sinkReader{
 		name: cfg.Name, stream: stream, sink: sink, connected: connected, cfg: cfg, pipe: p,
-		reader: p.journal.Reader("sink:" + cfg.Name),
-		log:    log, rlog: newRateLog(log), metrics: m,
+		reader: from, log: log, rlog: newRateLog(log), metrics: m,
 	}
 }
 

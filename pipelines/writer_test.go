@@ -93,7 +93,7 @@ func newHarnessBatch(t *testing.T, sink Sink, withDeadLetters bool, batch BatchC
 		p.streams[st] = true
 		connected := make(chan struct{})
 		close(connected)
-		return newSinkReader(cfg, s, connected, p, log, m)
+		return newSinkReader(cfg, s, connected, p, p.journal.Reader("sink:"+cfg.Name), log, m)
 	}
 	p.sinks = append(p.sinks, mk("main", "raw", sink, batch))
 	if withDeadLetters {

@@ -123,3 +123,10 @@ func (c *Consumer) Close(ctx context.Context) error {
 	c.cl.Close()
 	return err
 }
+
+// Pending is how many records were served and not yet acknowledged.
+func (c *Consumer) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.served)
+}

@@ -69,6 +69,9 @@ type StreamConfig struct {
 	// SessionTimeout is how long the group waits for a silent node before
 	// giving its partitions to others (default 10s).
 	SessionTimeout time.Duration
+	// MaxRecordBytes is the largest record written (the topics'
+	// max.message.bytes; default 1MiB).
+	MaxRecordBytes int
 	// Events is told about ownership changes, for the log and status.
 	Events func(assigned, revoked []int32)
 }
@@ -115,6 +118,9 @@ func NewStream(cfg StreamConfig, task Task) *Stream {
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 10 * time.Second
 	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = 1 << 20
+	}
 	return &Stream{
 		cfg: cfg, task: task, log: cfg.Conn.Log,
 		assigned: map[int32]bool{}, committed: map[int32]int64{}, owned: map[int32]*owned{},
@@ -150,6 +156,7 @@ func (s *Stream) Run(ctx context.Context) error {
 		kgo.RebalanceTimeout(60*time.Second),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchMaxBytes(int32(s.cfg.MaxRecordBytes)),
 		kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onLost),
