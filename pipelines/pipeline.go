@@ -55,12 +55,12 @@ type pipeline struct {
 	// mode but none, for QoS 1 and 2).
 	waitDurable bool
 
-	streams   map[sluice.Stream]bool // streams some sink of the pipeline consumes
-	sinks     []*sinkReader
+	streams map[sluice.Stream]bool // streams some sink of the pipeline consumes
+	sinks   []*sinkReader
 	// cluster, set when sluice runs as a cluster, is this node's part of
 	// the pipeline (cluster.go); the rest of the fields then serve only
 	// ingest (the journal) and the sinks.
-	cluster *clusterPipeline
+	cluster   *clusterPipeline
 	shards    []chan work
 	tracker   tracker
 	processor *journal.Reader
