@@ -134,7 +134,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		if err != nil {
 			b.server.Listeners.CloseAll(func(string) {})
-			return fmt.Errorf("broker: listener %q on %s: %w", lc.Name, lc.Address, err)
+			return fmt.Errorf("broker: %w", &ListenerError{Name: lc.Name, Address: lc.Address, Err: err})
 		}
 	}
 	if err := b.server.Serve(); err != nil {
@@ -220,6 +220,19 @@ func (b *Broker) ReloadAuth() error {
 	b.log.Info("password and ACL files reloaded", "users", users, "acl_rules", n)
 	return nil
 }
+
+// ListenerError is a listener that could not start (its address in use,
+// say): the caller can point at the listener's configuration.
+type ListenerError struct {
+	Name, Address string
+	Err           error
+}
+
+func (e *ListenerError) Error() string {
+	return fmt.Sprintf("listener %q on %s: %v", e.Name, e.Address, e.Err)
+}
+
+func (e *ListenerError) Unwrap() error { return e.Err }
 
 // CheckFiles loads the password, ACL and TLS files the configuration
 // names, as Start would, and reports every problem (for sluice validate).

@@ -281,6 +281,22 @@ func (c *Config) RulePaths(p *PipelineConfig) []string {
 	return paths
 }
 
+// existingRulePaths returns the rule paths of pipeline i that name files
+// or folders, and a problem at the config's line for each that does not.
+func (c *Config) existingRulePaths(i int) ([]string, conf.ErrorList) {
+	var paths []string
+	var missing conf.ErrorList
+	for j, path := range c.RulePaths(&c.Pipelines[i]) {
+		if m, err := filepath.Glob(path); err == nil && len(m) == 0 && c.doc != nil {
+			missing = append(missing, c.doc.ErrorAt(fmt.Sprintf("pipelines[%d].rules[%d]", i, j), 0, 0,
+				"no such file or folder: "+path+" (rule paths are relative to the config file)"))
+			continue
+		}
+		paths = append(paths, path)
+	}
+	return paths, missing
+}
+
 // Partition returns the partition key of a pipeline with the rule set set,
 // and notes for people on what it costs. A partition_by that would split
 // some rule's series is an error at its line.
@@ -313,7 +329,12 @@ func (c *Config) CompileRules() (map[string]*rules.Set, error) {
 			sets[p.Name] = &rules.Set{}
 			continue
 		}
-		set, err := rules.Load(c.RulePaths(p)...)
+		paths, missing := c.existingRulePaths(i)
+		all = append(all, missing...)
+		set, err := rules.Load(paths...)
+		if err == nil && len(missing) > 0 {
+			continue
+		}
 		if err != nil {
 			var list conf.ErrorList
 			if errors.As(err, &list) {

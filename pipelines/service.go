@@ -297,7 +297,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	if err := s.broker.Start(ctx); err != nil {
 		s.Close(ctx)
-		return err
+		return s.cfg.explainStart(err)
 	}
 	for _, name := range s.broker.Listeners() {
 		s.log.Info("listening for MQTT", "listener", name, "address", s.broker.Addr(name))
@@ -305,7 +305,7 @@ func (s *Service) Start(ctx context.Context) error {
 	for i, src := range s.sources {
 		if err := src.Start(ctx); err != nil {
 			s.Close(ctx)
-			return fmt.Errorf("source %q: %w", s.cfg.Sources[i].Name, err)
+			return s.cfg.explainStart(fmt.Errorf("source %q: %w", s.cfg.Sources[i].Name, err), i)
 		}
 	}
 	s.serving.Store(true)

@@ -312,7 +312,7 @@ func TestCompileErrorsForFunctions(t *testing.T) {
 	cases := []struct{ expr, want string }{
 		{`rate()`, "rate takes 1 argument(s): rate(value)"},
 		{`avg_over(v, d)`, `avg_over: the duration must be a constant string such as "5m"`},
-		{`avg_over(v, "5 minutes")`, `avg_over: "5 minutes" is not a positive duration`},
+		{`avg_over(v, "5 minutes")`, `avg_over: want a positive duration such as 30s or 5m, got "5 minutes"`},
 		{`percentile_over(v, 120, "5m")`, `the percentile must be a constant from 0 to 100`},
 		{`convert(v, "degF", "bar")`, `cannot convert degF (temperature) to bar (pressure)`},
 		{`frobnicate(v) > 1`, `unknown function frobnicate`},

@@ -412,7 +412,7 @@ func bindCall(call *ast.CallNode, name string, st *site) string {
 			}
 			d, err := time.ParseDuration(s.Value)
 			if err != nil || d <= 0 {
-				return fmt.Sprintf("%s: %q is not a positive duration such as \"30s\" or \"5m\"", name, s.Value)
+				return fmt.Sprintf("%s: want a positive duration such as 30s or 5m, got %q", name, s.Value)
 			}
 			st.span = d
 		case argPercent:

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/admin"
@@ -19,6 +21,9 @@ func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metric
 	srv, err := admin.Listen(admin.Options{
 		Config: cfg.Admin, Gatherer: m.Registry, Health: svc.Health, Version: version, Logger: log,
 	})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, cfg.Problem("admin.address", "%s is in use by another program (the admin listener): stop that program, or give admin.address another port", cfg.Admin.Address)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -243,3 +243,67 @@ sinks:
 		t.Errorf("exit %d, want one problem:\n%s", code, stderr)
 	}
 }
+
+// TestStartupErrorsSayWhatToDo checks the mistakes that stop a start say
+// where they are and what to do, from validate and from run: a missing
+// password file names the command that makes one, a missing rule path the
+// config line that lists it, a duration is wanted one way everywhere, and
+// an address in use names the listener and its line.
+func TestStartupErrorsSayWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "rules/r.yaml", "rules:\n  - name: hot\n    alert: {when: t > 90}\n")
+	config := func(listen, admin, extra string) string {
+		return `data_dir: ` + filepath.Join(dir, "data") + `
+admin: {address: "` + admin + `"}
+broker:
+  listeners:
+    - {name: tcp, address: "` + listen + `", allow_anonymous: true}
+` + extra + `pipelines:
+  - name: p
+    topics: ["#"]
+    rules: [rules, more-rules.yaml]
+    sinks: [a]
+sinks:
+  - name: a
+    batch: {interval: 10 msec}
+    mqtt: {}
+`
+	}
+	path := writeFile(t, dir, "sluice.yaml", config("127.0.0.1:0", "127.0.0.1:0", "  auth: {password_file: passwd}\n"))
+	want := []string{
+		path + `:6:25: broker.auth.password_file: no such file: ` + filepath.Join(dir, "passwd") +
+			`; create it with a first user: sluice passwd ` + filepath.Join(dir, "passwd") + ` USER`,
+		path + `:10:20: pipelines[0].rules[1]: no such file or folder: ` + filepath.Join(dir, "more-rules.yaml"),
+		path + `:14:23: sinks[0].batch.interval: want a duration such as 5s or 250ms, got "10 msec"`,
+	}
+	for _, cmd := range []string{"validate", "run"} {
+		code, _, stderr := runMain(cmd, path)
+		for _, w := range want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("sluice %s: stderr lacks\n%s\n%s", cmd, w, stderr)
+			}
+		}
+		if code != exitUsage {
+			t.Errorf("sluice %s: exit %d, want %d", cmd, code, exitUsage)
+		}
+	}
+
+	// An address in use: the listener, its line, and what to do.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	writeFile(t, dir, "more-rules.yaml", "rules: []\n")
+	for _, tc := range []struct{ listen, admin, want string }{
+		{addr, "127.0.0.1:0", `:5:29: broker.listeners[0].address: ` + addr + ` is in use by another program (listener "tcp")`},
+		{"127.0.0.1:0", addr, `:2:19: admin.address: ` + addr + ` is in use by another program (the admin listener)`},
+	} {
+		path := writeFile(t, dir, "sluice.yaml", strings.ReplaceAll(config(tc.listen, tc.admin, ""), "10 msec", "10ms"))
+		code, _, stderr := runMain("run", path)
+		if code != exitFailure || !strings.Contains(stderr, path+tc.want) {
+			t.Errorf("sluice run with %s in use: exit %d, want %d and\n%s%s\n%s", addr, code, exitFailure, path, tc.want, stderr)
+		}
+	}
+}

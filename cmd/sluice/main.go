@@ -259,12 +259,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	if err := svc.Start(ctx); err != nil {
-		log.Error("sluice could not start", "error", err)
+		// As plain text, as a config problem is: the operator reads it.
+		fmt.Fprintln(stderr, "sluice could not start:", err)
 		return exitFailure
 	}
 	stopAdmin, err := startAdmin(cfg, svc, m, log)
 	if err != nil {
-		log.Error("sluice could not start", "error", err)
+		fmt.Fprintln(stderr, "sluice could not start:", err)
 		svc.Close(context.Background())
 		return exitFailure
 	}

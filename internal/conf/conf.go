@@ -431,7 +431,9 @@ func fromYAML(file string, idx *index, v any, err error) *Error {
 		// Some decoders (durations, for one) report no position, but quote the
 		// offending value: find the scalar that holds it.
 		e := &Error{File: file, Msg: err.Error()}
-		if m := reQuoted.FindAllStringSubmatch(e.Msg, -1); m != nil && idx != nil {
+		quoted := e.Msg
+		e.Msg = durationMsg(e.Msg)
+		if m := reQuoted.FindAllStringSubmatch(quoted, -1); m != nil && idx != nil {
 			if at, ok := idx.values[m[len(m)-1][1]]; ok {
 				e.Line, e.Column, e.Key = at.line, at.col, idx.at[at]
 			}
@@ -464,13 +466,28 @@ func fromYAML(file string, idx *index, v any, err error) *Error {
 	return e
 }
 
+// reDuration is what time.ParseDuration says of text it cannot read.
+var reDuration = regexp.MustCompile(`^time: .*duration ("[^"]*")$`)
+
+// durationWant is how every problem with a duration says what it wants.
+const durationWant = "a duration such as 5s or 250ms"
+
+// durationMsg says a duration that cannot be read the way every other
+// problem with a duration is said ("time: unknown unit..." was not).
+func durationMsg(msg string) string {
+	if m := reDuration.FindStringSubmatch(msg); m != nil {
+		return "want " + durationWant + ", got " + m[1]
+	}
+	return msg
+}
+
 func describeType(t reflect.Type) string {
 	if t == nil {
 		return "a value"
 	}
 	switch t.String() {
 	case "time.Duration":
-		return "a duration such as 5s or 250ms"
+		return durationWant
 	}
 	switch t.Kind() {
 	case reflect.String:
