@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/ratelog"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/rules"
 )
 
@@ -68,7 +69,10 @@ type pipeline struct {
 	log     *slog.Logger
 	rlog    *ratelog.Logger
 	metrics *metrics.Metrics
-	wg      sync.WaitGroup
+	// redact takes the configured secrets out of dead letters' reasons
+	// (a sink's server may echo a credential in its error).
+	redact *secret.Redactor
+	wg     sync.WaitGroup
 }
 
 type work struct {
@@ -326,6 +330,7 @@ func (p *pipeline) keep(msg *sluice.Message, events []sluice.Event) []sluice.Eve
 		case sluice.StreamAlerts:
 			p.metrics.Alerts.WithLabelValues(e.Alert.Rule, e.Alert.Severity, e.Alert.Status).Inc()
 		case sluice.StreamDeadLetters:
+			e.DeadLetter.Reason = p.redact.Redact(e.DeadLetter.Reason)
 			p.metrics.RuleErrors.WithLabelValues(e.DeadLetter.Rule).Inc()
 			p.metrics.DeadLetters.WithLabelValues(p.name, e.DeadLetter.Stage).Inc()
 			p.rlog.Warn("rule:"+e.DeadLetter.Rule, "message not processed", "rule", e.DeadLetter.Rule,
@@ -342,6 +347,7 @@ func (p *pipeline) keep(msg *sluice.Message, events []sluice.Event) []sluice.Eve
 // the pipeline's dead-letter sinks pick it up from the journal. Without
 // one, it is logged and counted only.
 func (p *pipeline) deadLetter(ctx context.Context, e sluice.Event, dl *sluice.DeadLetter) {
+	dl.Reason = p.redact.Redact(dl.Reason)
 	p.metrics.DeadLetters.WithLabelValues(p.name, dl.Stage).Inc()
 	if !p.streams[sluice.StreamDeadLetters] {
 		return

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/rules"
 	"github.com/sluicehq/sluice/sinks/alertmanager"
 	"github.com/sluicehq/sluice/sinks/file"
@@ -57,6 +58,9 @@ type Service struct {
 	runners []runner
 	drain   time.Duration
 	lock    *dirLock
+	// redact takes the configured secrets out of text sluice sends out
+	// (dead letters; the admin listener's answers).
+	redact *secret.Redactor
 	// serving is true from when the broker listens until shutdown begins.
 	serving atomic.Bool
 
@@ -101,7 +105,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, sinks: map[string]Sink{},
-		connected: map[string]chan struct{}{}, lock: lock}
+		connected: map[string]chan struct{}{}, lock: lock, redact: secret.NewRedactor(cfg)}
 	s.runCtx, s.stopRun = context.WithCancel(context.Background())
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 	brokerCfg := cfg.Broker
@@ -229,7 +233,7 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 	}
 	p := &pipeline{
 		name: pc.Name, part: part, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory, maxBytes: jopts.MaxBytes,
-		streams: map[sluice.Stream]bool{}, log: log, metrics: s.metrics,
+		streams: map[sluice.Stream]bool{}, log: log, metrics: s.metrics, redact: s.redact,
 		rlog: newRateLog(log),
 	}
 	p.set.Store(set)
@@ -260,6 +264,11 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 	}
 	return p, nil
 }
+
+// Redactor takes the configured secrets (tokens, passwords, keys) out of
+// text: the admin listener's answers go through it, as logs do through the
+// logger sluice run makes (a server may echo a credential in an error).
+func (s *Service) Redactor() *secret.Redactor { return s.redact }
 
 // Broker returns the embedded broker (to find a listener's address).
 func (s *Service) Broker() *ingest.Broker { return s.broker }

@@ -19,7 +19,7 @@ func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metric
 		return func() {}, nil
 	}
 	srv, err := admin.Listen(admin.Options{
-		Config: cfg.Admin, Gatherer: m.Registry, Health: svc.Health, Version: version, Logger: log,
+		Config: cfg.Admin, Gatherer: m.Registry, Health: svc.Health, Version: version, Logger: log, Redactor: svc.Redactor(),
 	})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return nil, cfg.Problem("admin.address", "%s is in use by another program (the admin listener): stop that program, or give admin.address another port", cfg.Admin.Address)

@@ -98,7 +98,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	cfg.DataDir = filepath.Join(dataDir, "sluice")
 	m := metrics.New()
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
-	log := newLogger(cfg.Log, stderr)
+	log := newLogger(cfg, stderr)
 	svc, err := pipelines.New(cfg, pipelines.Options{Logger: log, Metrics: m})
 	if err != nil {
 		return err

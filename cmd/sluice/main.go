@@ -37,6 +37,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/internal/metrics"
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/pipelines"
 )
 
@@ -233,7 +234,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := newLogger(cfg, stderr)
 	m := metrics.New()
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	svc, err := pipelines.New(cfg, pipelines.Options{Logger: log, Metrics: m})
@@ -314,12 +315,15 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func newLogger(c pipelines.LogConfig, w io.Writer) *slog.Logger {
+// newLogger returns the logger of a config: its level and format, and no
+// secret of the config in any line (a server may echo one in an error).
+func newLogger(cfg *pipelines.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(secret.NewRedactor(cfg).Handler(h))
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/pipelines"
 )
 
@@ -33,6 +35,9 @@ type Options struct {
 	Health  func(now time.Time) pipelines.Health
 	Version string
 	Logger  *slog.Logger
+	// Redactor takes the configured secrets out of what /readyz and
+	// /api/v1/status say (a sink's last error may echo a credential).
+	Redactor *secret.Redactor
 }
 
 // Server is a running admin listener.
@@ -82,9 +87,7 @@ func Handler(o Options) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !h.Ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			for _, p := range h.Problems {
-				fmt.Fprintln(w, p)
-			}
+			io.WriteString(w, o.Redactor.Redact(strings.Join(h.Problems, "\n")+"\n"))
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -99,10 +102,12 @@ func Handler(o Options) http.Handler {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
 		enc.SetIndent("", "  ")
 		enc.Encode(st)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, o.Redactor.Redact(b.String()))
 	})
 	if o.Config.Pprof {
 		private.HandleFunc("/debug/pprof/", pprof.Index)
