@@ -9,8 +9,12 @@ import (
 type Health struct {
 	// Ready is true when the broker is listening and every sink is writing
 	// or buffering within its bounds; Problems says what is not, when not.
-	Ready     bool
-	Problems  []string
+	Ready    bool
+	Problems []string
+	// Notes are what an operator should know that does not stop sluice
+	// from working: damage found in a journal (the records lost are
+	// skipped), whether ready or not.
+	Notes     []string
 	Listeners []ListenerHealth
 	Pipelines []PipelineHealth
 }
@@ -31,7 +35,10 @@ type PipelineHealth struct {
 	// WriteError is why the journal cannot write, while it cannot (a full
 	// disk): publishes are refused until a write succeeds again.
 	WriteError string
-	Sinks      []SinkHealth
+	// Damaged is how many records the journal lost to damage on disk since
+	// start (skipped; see Health.Notes).
+	Damaged uint64
+	Sinks   []SinkHealth
 	// Cluster is this node's part of the pipeline, in a cluster.
 	Cluster *ClusterHealth
 }
@@ -72,7 +79,14 @@ func (s *Service) Health(now time.Time) Health {
 	admin := s.cfg.Admin
 	for _, p := range s.pipelines {
 		st := p.journal.Stats()
-		ph := PipelineHealth{Name: p.name, JournalBytes: st.Bytes, MaxBytes: p.maxBytes, Full: st.Full, WriteError: st.WriteError}
+		ph := PipelineHealth{Name: p.name, JournalBytes: st.Bytes, MaxBytes: p.maxBytes, Full: st.Full, WriteError: st.WriteError, Damaged: st.Damaged}
+		switch {
+		case st.Damaged > 0:
+			h.Notes = append(h.Notes, fmt.Sprintf("pipeline %q: journal: %d damaged records skipped since start (sluice_journal_corrupt_records_total); latest: %s",
+				p.name, st.Damaged, st.Damage))
+		case st.Damage != "":
+			h.Notes = append(h.Notes, fmt.Sprintf("pipeline %q: journal: %s", p.name, st.Damage))
+		}
 		switch {
 		case st.WriteError != "" && !st.WriteErrorSince.IsZero():
 			problem("pipeline %q: journal cannot write for %v, publishes refused until a write succeeds (tried every 200ms): %s",

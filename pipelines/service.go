@@ -229,7 +229,8 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		return nil, fmt.Errorf("pipeline %q: open journal %s: %w", pc.Name, jopts.Dir, err)
 	}
 	if r := j.Stats().Recovered; r.CutBytes > 0 || r.CorruptSegments > 0 {
-		log.Warn("journal recovered from an unclean stop", "records", r.Records, "cut_bytes", r.CutBytes, "corrupt_segments", r.CorruptSegments)
+		log.Warn("journal recovered from an unclean stop", "records", r.Records, "cut_bytes", r.CutBytes,
+			"corrupt_segments", r.CorruptSegments, "corrupt_records", r.CorruptRecords)
 	}
 	p := &pipeline{
 		name: pc.Name, part: part, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory, maxBytes: jopts.MaxBytes,
@@ -471,7 +472,7 @@ func (s *Service) closeJournals() error {
 // backlog of each sink (records, bytes, age), the bytes held, and records
 // dropped by drop_oldest.
 func (s *Service) reportJournals(ctx context.Context) {
-	dropped := map[string]uint64{}
+	dropped, damaged := map[string]uint64{}, map[string]uint64{}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -481,6 +482,10 @@ func (s *Service) reportJournals(ctx context.Context) {
 			if st.Dropped > dropped[p.name] {
 				s.metrics.JournalDropped.WithLabelValues(p.name).Add(float64(st.Dropped - dropped[p.name]))
 				dropped[p.name] = st.Dropped
+			}
+			if st.Damaged > damaged[p.name] {
+				s.metrics.JournalCorrupt.WithLabelValues(p.name).Add(float64(st.Damaged - damaged[p.name]))
+				damaged[p.name] = st.Damaged
 			}
 			for _, r := range st.Readers {
 				s.metrics.Backlog.WithLabelValues(p.name, r.Name).Set(float64(r.Lag))

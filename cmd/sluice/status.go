@@ -160,6 +160,9 @@ func printStatus(w io.Writer, prev, cur *admin.Status) {
 	for _, p := range cur.Problems {
 		fmt.Fprintf(w, "  ! %s\n", p)
 	}
+	for _, n := range cur.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 	fmt.Fprintf(w, "\nconnections %.0f   in %.0f msg/s   rejected %.0f msg/s\n",
 		cur.Connections, rate(cur.Received, prev.Received), rate(cur.Rejected, prev.Rejected))
 

@@ -88,9 +88,12 @@ func Handler(o Options) http.Handler {
 		if !h.Ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, o.Redactor.Redact(strings.Join(h.Problems, "\n")+"\n"))
-			return
+		} else {
+			fmt.Fprintln(w, "ready")
 		}
-		fmt.Fprintln(w, "ready")
+		for _, n := range h.Notes {
+			io.WriteString(w, o.Redactor.Redact("note: "+n+"\n"))
+		}
 	})
 	private := http.NewServeMux()
 	private.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{

@@ -16,6 +16,7 @@ type Status struct {
 	Uptime      float64     `json:"uptime_seconds"`
 	Ready       bool        `json:"ready"`
 	Problems    []string    `json:"problems,omitempty"`
+	Notes       []string    `json:"notes,omitempty"`
 	Connections float64     `json:"connections"`
 	Received    float64     `json:"messages_received_total"`
 	Rejected    float64     `json:"messages_rejected_total"`
@@ -74,7 +75,7 @@ func BuildStatus(o Options, started, now time.Time) (*Status, error) {
 	}
 	h := o.Health(now)
 	st := &Status{
-		Version: o.Version, Uptime: now.Sub(started).Seconds(), Ready: h.Ready, Problems: h.Problems,
+		Version: o.Version, Uptime: now.Sub(started).Seconds(), Ready: h.Ready, Problems: h.Problems, Notes: h.Notes,
 		Connections: m.sum("sluice_broker_connections", nil),
 		Received:    m.sum("sluice_messages_received_total", nil),
 		Rejected:    m.sum("sluice_messages_rejected_total", nil),

@@ -19,12 +19,12 @@ const (
 	// KeySize is the size of Options.Key: an AES-256 key.
 	KeySize = seal.KeySize
 
-	encryptedVersion    = 2  // format version of an encrypted segment
-	encryptedHeaderSize = 48 // magic, uint32 version (2), uint32 cipher, salt, key check
-	cipherAES256GCM     = 1
-	saltSize            = seal.SaltSize
-	nonceSize           = seal.NonceSize
-	sealOverhead        = seal.Overhead // bytes sealing adds to a record's data
+	sealedHeaderSize1 = 48 // magic, uint32 version (2), uint32 cipher, salt, key check
+	sealedHeaderSize  = 52 // the same, version 4, then the sync word
+	cipherAES256GCM   = 1
+	saltSize          = seal.SaltSize
+	nonceSize         = seal.NonceSize
+	sealOverhead      = seal.Overhead // bytes sealing adds to a record's data
 
 	// The purposes of the keys derived from Options.Key and a segment's salt.
 	purposeSegmentKey = "sluice journal segment key (AES-256-GCM)"
@@ -43,12 +43,13 @@ var (
 	ErrTampered = errors.New("record fails authentication (the segment was altered)")
 )
 
-// sealedHeader returns the header of a new encrypted segment, with a fresh
-// salt, and the sealer for its records.
-func sealedHeader(key []byte) ([]byte, *seal.Sealer, error) {
-	h := make([]byte, encryptedHeaderSize)
+// sealedHeader returns the header of a new encrypted segment with sync
+// word sync and a fresh salt, and the sealer for its records.
+func sealedHeader(key, sync []byte) ([]byte, *seal.Sealer, error) {
+	h := make([]byte, sealedHeaderSize)
 	copy(h, magic)
-	binary.LittleEndian.PutUint32(h[8:], encryptedVersion)
+	binary.LittleEndian.PutUint32(h[8:], versionSealed)
+	copy(h[sealedHeaderSize1:], sync)
 	binary.LittleEndian.PutUint32(h[12:], cipherAES256GCM)
 	salt := seal.NewSalt()
 	copy(h[16:], salt)
@@ -64,24 +65,26 @@ func sealedHeader(key []byte) ([]byte, *seal.Sealer, error) {
 	return h, sl, nil
 }
 
-// openSealedHeader checks the header of an encrypted segment against key
-// and returns the sealer that opens its records.
+// openSealedHeader checks the header of an encrypted segment (its first
+// sealedHeaderSize1 bytes suffice) against key and returns the sealer that
+// opens its records.
 func openSealedHeader(key, h []byte) (*seal.Sealer, error) {
 	if c := binary.LittleEndian.Uint32(h[12:]); c != cipherAES256GCM {
 		return nil, fmt.Errorf("unknown cipher %d", c)
 	}
 	salt := h[16 : 16+saltSize]
-	if !seal.Verify(key, salt, purposeKeyCheck, h[16+saltSize:encryptedHeaderSize]) {
+	if !seal.Verify(key, salt, purposeKeyCheck, h[16+saltSize:sealedHeaderSize1]) {
 		return nil, ErrWrongKey
 	}
 	return seal.New(key, salt, purposeSegmentKey)
 }
 
-// appendSealedFrame appends one frame of an encrypted segment to dst: the
-// data area holds the data sealed with the segment's key (nonce,
-// ciphertext, tag; the seq is the nonce's counter), with the frame's seq,
-// time and kind as additional data.
-func appendSealedFrame(dst []byte, seq uint64, t int64, kind byte, data []byte, sl *seal.Sealer) []byte {
+// appendSealedFrame appends one frame of an encrypted segment to dst, sync
+// word first: the data area holds the data sealed with the segment's key
+// (nonce, ciphertext, tag; the seq is the nonce's counter), with the
+// frame's seq, time and kind as additional data.
+func appendSealedFrame(dst, sync []byte, seq uint64, t int64, kind byte, data []byte, sl *seal.Sealer) []byte {
+	dst = append(dst, sync...)
 	n := len(dst)
 	dst = slices.Grow(dst, frameOverhead+sealOverhead+len(data))[:n+frameOverhead]
 	f := dst[n:]

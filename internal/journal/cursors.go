@@ -25,18 +25,17 @@ type cursorRecord struct {
 	Skipped uint64 `json:"skipped,omitempty"`
 }
 
-// loadCursors creates the readers saved in the cursors file. A missing file
-// means no readers; a corrupt one is logged and treated as missing (every
-// reader then starts at the first record held: records are delivered again,
-// never lost). Called by Open, before anyone else sees j.
-func (j *Journal) loadCursors() error {
+// readCursors reads the cursors file. A missing file means no readers (nil);
+// a corrupt one is logged and treated as missing (every reader then starts
+// at the first record held: records are delivered again, never lost).
+func (j *Journal) readCursors() (*cursorsDoc, error) {
 	path := filepath.Join(j.opts.Dir, cursorsFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("journal: read cursors: %w", err)
+		return nil, fmt.Errorf("journal: read cursors: %w", err)
 	}
 	var doc cursorsDoc
 	if err := json.Unmarshal(b, &doc); err != nil || doc.Version != cursorsVersion {
@@ -45,7 +44,27 @@ func (j *Journal) loadCursors() error {
 		}
 		j.log.Error("journal: cursors file is corrupt; every reader starts again at the first record held",
 			"file", path, "error", err)
-		return nil
+		return nil, nil
+	}
+	return &doc, nil
+}
+
+// maxAcked returns the highest seq a saved reader acknowledged.
+func (doc *cursorsDoc) maxAcked() uint64 {
+	var n uint64
+	if doc != nil {
+		for _, c := range doc.Readers {
+			n = max(n, c.Acked)
+		}
+	}
+	return n
+}
+
+// loadCursors creates the readers saved in doc (from readCursors). Called
+// by Open, after recovery, before anyone else sees j.
+func (j *Journal) loadCursors(doc *cursorsDoc) {
+	if doc == nil {
+		return
 	}
 	for name, c := range doc.Readers {
 		r := &Reader{j: j, name: name, acked: c.Acked, skipped: c.Skipped}
@@ -67,7 +86,6 @@ func (j *Journal) loadCursors() error {
 		j.readers[name] = r
 	}
 	j.updateMinAck()
-	return nil
 }
 
 // saveCursors writes the cursors file atomically: a temporary file renamed

@@ -46,16 +46,21 @@
 // named by the seq of its first record, "%020d.seg", and holds a 16-byte
 // header then frames, all integers little-endian:
 //
-//	header: "SLUICEJ1" | uint32 version (1) | uint32 reserved (0)
-//	frame:  uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | data
+//	header: "SLUICEJ1" | uint32 version (3) | sync [4]
+//	frame:  sync [4] | uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | data
 //
 // (An encrypted segment has a longer header and sealed data: see
 // Encryption.)
 //
-// length counts the bytes after the CRC field (17 + len(data)); the CRC
-// (Castagnoli) covers those same bytes. A frame takes 25 bytes plus its
-// data. Records in a segment have consecutive seqs starting with the
-// file's name. A segment is closed, and the next begun, once it reaches
+// sync is the segment's sync word, 4 random bytes drawn when it was
+// created, in its header and before each of its frames: a reader that
+// meets damage searches for it to find the next frame (see Recovery).
+// Being random, it cannot be planted in a record's data by whoever
+// chose that data. length counts the bytes after the CRC field (17 +
+// len(data)); the CRC (Castagnoli) covers those same bytes. A frame takes
+// 29 bytes plus its data. Records in a segment have rising seqs starting
+// with the file's name, consecutive unless damage cost some (see
+// Recovery). A segment is closed, and the next begun, once it reaches
 // SegmentBytes (default 8 MiB, or MaxBytes/8 if that is smaller, but not
 // below 4 KiB). Nothing is ever rewritten: frames are written at the end with
 // pwrite (a failed write is written again, the same bytes at the same
@@ -92,7 +97,11 @@
 // (and, if encrypted, authenticating and decrypting the record); such
 // records have no Value. Once it catches up it continues from the
 // cache. Entry.Data is valid until the reader's next Next call and must not
-// be modified.
+// be modified. A record lost to damage is skipped: Next returns the next
+// one held (Entry.Seq says which). Damage a reader finds that Open did not
+// (the disk rotted since) is resynchronised past as Open does, counted
+// once (Stats().Damaged, however many readers meet it) and logged
+// (rate-limited).
 //
 // A reader acknowledges with Ack (from any goroutine); acks only move
 // forward. Rewind makes Next read again from a seq (after a failed batch).
@@ -103,12 +112,13 @@
 // With Options.Key (32 bytes, AES-256; see internal/keyfile) the segments
 // are encrypted at rest. The scheme (HKDF-SHA256 key derivation, AES-256-GCM,
 // nonces that never repeat under a key) is internal/seal's, which the
-// broker's stored state uses too; what follows is the journal's use of it. Each segment has its own key, derived with
-// HKDF-SHA256 from Options.Key and a random 16-byte salt in its header,
-// which is format version 2:
+// broker's stored state uses too; what follows is the journal's use of
+// it. Each segment has its own key, derived with HKDF-SHA256 from
+// Options.Key and a random 16-byte salt in its header, which is format
+// version 4:
 //
-//	header: "SLUICEJ1" | uint32 version (2) | uint32 cipher (1: AES-256-GCM) | salt [16] | key check [16]
-//	frame:  uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | nonce [12] | sealed data | tag [16]
+//	header: "SLUICEJ1" | uint32 version (4) | uint32 cipher (1: AES-256-GCM) | salt [16] | key check [16] | sync [4]
+//	frame:  sync [4] | uint32 length | uint32 CRC-32C | uint64 seq | int64 unix-nano time | kind byte | nonce [12] | sealed data | tag [16]
 //
 // The key check (HKDF of the key and salt, under another label) lets Open
 // tell a wrong key from damage before reading a record. A record's data is
@@ -134,13 +144,15 @@
 // the key's life to about 2^32 records, a day of a busy broker; 4 random
 // bytes and the seq under one key would collide across journals.)
 //
-// Recovery treats a frame whose CRC fails as before (torn or damaged: the
-// rest of the segment is cut). A frame whose CRC checks out but which fails
-// authentication, or an authentic frame out of its place (not the next
-// seq), was altered on purpose: Open fails with ErrTampered, naming the
-// segment and the record, and changes nothing. It neither cuts (which
-// would drop the good records after it, and let a forger delete records at
-// will) nor delivers it. To go on without that segment, an operator moves
+// Recovery treats a frame whose CRC fails as in a plain segment (torn or
+// damaged: a record lost, counted, and the reader resynchronises past it).
+// A frame whose CRC checks out but which fails authentication, or an
+// authentic frame out of its place (not the next seq), was altered on
+// purpose: Open fails with ErrTampered, naming the segment and the record,
+// and changes nothing. It neither skips it (which would let a forger
+// delete records at will, unseen) nor delivers it. (A forger can still
+// make a frame fail its CRC: that record is then lost as to damage, and
+// counted and reported as such.) To go on without that segment, an operator moves
 // it out of the folder: Open then leaves a gap (or, for the last segment,
 // continues after the one before). A reader that meets such a record on
 // disk after Open gets ErrTampered from Next, every time, until rewound past
@@ -194,17 +206,44 @@
 //
 // # Recovery
 //
-// Open scans every segment and checks every frame: its length, its CRC
-// and its seq. A torn or corrupt tail of the last segment (a crash during
-// a write) is truncated after the last good record and logged. A bad
-// frame in an earlier segment cuts the rest of that segment (logged at
-// error, counted in Stats().Recovered.CorruptSegments); reading continues
-// with the next segment. An empty segment before the last is removed; a
-// file that is not a segment (bad magic) is renamed to *.corrupt; a segment
-// of an unknown format version, or segments whose seqs overlap, make Open
-// fail rather than guess. Seqs continue after the last good record (or
-// after the seq the last, empty, segment is named for). In an encrypted
-// journal a frame that fails authentication fails Open (see Encryption).
+// Open scans every segment and checks every frame: its sync word, length,
+// CRC and seq. A damaged frame costs that record only: the reader
+// resynchronises at the next good frame, the next place the sync word
+// appears where a frame checks out and whose seq follows the last good one
+// by no more records than the damaged bytes could hold (g bytes hold at
+// most g/m frames, m being the smallest frame: 29 bytes, 57 encrypted). One flipped byte thus loses one record, wherever it
+// falls (sync word, length, checksum, seq, time, kind or data), and the
+// records after it are kept. Every record lost to damage is counted
+// (Stats().Damaged, Stats().Recovered.CorruptRecords, the segment in
+// Recovered.CorruptSegments), described (Stats().Damage) and logged
+// (rate-limited); so are records missing between two segments (the damaged
+// tail of the first, or a segment found empty or moved away). Bytes after
+// the last good frame of a segment are cut: in the last segment, a torn
+// write (a crash during a write: never acknowledged), logged; in an earlier
+// one, damage, whose records are counted as missing before the next
+// segment.
+//
+// A file named as a segment that holds none (zero length, its header torn,
+// or not a journal segment: bad magic) is set aside as *.corrupt and
+// reported, and its name moves nothing: seqs continue after the last good
+// record. (A stray 00000000000099999999.seg must not make the journal count
+// from there.) Only when it is the last file and names the seq after the
+// last record (or, with no records, one a saved reader acknowledged up to)
+// is it what a crash while creating that segment leaves: an empty or torn
+// one is then removed, and the next segment takes its name. An empty
+// segment with a good header is kept as the last, and seqs continue after
+// the seq it is named for; before the last it is removed. A segment of an
+// unknown format version, or segments whose seqs overlap, make Open fail
+// rather than guess. In an encrypted journal a frame that fails
+// authentication fails Open (see Encryption).
+//
+// Segments of format 1 and 2 (plain and encrypted, as written before frames
+// began with a sync word) are read as they are, never converted: their
+// frames are resynchronised past damage byte by byte, a place being taken
+// for a frame only if its seq fits before its CRC is checked. The journal
+// never appends to one: Open starts a new segment, of format 3 or 4, after
+// it. (Downgrading to a sluice that reads only 1 and 2 needs the journal
+// drained first.)
 //
 // # Write failures
 //

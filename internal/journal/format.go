@@ -1,24 +1,36 @@
 package journal
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/seal"
 )
 
 // On-disk layout; see the package documentation.
 const (
-	magic         = "SLUICEJ1"
-	formatVersion = 1
-	headerSize    = 16 // magic, uint32 version, uint32 reserved (zero); an encrypted segment's is longer (crypt.go)
+	magic = "SLUICEJ1"
+	// Format versions. 3 (plain) and 4 (encrypted) are written; 1 and 2,
+	// their forms before each frame began with the segment's sync word,
+	// are still read.
+	versionPlain1  = 1
+	versionSealed1 = 2
+	versionPlain   = 3
+	versionSealed  = 4
+	headerSize     = 16 // plain: magic, uint32 version, uint32 sync word (3) or zero (1); an encrypted segment's is longer (crypt.go)
 
+	syncSize      = 4                      // a segment's sync word, before each of its frames (formats 3 and 4)
 	frameHead     = 8                      // uint32 length, uint32 CRC-32C
 	recordHead    = 17                     // uint64 seq, int64 unix-nano time, kind
-	frameOverhead = frameHead + recordHead // bytes a frame adds to its data
+	frameOverhead = frameHead + recordHead // bytes a frame adds to its data, sync word not counted
 
 	readBufSize = 64 << 10           // buffered reads of segment files
 	indexEvery  = 8 << 10            // a sparse index entry at least every this many bytes ...
@@ -35,6 +47,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Frame errors, as recovery and readers report them.
 var (
 	errShort    = errors.New("short frame")
+	errSync     = errors.New("no sync word")
 	errLength   = errors.New("bad frame length")
 	errChecksum = errors.New("checksum mismatch")
 	errSeq      = errors.New("unexpected seq")
@@ -42,22 +55,53 @@ var (
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d.seg", first) }
 
-func segmentHeader() []byte {
+// newSync draws a segment's sync word: random, so that no payload can hold
+// a frame a reader resynchronising would take for one of the segment's.
+func newSync() []byte {
+	b := make([]byte, syncSize)
+	for bytes.Equal(b, make([]byte, syncSize)) {
+		rand.Read(b)
+	}
+	return b
+}
+
+// plainHeader returns the header of a new plain segment with sync word sync.
+func plainHeader(sync []byte) []byte {
 	h := make([]byte, headerSize)
 	copy(h, magic)
-	binary.LittleEndian.PutUint32(h[8:], formatVersion)
+	binary.LittleEndian.PutUint32(h[8:], versionPlain)
+	copy(h[12:], sync)
 	return h
 }
 
-// appendFrame appends one frame to dst.
-func appendFrame(dst []byte, seq uint64, t int64, kind byte, data []byte) []byte {
+// framing is how a segment's frames are laid out: after the segment's sync
+// word (format 3 and 4) or not (1 and 2), their data sealed (encrypted) or
+// not.
+type framing struct {
+	sync   []byte       // nil: format 1 or 2
+	sealer *seal.Sealer // nil: plain
+}
+
+// minFrame is the smallest frame the segment can hold (no data).
+func (fm framing) minFrame() int64 {
+	n := int64(frameOverhead + len(fm.sync))
+	if fm.sealer != nil {
+		n += sealOverhead
+	}
+	return n
+}
+
+// appendFrame appends one frame, sync word first, to dst.
+func appendFrame(dst, sync []byte, seq uint64, t int64, kind byte, data []byte) []byte {
+	dst = append(dst, sync...)
 	n := len(dst)
 	dst = append(dst, make([]byte, frameOverhead+len(data))...)
 	encodeFrame(dst[n:n:len(dst)], seq, t, kind, data)
 	return dst
 }
 
-// encodeFrame writes one frame into buf (reused when large enough).
+// encodeFrame writes one frame, without sync word, into buf (reused when
+// large enough).
 func encodeFrame(buf []byte, seq uint64, t int64, kind byte, data []byte) []byte {
 	n := frameOverhead + len(data)
 	if cap(buf) < n {
@@ -80,7 +124,7 @@ type frame struct {
 	kind byte
 	data []byte
 	ad   []byte // the frame's seq, time and kind as stored: an encrypted record's additional data
-	off  int64  // offset of the frame in its file
+	off  int64  // offset of the frame in its file (of its sync word, if any)
 	size int64  // bytes of the whole frame
 }
 
@@ -93,11 +137,14 @@ type frameReader struct {
 	start, end int   // unread bytes are buf[start:end]
 	off        int64 // file offset of buf[start]: the next frame
 	limit      int64
+	fm         framing
+	damage     error // what nextAfter found damaged on its way to the frame it returned, if anything
 }
 
-// reset positions the reader at off in f, dropping buffered bytes.
-func (r *frameReader) reset(f *os.File, off, limit int64) {
-	r.f, r.off, r.limit = f, off, limit
+// reset positions the reader at off in f, a segment framed as fm,
+// dropping buffered bytes.
+func (r *frameReader) reset(f *os.File, fm framing, off, limit int64) {
+	r.f, r.fm, r.off, r.limit = f, fm, off, limit
 	r.start, r.end = 0, 0
 }
 
@@ -137,33 +184,156 @@ func (r *frameReader) ensure(n int) error {
 	return nil
 }
 
-// next decodes the frame at r.off and checks its CRC.
-func (r *frameReader) next() (frame, error) {
-	if err := r.ensure(frameHead); err != nil {
+// advance moves the reader n bytes on.
+func (r *frameReader) advance(n int64) {
+	if n <= int64(r.end-r.start) {
+		r.start += int(n)
+	} else {
+		r.start, r.end = 0, 0
+	}
+	r.off += n
+}
+
+// next decodes the frame at r.off, checks its framing and CRC, and moves
+// past it. A frame whose seq is outside (lo, hi] is refused (errSeq) before
+// the rest of it is read: a reader resynchronising past damage tries many
+// places, and must not read and checksum what a garbage length claims at
+// each. On an error the reader stays at the frame.
+func (r *frameReader) next(lo, hi uint64) (frame, error) {
+	p := len(r.fm.sync)
+	if err := r.ensure(p + frameHead + 8); err != nil {
 		return frame{}, err
 	}
-	length := binary.LittleEndian.Uint32(r.buf[r.start:])
+	b := r.buf[r.start:r.end]
+	if p > 0 && !bytes.Equal(b[:p], r.fm.sync) {
+		return frame{}, errSync
+	}
+	length := binary.LittleEndian.Uint32(b[p:])
 	if length < recordHead || length > recordHead+sealOverhead+MaxRecordBytes {
 		return frame{}, errLength
 	}
-	total := frameHead + int(length)
+	if seq := binary.LittleEndian.Uint64(b[p+frameHead:]); seq <= lo || seq > hi {
+		return frame{}, errSeq
+	}
+	total := p + frameHead + int(length)
 	if err := r.ensure(total); err != nil {
 		return frame{}, err
 	}
-	b := r.buf[r.start : r.start+total]
-	if crc32.Checksum(b[frameHead:], castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
+	h := r.buf[r.start+p : r.start+total]
+	if crc32.Checksum(h[frameHead:], castagnoli) != binary.LittleEndian.Uint32(h[4:]) {
 		return frame{}, errChecksum
 	}
 	f := frame{
-		seq:  binary.LittleEndian.Uint64(b[8:]),
-		time: int64(binary.LittleEndian.Uint64(b[16:])),
-		kind: b[24],
-		data: b[frameOverhead:total:total],
-		ad:   b[frameHead:frameOverhead:frameOverhead],
+		seq:  binary.LittleEndian.Uint64(h[8:]),
+		time: int64(binary.LittleEndian.Uint64(h[16:])),
+		kind: h[24],
+		data: h[frameOverhead:len(h):len(h)],
+		ad:   h[frameHead:frameOverhead:frameOverhead],
 		off:  r.off,
 		size: int64(total),
 	}
-	r.start += total
-	r.off += int64(total)
+	r.advance(int64(total))
 	return f, nil
+}
+
+// nextAfter returns the next good frame after the record prev, passing
+// over damage: the frame at r.off, or, if that one is damaged, the first
+// good frame after it (resynchronising). A frame found past damage is good
+// if its framing and CRC check out and its seq is in (prev, prev+1+g/m],
+// g being the bytes passed over and m the smallest frame: the damaged bytes
+// hold at most g/m records. (A resynchronising reader thus takes no frame
+// that lies within a record's data, unless that data holds a frame of this
+// segment, sync word included: the word is random, per segment.)
+//
+// At r.off itself, where the next frame belongs, a frame whose CRC checks
+// out is taken as written: in a plain segment one with another seq is
+// passed over whole; in an encrypted one it fails with ErrTampered, as
+// does a frame that fails authentication (both were altered on purpose: a
+// damaged frame fails its CRC). Frames of an encrypted segment from the
+// record want on are authenticated and returned decrypted; those before
+// it, which the caller passes over, are neither.
+//
+// It returns errShort when no good frame lies before the limit: the reader
+// is then at the limit.
+func (r *frameReader) nextAfter(prev, want uint64) (frame, error) {
+	from := r.off
+	r.damage = nil
+	for {
+		if r.off >= r.limit {
+			return frame{}, errShort
+		}
+		gap := r.off - from
+		lo, hi := prev, prev+1+uint64(gap/r.fm.minFrame())
+		if gap == 0 {
+			lo, hi = 0, math.MaxUint64
+		}
+		fr, err := r.next(lo, hi)
+		if err == nil {
+			placed := fr.seq > prev && fr.seq <= prev+1+uint64(gap/r.fm.minFrame())
+			if r.fm.sealer != nil && (!placed || fr.seq >= want) {
+				if err := openFrame(r.fm.sealer, &fr); err != nil {
+					return frame{}, fmt.Errorf("record at offset %d (seq %d): %w", fr.off, fr.seq, err)
+				}
+				if !placed {
+					return frame{}, fmt.Errorf("record %d at offset %d where record %d belongs (moved or copied): %w",
+						fr.seq, fr.off, prev+1, ErrTampered)
+				}
+			}
+			if placed {
+				return fr, nil
+			}
+			if r.damage == nil {
+				r.damage = fmt.Errorf("record %d out of place: %w", fr.seq, errSeq)
+			}
+			continue // a frame as written, out of place: the next one may belong
+		}
+		if !isCorrupt(err) {
+			return frame{}, err
+		}
+		if r.damage == nil {
+			r.damage = err
+		}
+		if !r.resync() {
+			return frame{}, errShort
+		}
+	}
+}
+
+// resync moves the reader from a damaged frame to the next place a frame
+// may begin: the next occurrence of the segment's sync word or, in a
+// segment of format 1 or 2, the next byte. It reports false, the reader
+// at the limit, when there is none.
+func (r *frameReader) resync() bool {
+	if r.off >= r.limit {
+		return false
+	}
+	r.advance(1)
+	p := len(r.fm.sync)
+	if p == 0 {
+		if r.off+frameOverhead > r.limit {
+			r.toLimit()
+			return false
+		}
+		return true
+	}
+	for {
+		if i := bytes.Index(r.buf[r.start:r.end], r.fm.sync); i >= 0 {
+			r.advance(int64(i))
+			return true
+		}
+		// Keep the last bytes: a sync word may begin among them.
+		if n := r.end - r.start - (p - 1); n > 0 {
+			r.advance(int64(n))
+		}
+		if r.ensure(min(readBufSize, int(r.limit-r.off))) != nil || r.end-r.start < p {
+			r.toLimit()
+			return false
+		}
+	}
+}
+
+// toLimit moves the reader to its limit: nothing more to read.
+func (r *frameReader) toLimit() {
+	r.start, r.end = 0, 0
+	r.off = r.limit
 }

@@ -171,5 +171,12 @@ func copyDir(t testing.TB, from string) string {
 	return to
 }
 
-// frameSize is the bytes record i of appendN takes on disk.
-func frameSize(i int) int64 { return int64(frameOverhead + len(payload(i))) }
+// frameSize is the bytes record i of appendN takes on disk, sync word
+// included.
+func frameSize(i int) int64 { return int64(syncSize + frameOverhead + len(payload(i))) }
+
+// testSync is the sync word of the segments tests build themselves.
+var testSync = []byte{0xa5, 0x5a, 0xc3, 0x3c}
+
+// segmentHeader is the header of a plain segment tests build themselves.
+func segmentHeader() []byte { return plainHeader(testSync) }

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/ratelog"
 )
 
 // Mode is how durable a record is when Append returns.
@@ -133,6 +136,9 @@ type Journal struct {
 	minAck    uint64 // lowest acked seq of all readers (when there are readers)
 	dropped   uint64
 	recovered RecoveryStats
+	damaged   uint64 // records lost to damage, found by Open or readers
+	damage    string // the latest damage found, for Stats
+	rlog      *ratelog.Logger
 	// pend holds frames of the active segment not yet written to its file:
 	// records appended without waiting go out with the next write someone
 	// waits for (or when it grows large, or Durable is waited for, or a
@@ -197,6 +203,7 @@ func Open(opts Options) (*Journal, error) {
 		syncFile: opts.syncFile,
 		files:    opts.Mode != Memory,
 		readers:  map[string]*Reader{},
+		rlog:     ratelog.New(opts.Logger, 10*time.Second, nil),
 	}
 	if j.files && len(opts.Key) > 0 {
 		j.key = bytes.Clone(opts.Key)
@@ -214,7 +221,11 @@ func Open(opts Options) (*Journal, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal: create dir: %w", err)
 	}
-	err := j.recover()
+	doc, err := j.readCursors()
+	if err != nil {
+		return nil, err
+	}
+	err = j.recover(doc.maxAcked())
 	for _, s := range j.segs {
 		s.written = s.size
 	}
@@ -226,10 +237,7 @@ func Open(opts Options) (*Journal, error) {
 		}
 		return nil, err
 	}
-	if err := j.loadCursors(); err != nil {
-		j.active.f.Close()
-		return nil, err
-	}
+	j.loadCursors(doc)
 	j.kick = make(chan struct{}, 1)
 	j.stop = make(chan struct{})
 	j.reclaim() // what the saved readers have all passed
@@ -291,70 +299,84 @@ func (o *Options) setDefaults() {
 }
 
 // recover scans the segment files and opens the last one for appending
-// (or starts a new one).
-func (j *Journal) recover() error {
+// (or starts a new one). maxAcked is the highest seq a saved reader
+// acknowledged.
+func (j *Journal) recover(maxAcked uint64) error {
 	firsts, err := segmentFiles(j.opts.Dir)
 	if err != nil {
 		return err
 	}
 	for i, first := range firsts {
-		if n := len(j.segs); n > 0 && first <= j.segs[n-1].last {
-			return fmt.Errorf("journal: segment %s overlaps %s (seqs up to %d)",
-				segmentName(first), segmentName(j.segs[n-1].first), j.segs[n-1].last)
-		}
 		last := i == len(firsts)-1
 		sc, err := j.recoverSegment(first, last)
 		if err != nil {
 			return err
 		}
-		j.recovered.Records += sc.records
-		if sc.cut > 0 {
-			j.recovered.CutBytes += sc.cut
-			path := segmentName(first)
-			switch {
-			case sc.corrupt:
-				j.recovered.CorruptSegments++
-				j.log.Error("journal: segment file is not a journal segment; set aside as .corrupt",
-					"dir", j.opts.Dir, "segment", path, "bytes", sc.cut)
-			case last:
-				j.log.Warn("journal: cut torn or corrupt tail of the last segment",
-					"dir", j.opts.Dir, "segment", path, "reason", sc.reason.Error(),
-					"bytes", sc.cut, "records_kept", sc.records)
-			default:
-				j.recovered.CorruptSegments++
-				j.log.Error("journal: cut corrupt segment; the rest of it is lost",
-					"dir", j.opts.Dir, "segment", path, "reason", sc.reason.Error(),
-					"bytes", sc.cut, "records_kept", sc.records)
+		name := segmentName(first)
+		if sc.notSegment != "" {
+			if err := j.notASegment(first, last, sc, maxAcked); err != nil {
+				return err
 			}
-		}
-		s := sc.seg
-		if s == nil {
 			continue
 		}
-		j.segs = append(j.segs, s)
-		j.bytes += s.size
+		if n := len(j.segs); n > 0 && first <= j.segs[n-1].last {
+			return fmt.Errorf("journal: segment %s overlaps %s (seqs up to %d)",
+				name, segmentName(j.segs[n-1].first), j.segs[n-1].last)
+		}
+		if j.last > 0 && first > j.last+1 {
+			// The rest of the segment before (its tail damaged), or whole
+			// segments (damaged, empty, moved away).
+			j.reportDamage(name, seqRange{j.last + 1, first - 1}, -1, errors.New("missing before this segment"), "open")
+		}
+		j.recovered.Records += sc.records
+		j.recovered.CutBytes += sc.cut
+		if len(sc.damage) > 0 || (sc.cut > 0 && !last) {
+			j.recovered.CorruptSegments++
+		}
+		for _, d := range sc.damage {
+			j.reportDamage(name, d.lost, d.off, d.reason, "open")
+		}
+		if sc.cut > 0 {
+			if last {
+				j.log.Warn("journal: cut torn or corrupt tail of the last segment",
+					"dir", j.opts.Dir, "segment", name, "reason", sc.reason.Error(),
+					"bytes", sc.cut, "records_kept", sc.records)
+			} else {
+				j.log.Error("journal: cut a damaged tail of a segment (the records it held are counted when the next segment shows how many)",
+					"dir", j.opts.Dir, "segment", name, "reason", sc.reason.Error(), "bytes", sc.cut)
+			}
+		}
+		if sc.seg == nil {
+			continue // empty, removed
+		}
+		j.segs = append(j.segs, sc.seg)
+		j.bytes += sc.seg.size
+		j.last = max(j.last, sc.seg.last)
 	}
 
 	if n := len(j.segs); n > 0 {
 		j.active = j.segs[n-1]
-		j.last = j.active.last
+		j.last = max(j.last, j.active.last)
 	}
-	if a := j.active; a != nil && j.key != nil {
-		// An encrypted journal never writes to a segment an earlier run
-		// wrote: a record cut from its tail (torn, or lost with the page
-		// cache) may have sealed another plaintext with the nonce its seq
-		// would be sealed with again. A new segment has a new key.
-		a.f.Close()
-		a.f = nil
+	if a := j.active; a != nil && (a.f == nil || j.key != nil || a.fm.sync == nil) {
+		// Not appended to: a segment that was not the last file (what
+		// followed it was not a segment), an encrypted one (a record cut
+		// from its tail, torn or lost with the page cache, may have sealed
+		// another plaintext with the nonce its seq would be sealed with
+		// again; a new segment has a new key), or one of format 1 or 2
+		// (frames without a sync word: it is read, not written).
 		j.active = nil
-		if a.empty() {
-			// Its key may have sealed records that were cut: remove it;
-			// its successor takes its name.
-			if err := os.Remove(a.path); err != nil {
-				return fmt.Errorf("journal: remove empty segment: %w", err)
+		if a.f != nil {
+			a.f.Close()
+			a.f = nil
+			if a.empty() {
+				// Its successor takes its name.
+				if err := os.Remove(a.path); err != nil {
+					return fmt.Errorf("journal: remove empty segment: %w", err)
+				}
+				j.segs = j.segs[:len(j.segs)-1]
+				j.bytes -= a.size
 			}
-			j.segs = j.segs[:len(j.segs)-1]
-			j.bytes -= a.size
 		}
 	}
 	if j.active == nil || j.active.size >= j.opts.SegmentBytes {
@@ -379,6 +401,68 @@ func (j *Journal) recover() error {
 	j.log.Info("journal: opened", "dir", j.opts.Dir, "mode", j.opts.Mode.String(), "encrypted", j.key != nil,
 		"segments", len(j.segs), "first", j.first, "last", j.last, "bytes", j.bytes)
 	return nil
+}
+
+// notASegment deals with a file named as a segment that holds none (empty,
+// its header torn, or not a journal segment at all). Its name is taken for
+// the next segment's only when it is the last file and names the seq after
+// the last record (or, with no records, one a saved reader acknowledged
+// up to): what a crash while creating that segment leaves. Such a file, if
+// empty or torn, is removed (nothing was in it). Any other is set aside as
+// *.corrupt and reported, and its name moves nothing: a stray file named
+// 00000000000099999999.seg must not make the journal count from there.
+// (Records missing because of it are counted when the next segment shows
+// how many.)
+func (j *Journal) notASegment(first uint64, last bool, sc scan, maxAcked uint64) error {
+	name := segmentName(first)
+	path := filepath.Join(j.opts.Dir, name)
+	fits := last && (first == j.last+1 || (len(j.segs) == 0 && first-1 <= max(maxAcked, j.last)))
+	if fits && sc.torn {
+		j.log.Warn("journal: the last segment file holds no record (torn while being created): nothing lost; starting it again",
+			"dir", j.opts.Dir, "segment", name, "file", sc.notSegment)
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("journal: remove torn segment: %w", err)
+		}
+		j.last = max(j.last, first-1)
+		return nil
+	}
+	if err := os.Rename(path, path+".corrupt"); err != nil {
+		return fmt.Errorf("journal: set aside %s: %w", name, err)
+	}
+	j.recovered.CorruptSegments++
+	if fits {
+		j.last = max(j.last, first-1)
+	}
+	note := fmt.Sprintf("segment file %s is %s: set aside as %s.corrupt", name, sc.notSegment, name)
+	if !fits {
+		note += fmt.Sprintf("; its name does not move the journal's numbering (it goes on after %d)", j.last)
+	}
+	j.damage = note
+	j.log.Error("journal: "+note, "dir", j.opts.Dir)
+	return nil
+}
+
+// reportDamage counts records lost to damage, found by Open or a reader
+// (by), and says so: in the log (rate-limited) and in Stats. off is where
+// the damaged bytes begin in the segment file (-1: between segments).
+// Called with mu held, or by Open.
+func (j *Journal) reportDamage(segment string, lost seqRange, off int64, reason error, by string) {
+	j.damaged += lost.len()
+	records := fmt.Sprintf("record %d", lost.from)
+	if lost.len() > 1 {
+		records = fmt.Sprintf("%d records (%d to %d)", lost.len(), lost.from, lost.to)
+	}
+	if off >= 0 {
+		j.damage = fmt.Sprintf("segment %s: %s damaged at offset %d (%v): skipped", segment, records, off, reason)
+	} else {
+		j.damage = fmt.Sprintf("segment %s: %s before it missing (a damaged or removed segment): skipped", segment, records)
+	}
+	if by == "open" {
+		j.recovered.CorruptRecords += lost.len()
+	}
+	j.rlog.Log(slog.LevelError, "damage", "journal: damaged records skipped", "dir", j.opts.Dir, "segment", segment,
+		"from", lost.from, "to", lost.to, "records", lost.len(), "offset", off, "reason", fmt.Sprint(reason), "found_by", by,
+		"damaged_total", j.damaged)
 }
 
 // Append adds a record. While the journal is over its bounds it either waits (Block; returns ctx.Err()
@@ -495,10 +579,10 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 	size := s.frameSize(len(data))
 	if j.files {
 		s.note(seq, s.size, t)
-		if s.sealer != nil {
-			j.pend = appendSealedFrame(j.pend, seq, t, kind, data, s.sealer)
+		if s.fm.sealer != nil {
+			j.pend = appendSealedFrame(j.pend, s.fm.sync, seq, t, kind, data, s.fm.sealer)
 		} else {
-			j.pend = appendFrame(j.pend, seq, t, kind, data)
+			j.pend = appendFrame(j.pend, s.fm.sync, seq, t, kind, data)
 		}
 		j.pendLast = seq
 	}
@@ -796,10 +880,7 @@ func (j *Journal) timeOf(seq uint64) int64 {
 		}
 		seq = next
 	}
-	if ie, ok := s.locate(seq); ok {
-		return ie.time
-	}
-	return j.now().UnixNano()
+	return s.locate(seq).time
 }
 
 // segmentFor returns the segment holding seq. When no segment holds it
@@ -888,12 +969,14 @@ func (j *Journal) dropOldest() {
 		s := j.segs[0]
 		floor := j.floor()
 		if s.last > floor {
-			records += s.last - max(floor, s.first-1)
+			from := max(floor+1, s.first)
+			records += s.last + 1 - from - s.lostIn(from, s.last)
 		}
 		for _, r := range j.readers {
 			if r.acked < s.last {
 				skippedBy++
-				r.skipped += s.last - max(r.acked, s.first-1)
+				from := max(r.acked+1, s.first)
+				r.skipped += s.last + 1 - from - s.lostIn(from, s.last)
 				r.acked = s.last
 				j.cursorsDirty = true
 			}
@@ -991,7 +1074,13 @@ type Stats struct {
 	Full      bool          // see Journal.Full
 	Dropped   uint64        // records deleted by DropOldest before every reader had them
 	Recovered RecoveryStats // what Open found
-	Readers   []ReaderStats // by name
+	// Damaged is how many records were lost to damage (a checksum that
+	// fails, a frame that does not parse, a segment missing or not a
+	// segment), found by Open or by readers since; Damage describes the
+	// latest finding.
+	Damaged uint64
+	Damage  string
+	Readers []ReaderStats // by name
 	// WriteError is why the journal refuses records, while it does: its
 	// writes fail (a full disk, an I/O error; it tries again every 200 ms
 	// and takes records again once a write succeeds), or an fsync failed
@@ -1001,13 +1090,14 @@ type Stats struct {
 }
 
 // RecoveryStats is what Open found: the records it kept, the bytes it cut
-// (torn tails and corrupt records with everything after them in their
-// segment) and the segments that had a cut before their end (or were not
-// segments at all).
+// (torn tails, and damaged tails of earlier segments), the segments with
+// damage (or that were not segments at all) and the records lost to
+// damage.
 type RecoveryStats struct {
 	Records         uint64
 	CutBytes        int64
 	CorruptSegments int
+	CorruptRecords  uint64
 }
 
 // Stats returns the journal's figures.
@@ -1022,6 +1112,8 @@ func (j *Journal) Stats() Stats {
 		Full:      j.full(),
 		Dropped:   j.dropped,
 		Recovered: j.recovered,
+		Damaged:   j.damaged,
+		Damage:    j.damage,
 	}
 	if j.first <= j.last {
 		st.First = j.first

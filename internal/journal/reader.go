@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 )
@@ -19,7 +20,7 @@ type Reader struct {
 	mu   sync.Mutex // held by Next; guards the fields below
 	fr   frameReader
 	rseg *segment // segment fr reads
-	rseq uint64   // seq of the frame at fr.off
+	rseq uint64   // seq of the last frame fr read (the one before fr.off)
 
 	// guarded by j.mu
 	next    uint64 // seq Next returns next
@@ -125,11 +126,12 @@ func (r *Reader) Next(ctx context.Context) (Entry, error) {
 				continue
 			}
 		}
-		// Position the file reader unless it is already at seq.
+		// Position the file reader unless it is just past the record
+		// before seq.
 		var at indexEntry
-		seek := s != r.rseg || r.rseq != seq
+		seek := s != r.rseg || r.rseq+1 != seq
 		if seek {
-			at, _ = s.locate(seq)
+			at = s.locate(seq)
 		}
 		if s == j.active && seq > j.wlast {
 			// The record still waits in the write-behind: write it out.
@@ -152,17 +154,33 @@ func (r *Reader) Next(ctx context.Context) (Entry, error) {
 				}
 			}
 		}
-		limit := s.written
+		limit, limitLast := s.written, s.last
+		if s == j.active {
+			limitLast = min(s.last, j.wlast)
+		}
 		// Advance now; a Rewind or a drop while the file is read wins.
 		r.next = seq + 1
 		j.mu.Unlock()
 
-		ent, err := r.readDisk(s, seek, at, limit, seq)
-		if err == nil {
+		ent, lost, err := r.readDisk(s, seek, at, limit, limitLast, seq)
+		if err == nil && len(lost) == 0 && ent.Seq == seq {
 			return ent, nil
 		}
-		r.closeFile()
+		if err != nil {
+			r.closeFile()
+		}
 		j.mu.Lock()
+		for _, d := range lost {
+			j.damageFound(s, d, "reader "+r.name)
+		}
+		if err == nil {
+			// The records before it were lost to damage.
+			if r.next == seq+1 {
+				r.next = ent.Seq + 1
+			}
+			j.mu.Unlock()
+			return ent, nil
+		}
 		if r.next != seq+1 {
 			// Rewound or dropped while reading: start over from there.
 			j.mu.Unlock()
@@ -171,12 +189,10 @@ func (r *Reader) Next(ctx context.Context) (Entry, error) {
 		switch {
 		case s.removed:
 			r.next = seq // reclaimed or dropped meanwhile: start over
-		case isCorrupt(err):
-			// The file lost or damaged records recovery had checked.
-			// Nothing can bring them back: skip the rest of the segment.
-			j.log.Error("journal: segment damaged since Open; skipping the rest of it",
-				"reader", r.name, "segment", s.path, "seq", seq, "records_lost", s.last-seq+1, "error", err)
-			r.next = s.last + 1
+		case errors.Is(err, errShort):
+			// No good frame up to the end of what is written: the rest of
+			// the segment was damaged since Open (counted above).
+			r.next = limitLast + 1
 		default:
 			// An I/O error (too many open files, EIO), or a record that
 			// fails authentication: the next Next tries again.
@@ -191,45 +207,76 @@ func (r *Reader) Next(ctx context.Context) (Entry, error) {
 // isCorrupt reports whether err is a frame that does not check out (as
 // opposed to an I/O error).
 func isCorrupt(err error) bool {
-	return errors.Is(err, errShort) || errors.Is(err, errLength) ||
+	return errors.Is(err, errShort) || errors.Is(err, errSync) || errors.Is(err, errLength) ||
 		errors.Is(err, errChecksum) || errors.Is(err, errSeq)
 }
 
-// readDisk reads record seq from segment s. Called with r.mu held.
-func (r *Reader) readDisk(s *segment, seek bool, at indexEntry, limit int64, seq uint64) (Entry, error) {
+// readDisk reads record seq from segment s, or the first record after it
+// if seq was lost to damage, reading no further than limit, where the
+// record limitLast ends. It returns the records it found lost on its way.
+// errShort means no good frame up to limit: the records from the last one
+// read to limitLast were lost. Called with r.mu held.
+func (r *Reader) readDisk(s *segment, seek bool, at indexEntry, limit int64, limitLast, seq uint64) (Entry, []damage, error) {
 	if s != r.rseg {
 		r.closeFile()
 		f, err := os.Open(s.path)
 		if err != nil {
-			return Entry{}, err
+			return Entry{}, nil, err
 		}
 		r.fr.f, r.rseg = f, s
 	}
 	if seek {
-		r.fr.reset(r.fr.f, at.off, limit)
-		r.rseq = at.seq
+		r.fr.reset(r.fr.f, s.fm, at.off, limit)
+		r.rseq = at.seq - 1
 	}
 	r.fr.limit = limit
+	var lost []damage
 	for {
-		fr, err := r.fr.next()
-		if err == nil && fr.seq != r.rseq {
-			err = errSeq
+		off := r.fr.off
+		fr, err := r.fr.nextAfter(r.rseq, seq)
+		if errors.Is(err, errShort) {
+			if r.rseq < limitLast {
+				lost = append(lost, damage{lost: seqRange{r.rseq + 1, limitLast}, off: off, reason: r.fr.damage})
+			}
+			return Entry{}, lost, errShort
 		}
 		if err != nil {
-			return Entry{}, err
+			return Entry{}, lost, err
 		}
-		r.rseq++
-		if fr.seq == seq {
-			if s.sealer != nil {
-				if err := openFrame(s.sealer, &fr); err != nil {
-					return Entry{}, fmt.Errorf("record %d at offset %d: %w", seq, fr.off, err)
-				}
+		if fr.seq > r.rseq+1 {
+			lost = append(lost, damage{lost: seqRange{r.rseq + 1, fr.seq - 1}, off: off, reason: r.fr.damage})
+		}
+		r.rseq = fr.seq
+		if fr.seq >= seq {
+			return Entry{Seq: fr.seq, Kind: fr.kind, Data: fr.data, Time: time.Unix(0, fr.time)}, lost, nil
+		}
+	}
+}
+
+// damageFound reports records of s a reader found lost to damage, those
+// not known yet (found at Open, or by another reader). Called with j.mu
+// held.
+func (j *Journal) damageFound(s *segment, d damage, by string) {
+	fresh := []seqRange{d.lost}
+	for _, known := range s.lost {
+		var rest []seqRange
+		for _, f := range fresh {
+			if known.to < f.from || known.from > f.to {
+				rest = append(rest, f)
+				continue
 			}
-			return Entry{Seq: seq, Kind: fr.kind, Data: fr.data, Time: time.Unix(0, fr.time)}, nil
+			if f.from < known.from {
+				rest = append(rest, seqRange{f.from, known.from - 1})
+			}
+			if f.to > known.to {
+				rest = append(rest, seqRange{known.to + 1, f.to})
+			}
 		}
-		if fr.seq > seq {
-			return Entry{}, errSeq
-		}
+		fresh = rest
+	}
+	for _, f := range fresh {
+		s.lost = append(s.lost, f)
+		j.reportDamage(filepath.Base(s.path), f, d.off, d.reason, by)
 	}
 }
 

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,8 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/sluicehq/sluice/internal/seal"
 )
 
 // segment is one file of the journal (or its stand-in in Memory mode). Its
@@ -26,8 +25,14 @@ type segment struct {
 	f       *os.File
 	index   []indexEntry // sparse seq -> offset, in seq order
 	removed bool         // reclaimed or dropped
-	sealer  *seal.Sealer // nil: a plain segment
+	fm      framing      // how its frames are laid out (the zero value in Memory mode)
+	lost    []seqRange   // seqs in [first, last] whose records were lost to damage, as found so far
 }
+
+// seqRange is the records from to to, both included.
+type seqRange struct{ from, to uint64 }
+
+func (r seqRange) len() uint64 { return r.to + 1 - r.from }
 
 // indexEntry locates a frame: readers seek to the entry at or before the
 // seq they want and read forward.
@@ -41,10 +46,7 @@ func (s *segment) empty() bool { return s.last < s.first }
 
 // frameSize returns the bytes a record of n data bytes takes in s.
 func (s *segment) frameSize(n int) int64 {
-	if s.sealer != nil {
-		return int64(frameOverhead + sealOverhead + n)
-	}
-	return int64(frameOverhead + n)
+	return s.fm.minFrame() + int64(n)
 }
 
 // note records that the frame seq was written at off at time t. An entry
@@ -57,36 +59,52 @@ func (s *segment) note(seq uint64, off, t int64) {
 	}
 }
 
-// locate returns the index entry at or before seq; ok is false when the
-// segment has no entry that early.
-func (s *segment) locate(seq uint64) (indexEntry, bool) {
+// locate returns the index entry at or before seq; when the segment has
+// none that early (its first records were lost), its first frame's place.
+func (s *segment) locate(seq uint64) indexEntry {
 	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].seq > seq }) - 1
 	if i < 0 {
-		return indexEntry{}, false
+		e := indexEntry{seq: s.first, off: s.hdr}
+		if len(s.index) > 0 {
+			e.time = s.index[0].time
+		}
+		return e
 	}
-	return s.index[i], true
+	return s.index[i]
 }
 
 // records returns how many records the segment holds.
-func (s *segment) records() uint64 { return s.last + 1 - s.first }
+func (s *segment) records() uint64 { return s.last + 1 - s.first - s.lostIn(s.first, s.last) }
 
-// newHeader returns the header of a new segment: plain, or encrypted with
-// a fresh salt when key is set, with the sealer for its records.
-func newHeader(key []byte) ([]byte, *seal.Sealer, error) {
+// lostIn returns how many of the records from to to were lost to damage.
+func (s *segment) lostIn(from, to uint64) uint64 {
+	var n uint64
+	for _, l := range s.lost {
+		if lo, hi := max(l.from, from), min(l.to, to); lo <= hi {
+			n += hi + 1 - lo
+		}
+	}
+	return n
+}
+
+// newHeader returns the header of a new segment, plain or, when key is
+// set, encrypted with a fresh salt, and how its frames are laid out.
+func newHeader(key []byte) ([]byte, framing, error) {
+	sync := newSync()
 	if key == nil {
-		return segmentHeader(), nil, nil
+		return plainHeader(sync), framing{sync: sync}, nil
 	}
-	h, sl, err := sealedHeader(key)
+	h, sl, err := sealedHeader(key, sync)
 	if err != nil {
-		return nil, nil, fmt.Errorf("journal: segment key: %w", err)
+		return nil, framing{}, fmt.Errorf("journal: segment key: %w", err)
 	}
-	return h, sl, nil
+	return h, framing{sync: sync, sealer: sl}, nil
 }
 
 // createSegment creates the file of a new, empty segment, encrypted when
 // key is set.
 func createSegment(dir string, first uint64, key []byte) (*segment, error) {
-	hdr, sl, err := newHeader(key)
+	hdr, fm, err := newHeader(key)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +119,7 @@ func createSegment(dir string, first uint64, key []byte) (*segment, error) {
 		return nil, fmt.Errorf("journal: write segment header %s: %w", path, err)
 	}
 	n := int64(len(hdr))
-	return &segment{first: first, last: first - 1, size: n, hdr: n, written: n, path: path, f: f, sealer: sl}, nil
+	return &segment{first: first, last: first - 1, size: n, hdr: n, written: n, path: path, f: f, fm: fm}, nil
 }
 
 // segmentFiles lists the segment files in dir in seq order.
@@ -130,17 +148,30 @@ func segmentFiles(dir string) ([]uint64, error) {
 type scan struct {
 	seg     *segment // nil when nothing of the file is kept
 	records uint64
-	cut     int64 // bytes cut off the end
-	reason  error // why the cut was made
-	corrupt bool  // the file was not a segment at all (bad magic)
+	damage  []damage // records lost to damage before the last good one
+	cut     int64    // bytes cut off the end
+	reason  error    // why the cut was made
+	// notSegment says why the file holds no segment, when it does not:
+	// empty, its header torn, or not a journal segment at all. recover
+	// decides what to do with it; the file is left as it was.
+	notSegment string
+	torn       bool // notSegment: empty or a torn header (what a crash while creating it leaves)
+}
+
+// damage is records lost to damage: where it was found, and why.
+type damage struct {
+	lost   seqRange
+	off    int64 // offset in the file where the damaged bytes begin
+	reason error
 }
 
 // recoverSegment scans the segment file starting at first: it checks every
-// frame (length, CRC, consecutive seqs from first; in an encrypted segment
-// also authenticity, a failure being an error) and truncates the file
-// after the last good one. The file of the last segment stays open for
-// appending; an empty earlier segment is removed. In Fsync mode the file
-// is fsync'd, so that what recovery kept is durable.
+// frame (framing, CRC, seqs rising from first; in an encrypted segment
+// also authenticity, a failure being an error), resynchronising past
+// damage, and truncates the file after the last good frame. The file of the
+// last segment stays open for appending; an empty earlier segment is
+// removed. In Fsync mode the file is fsync'd, so that what recovery kept is
+// durable.
 func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 	path := filepath.Join(j.opts.Dir, segmentName(first))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -158,10 +189,7 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 		return scan{}, fmt.Errorf("journal: stat segment: %w", err)
 	}
 	size := fi.Size()
-	s := &segment{first: first, last: first - 1, path: path}
-	var sc scan
-
-	buf := make([]byte, encryptedHeaderSize)
+	buf := make([]byte, sealedHeaderSize)
 	n, err := f.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return scan{}, fmt.Errorf("journal: read segment header %s: %w", path, err)
@@ -171,81 +199,50 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 		return scan{}, err
 	}
 	switch {
-	case h.bad:
-		// Not a segment of ours: set it aside rather than destroy it.
-		sc.cut, sc.reason, sc.corrupt = size, errors.New("bad magic"), true
-		f.Close()
-		if err := os.Rename(path, path+".corrupt"); err != nil {
-			return scan{}, fmt.Errorf("journal: set aside corrupt segment: %w", err)
-		}
-		if !last {
-			return sc, nil
-		}
-		s, err := createSegment(j.opts.Dir, first, j.key)
-		if err != nil {
-			return scan{}, err
-		}
-		sc.seg = s
-		return sc, nil
+	case size == 0:
+		return scan{notSegment: "empty (zero length)", torn: true}, nil
 	case h.torn:
-		// Torn while being created: no records, nothing lost.
-		if !last {
-			break // removed below
-		}
-		hdr, sl, err := newHeader(j.key)
-		if err != nil {
-			return scan{}, err
-		}
-		if err := f.Truncate(0); err != nil {
-			return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
-		}
-		if _, err := f.WriteAt(hdr, 0); err != nil {
-			return scan{}, fmt.Errorf("journal: write segment header %s: %w", path, err)
-		}
-		s.hdr, s.size, s.sealer = int64(len(hdr)), int64(len(hdr)), sl
-	default:
-		s.hdr, s.size, s.sealer = h.size, h.size, h.sealer
-		var r frameReader
-		r.reset(f, h.size, size)
-		good := h.size // end of the last good frame
-		for good < size {
-			fr, err := r.next()
-			if err == nil && s.sealer != nil {
-				// The CRC checks out: the frame is as written, or was
-				// altered on purpose. Neither cut (it may be followed by
-				// good records) nor accepted.
-				if err := openFrame(s.sealer, &fr); err != nil {
-					return scan{}, fmt.Errorf("journal: segment %s: record at offset %d (seq %d): %w", path, fr.off, fr.seq, err)
-				}
-				if fr.seq != s.last+1 {
-					return scan{}, fmt.Errorf("journal: segment %s: record %d at offset %d where record %d belongs (moved or copied): %w",
-						path, fr.seq, fr.off, s.last+1, ErrTampered)
-				}
-			}
-			if err == nil && fr.seq != s.last+1 {
-				err = errSeq
-			}
-			if err != nil {
-				if !isCorrupt(err) {
-					return scan{}, fmt.Errorf("journal: read segment %s: %w", path, err)
-				}
-				sc.reason = err
-				break
-			}
-			s.note(fr.seq, fr.off, fr.time)
-			s.last = fr.seq
-			sc.records++
-			good = r.off
-		}
-		s.size = good
-		sc.cut = size - good
-		if sc.cut > 0 {
-			if err := f.Truncate(s.size); err != nil {
-				return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
-			}
-		}
+		return scan{notSegment: fmt.Sprintf("its header is torn (%d bytes)", size), torn: true}, nil
+	case h.bad:
+		return scan{notSegment: "not a journal segment (bad magic)"}, nil
 	}
 
+	s := &segment{first: first, last: first - 1, path: path, hdr: h.size, fm: h.fm}
+	var sc scan
+	var r frameReader
+	r.reset(f, h.fm, h.size, size)
+	good := h.size // end of the last good frame
+	for {
+		fr, err := r.nextAfter(s.last, 0)
+		if errors.Is(err, errShort) {
+			sc.reason = r.damage
+			break
+		}
+		if err != nil {
+			if errors.Is(err, ErrTampered) {
+				return scan{}, fmt.Errorf("journal: segment %s: %w", path, err)
+			}
+			return scan{}, fmt.Errorf("journal: read segment %s: %w", path, err)
+		}
+		if fr.seq > s.last+1 {
+			sc.damage = append(sc.damage, damage{lost: seqRange{s.last + 1, fr.seq - 1}, off: good, reason: r.damage})
+			s.lost = append(s.lost, seqRange{s.last + 1, fr.seq - 1})
+		}
+		s.note(fr.seq, fr.off, fr.time)
+		s.last = fr.seq
+		sc.records++
+		good = r.off
+	}
+	s.size = good
+	sc.cut = size - good
+	if sc.cut > 0 {
+		if sc.reason == nil {
+			sc.reason = errShort
+		}
+		if err := f.Truncate(s.size); err != nil {
+			return scan{}, fmt.Errorf("journal: truncate segment %s: %w", path, err)
+		}
+	}
 	if s.empty() && !last {
 		if err := os.Remove(path); err != nil {
 			return scan{}, fmt.Errorf("journal: remove empty segment: %w", err)
@@ -267,10 +264,10 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 
 // header is what a segment file's header says.
 type header struct {
-	size   int64        // bytes of the header
-	sealer *seal.Sealer // nil: a plain segment
-	torn   bool         // the file ends within the header: torn while being created, it holds no records
-	bad    bool         // not a segment (bad magic)
+	size int64   // bytes of the header
+	fm   framing // how the segment's frames are laid out
+	torn bool    // the file ends within the header: torn while being created, it holds no records
+	bad  bool    // not a segment (bad magic)
 }
 
 // parseHeader reads the header b (the first bytes of the file at path, as
@@ -284,8 +281,9 @@ func (j *Journal) parseHeader(path string, b []byte) (header, error) {
 	if len(b) < 12 {
 		return header{torn: true}, nil
 	}
-	switch v := binary.LittleEndian.Uint32(b[8:]); v {
-	case formatVersion:
+	v := binary.LittleEndian.Uint32(b[8:])
+	switch v {
+	case versionPlain1, versionPlain:
 		if len(b) < headerSize {
 			return header{torn: true}, nil
 		}
@@ -294,25 +292,37 @@ func (j *Journal) parseHeader(path string, b []byte) (header, error) {
 				"an encrypted journal does not continue a plain one (open it without the key, or drain it and remove its segments): %w",
 				path, ErrWrongKey)
 		}
-		return header{size: headerSize}, nil
-	case encryptedVersion:
-		if len(b) < encryptedHeaderSize {
+		h := header{size: headerSize}
+		if v == versionPlain {
+			h.fm.sync = bytes.Clone(b[12:headerSize])
+		}
+		return h, nil
+	case versionSealed1, versionSealed:
+		size := int64(sealedHeaderSize1)
+		if v == versionSealed {
+			size = sealedHeaderSize
+		}
+		if int64(len(b)) < size {
 			return header{torn: true}, nil
 		}
 		if j.key == nil {
 			return header{}, fmt.Errorf("journal: segment %s has format version %d (encrypted), and no key is set: %w", path, v, ErrWrongKey)
 		}
-		sl, err := openSealedHeader(j.key, b[:encryptedHeaderSize])
+		sl, err := openSealedHeader(j.key, b[:sealedHeaderSize1])
 		if errors.Is(err, ErrWrongKey) {
 			return header{}, fmt.Errorf("journal: segment %s was written with another key (or its header was altered): %w", path, err)
 		}
 		if err != nil {
 			return header{}, fmt.Errorf("journal: segment %s: %w", path, err)
 		}
-		return header{size: encryptedHeaderSize, sealer: sl}, nil
+		h := header{size: size, fm: framing{sealer: sl}}
+		if v == versionSealed {
+			h.fm.sync = bytes.Clone(b[sealedHeaderSize1:sealedHeaderSize])
+		}
+		return h, nil
 	default:
-		return header{}, fmt.Errorf("journal: segment %s has format version %d; this sluice reads versions %d (plain) and %d (encrypted)",
-			path, v, formatVersion, encryptedVersion)
+		return header{}, fmt.Errorf("journal: segment %s has format version %d; this sluice reads versions %d and %d (plain), %d and %d (encrypted)",
+			path, v, versionPlain1, versionPlain, versionSealed1, versionSealed)
 	}
 }
 

@@ -39,6 +39,7 @@ type Metrics struct {
 	AlertsFiring   *prometheus.GaugeVec     // rule, severity: series firing now
 	JournalBytes   *prometheus.GaugeVec     // pipeline
 	JournalDropped *prometheus.CounterVec   // pipeline
+	JournalCorrupt *prometheus.CounterVec   // pipeline: records lost to damage
 	Expired        *prometheus.CounterVec   // pipeline, reader: messages past their expiry, not delivered
 	Backlog        *prometheus.GaugeVec     // pipeline, reader
 	BacklogBytes   *prometheus.GaugeVec     // pipeline, reader
@@ -153,6 +154,9 @@ func New() *Metrics {
 	m.JournalDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_journal_dropped_total", Help: "Records drop_oldest deleted before every reader had them.",
 	}, []string{"pipeline"})
+	m.JournalCorrupt = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_journal_corrupt_records_total", Help: "Journal records lost to damage on disk (a checksum that fails, a segment missing or empty), found at start or while reading: skipped.",
+	}, []string{"pipeline"})
 	m.Expired = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_messages_expired_total", Help: "Messages whose MQTT 5 expiry passed while they waited in the journal: not evaluated (reader rules) or not written (reader sink:<name>).",
 	}, []string{"pipeline", "reader"})
@@ -215,7 +219,7 @@ func New() *Metrics {
 		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
-		m.JournalBytes, m.JournalDropped, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
+		m.JournalBytes, m.JournalDropped, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkReady, m.BuildInfo,
 		m.AlertmanagerAlerts, m.AlertmanagerRequests, m.AlertmanagerUntracked,
 		collectors.NewGoCollector(),
@@ -237,6 +241,7 @@ func (m *Metrics) InitPipeline(pipeline string) {
 		m.DeadLetters.WithLabelValues(pipeline, stage)
 	}
 	m.JournalDropped.WithLabelValues(pipeline)
+	m.JournalCorrupt.WithLabelValues(pipeline)
 	m.Expired.WithLabelValues(pipeline, "rules")
 }
 
