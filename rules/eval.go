@@ -47,7 +47,10 @@ type Evaluator struct {
 	noProps   map[string]string
 
 	evictions uint64
-	timer     func(rule int, d time.Duration)
+	// alertGen counts the changes to the set of firing series (see
+	// AlertGeneration).
+	alertGen uint64
+	timer    func(rule int, d time.Duration)
 	// changed lists the series changed since Changes last ran; nil unless
 	// TrackChanges was called (a cluster checkpoints them).
 	changed map[seriesRef]struct{}
@@ -93,7 +96,11 @@ type alertState struct {
 	since    int64 // pending since, or firing since
 	notified int64
 	count    int
-	value    any
+	value    any // the value of the last notification
+	// last is the last notification of a firing episode, for Firing (not
+	// checkpointed: a series restored from a cluster's changelog has none
+	// until its next notification).
+	last *sluice.Alert
 }
 
 // Limits for decoding; see decode.Limits.
@@ -625,6 +632,10 @@ func (ev *Evaluator) transition(r *rule, key string, s *series, at int64, status
 		*st = alertState{phase: firing, since: at, notified: at, count: 1}
 		a.Since, a.Notification = a.Time, 1
 	}
+	if st.phase == firing {
+		st.value, st.last = a.Value, a
+	}
+	ev.alertGen++
 	return a, nil
 }
 
@@ -661,6 +672,7 @@ func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
 						a.Device = d
 					}
 					out = append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: now}, Alert: a})
+					ev.alertGen++
 				}
 				delete(st.series, key)
 				ev.touch(i, key)

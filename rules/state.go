@@ -100,6 +100,9 @@ func (ev *Evaluator) Restore(key, value []byte) (bool, error) {
 		return false, nil
 	}
 	ev.states[i].series[string(skey)] = s
+	if s.alert.phase == firing {
+		ev.alertGen++
+	}
 	return true, nil
 }
 
