@@ -63,6 +63,7 @@ type Options struct {
 	SegmentBytes int64            // target segment size; default 8 MiB, or MaxBytes/8 if smaller (a segment is closed once it exceeds it)
 	MaxBytes     int64            // bound on the bytes held (all segments); 0: none
 	MaxAge       time.Duration    // bound on the age of the oldest record some reader still needs; 0: none
+	Retain       time.Duration    // keep segments every reader has passed until their newest record is this old (a look back: a replay), within MaxBytes: they go first when room is needed; 0: none
 	Overflow     Overflow         // default Block
 	CacheBytes   int64            // recent records kept in memory, with their values, for readers at the tail; default 32 MiB; negative: none. (Memory mode keeps everything in memory regardless.)
 	Logger       *slog.Logger     // may be nil
@@ -266,8 +267,8 @@ func (o *Options) validate() error {
 	if o.Mode != Memory && o.Dir == "" {
 		return errors.New("journal: Dir is required unless Mode is Memory")
 	}
-	if o.SegmentBytes < 0 || o.MaxBytes < 0 || o.MaxAge < 0 {
-		return errors.New("journal: SegmentBytes, MaxBytes and MaxAge must not be negative")
+	if o.SegmentBytes < 0 || o.MaxBytes < 0 || o.MaxAge < 0 || o.Retain < 0 {
+		return errors.New("journal: SegmentBytes, MaxBytes, MaxAge and Retain must not be negative")
 	}
 	if len(o.Key) != 0 && len(o.Key) != KeySize {
 		return fmt.Errorf("journal: Key must be %d bytes (AES-256), not %d", KeySize, len(o.Key))
@@ -609,6 +610,9 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 	if s.size >= j.opts.SegmentBytes {
 		j.rotate()
 	}
+	if j.opts.Retain > 0 && j.opts.MaxBytes > 0 && j.bytes >= j.opts.MaxBytes {
+		j.reclaim() // retained segments make room
+	}
 	return seq, nil
 }
 
@@ -914,15 +918,41 @@ func (j *Journal) makeRoom() bool {
 }
 
 // reclaim removes the segments every reader has passed (never the active
-// one) and returns how many. Called with mu held.
+// one), but those Retain keeps, and returns how many. Called with mu held.
 func (j *Journal) reclaim() int {
 	if len(j.readers) == 0 {
 		return 0
 	}
 	n := 0
-	for len(j.segs) > 1 && j.segs[0].last <= j.minAck {
+	for len(j.segs) > 1 && j.segs[0].last <= j.minAck && !j.retained(j.segs[0]) {
 		j.removeFirst()
 		n++
+	}
+	return n
+}
+
+// retained reports whether Retain keeps s, a segment every reader has
+// passed: its newest record is younger than Retain, and the journal is
+// within MaxBytes. Called with mu held.
+func (j *Journal) retained(s *segment) bool {
+	if j.opts.Retain <= 0 || s.empty() || (j.opts.MaxBytes > 0 && j.bytes >= j.opts.MaxBytes) {
+		return false
+	}
+	return j.now().Sub(time.Unix(0, j.timeOf(s.last))) < j.opts.Retain
+}
+
+// retainedBytes returns the bytes of the segments kept only for Retain.
+// Called with mu held.
+func (j *Journal) retainedBytes() int64 {
+	var n int64
+	if j.opts.Retain <= 0 || len(j.readers) == 0 {
+		return 0
+	}
+	for _, s := range j.segs[:len(j.segs)-1] {
+		if s.last > j.minAck {
+			break
+		}
+		n += s.size
 	}
 	return n
 }
@@ -1067,6 +1097,7 @@ type ReaderStats struct {
 // Stats describe the journal.
 type Stats struct {
 	Bytes     int64         // bytes held in segments
+	Retained  int64         // of those, bytes held only for Options.Retain (every reader has passed them)
 	Segments  int           // segments held, the one being written included
 	First     uint64        // first seq held (0 if empty)
 	Last      uint64        // last seq written
@@ -1106,6 +1137,7 @@ func (j *Journal) Stats() Stats {
 	defer j.mu.Unlock()
 	st := Stats{
 		Bytes:     j.bytes,
+		Retained:  j.retainedBytes(),
 		Segments:  len(j.segs),
 		Last:      j.last,
 		Durable:   j.durable.Load(),

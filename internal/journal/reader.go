@@ -27,6 +27,7 @@ type Reader struct {
 	acked   uint64
 	skipped uint64
 	removed bool
+	peek    bool // made by Peek: no cursor
 }
 
 // Reader returns the reader with this name (a cursor), creating it. A named reader persists its
@@ -63,6 +64,25 @@ func (j *Journal) RemoveReader(name string) {
 	j.reclaim()
 	wake(&j.spaceCh)
 	wake(&j.appendCh) // its Next, if waiting, returns
+}
+
+// Peek returns a reader that is no cursor: it starts at the first record
+// held, holds nothing back from being reclaimed, is not saved, and its Ack
+// does nothing. It is for a look at what the journal holds (a replay) while
+// the cursors go on; records reclaimed before it reaches them are skipped.
+// Close it when done.
+func (j *Journal) Peek() *Reader {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return &Reader{j: j, acked: j.first - 1, next: j.first, peek: true}
+}
+
+// Close closes the file a reader made by Peek reads (a cursor's file is
+// closed with the journal).
+func (r *Reader) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closeFile()
 }
 
 // Name returns the reader's name.
@@ -296,7 +316,7 @@ func (r *Reader) Ack(seq uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	seq = min(seq, j.last)
-	if r.removed || seq <= r.acked {
+	if r.removed || r.peek || seq <= r.acked {
 		return
 	}
 	wasMin := r.acked == j.minAck

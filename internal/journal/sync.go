@@ -107,6 +107,9 @@ func (j *Journal) background() {
 		}
 		j.removeTrash()
 		j.mu.Lock()
+		if j.opts.Retain > 0 {
+			j.reclaim() // retained segments that have aged out
+		}
 		dirty := j.cursorsDirty
 		j.probe() // while writes fail: try again
 		if j.opts.Mode == Process && j.err == nil && j.werr == nil {
