@@ -83,8 +83,10 @@ func Check(resp *http.Response, now time.Time) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	text := strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "\uFFFD")), " ")
-	if len(b) > maxBody {
-		for !utf8.ValidString(text) || len(text) > maxBody {
+	// Made valid, the text may be longer than what was read.
+	if len(b) > maxBody || len(text) > maxBody {
+		text = text[:min(len(text), maxBody)]
+		for !utf8.ValidString(text) {
 			text = text[:len(text)-1]
 		}
 		text += " ..."
