@@ -98,18 +98,58 @@ func (p *pipeline) accept(ctx context.Context, msg *sluice.Message, refuse bool)
 	defer putEncodeBuf(buf)
 	data := msg.AppendBinary(*buf)
 	*buf = data
-	wait := p.waitDurable && msg.QoS > 0
 	var err error
 	var seq uint64
 	if refuse {
-		seq, err = p.journal.TryAppend(ctx, kindMessage, data, msg, wait)
+		seq, err = p.journal.TryAppend(ctx, kindMessage, data, msg, false)
 	} else {
-		seq, err = p.journal.Append(ctx, kindMessage, data, msg, wait)
+		seq, err = p.journal.Append(ctx, kindMessage, data, msg, false)
 	}
-	if err == nil && msg.QoS > 0 && p.cluster != nil && p.cluster.cfg.Ack == "kafka" {
+	if err == nil {
+		err = p.safe(ctx, msg, seq)
+	}
+	return ingestError(err)
+}
+
+// admit returns once the journal would take a message, without writing it
+// (see accept for what it returns): for a message that goes into several
+// pipelines' journals or none (Service.Handle).
+func (p *pipeline) admit(ctx context.Context, refuse bool) error {
+	return ingestError(p.journal.Admit(ctx, refuse))
+}
+
+// put writes an admitted message to the journal, its bound aside, and
+// returns its seq; safe then waits for it.
+func (p *pipeline) put(msg *sluice.Message) (uint64, error) {
+	buf := getEncodeBuf()
+	defer putEncodeBuf(buf)
+	*buf = msg.AppendBinary(*buf)
+	seq, err := p.journal.Write(kindMessage, *buf, msg)
+	return seq, ingestError(err)
+}
+
+// safe returns once the message written at seq may be acknowledged:
+// durable as the pipeline's durability says (QoS 1 and 2), and in Kafka
+// when a cluster acknowledges so.
+func (p *pipeline) safe(ctx context.Context, msg *sluice.Message, seq uint64) error {
+	if msg.QoS == 0 {
+		return nil
+	}
+	if p.waitDurable {
+		if err := p.journal.WaitDurable(ctx, seq); err != nil {
+			return ingestError(err)
+		}
+	}
+	if p.cluster != nil && p.cluster.cfg.Ack == "kafka" {
 		// Acknowledged once Kafka has it.
-		err = p.cluster.waitForwarded(ctx, seq)
+		return p.cluster.waitForwarded(ctx, seq)
 	}
+	return nil
+}
+
+// ingestError turns a journal's refusal into what ingest tells a
+// publisher: sluice.ErrBusy (full), sluice.ErrStorage (its writes fail).
+func ingestError(err error) error {
 	switch {
 	case errors.Is(err, journal.ErrFull):
 		return sluice.ErrBusy

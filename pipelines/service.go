@@ -367,24 +367,62 @@ func (s *Service) Run(ctx context.Context) error {
 // each pipeline's durability says, for QoS 1 and 2). With refuse (an MQTT 5
 // publisher, which can be told), a full journal returns sluice.ErrBusy at
 // once; otherwise the publisher waits for room.
+//
+// A message for several pipelines goes into all their journals or none:
+// each journal admits it (has room, or waits for it) before it is written
+// to any. Otherwise a journal full after another took the message would
+// refuse it, and the publisher's resend would be a duplicate in the other.
 func (s *Service) Handle(ctx context.Context, msg *sluice.Message, refuse bool) error {
-	routed := false
+	var match [4]*pipeline // most messages go to one pipeline, some to a few
+	to := match[:0]
 	for _, p := range s.pipelines {
-		if !p.matches(msg.Topic) {
-			continue
-		}
-		routed = true
-		if err := p.accept(ctx, msg, refuse); err != nil {
-			if !errors.Is(err, sluice.ErrBusy) {
-				err = fmt.Errorf("pipeline %q: %w", p.name, err)
-			}
-			return err
+		if p.matches(msg.Topic) {
+			to = append(to, p)
 		}
 	}
-	if !routed {
+	switch len(to) {
+	case 0:
 		s.metrics.Unrouted.Inc()
+		return nil
+	case 1:
+		return pipelineErr(to[0], to[0].accept(ctx, msg, refuse))
+	}
+	return acceptAll(ctx, msg, refuse, to)
+}
+
+// acceptAll takes a message into the journals of several pipelines, all or
+// none: every journal admits it, then it is written to each, then waited
+// for in each.
+func acceptAll(ctx context.Context, msg *sluice.Message, refuse bool, to []*pipeline) error {
+	for _, p := range to {
+		if err := p.admit(ctx, refuse); err != nil {
+			return pipelineErr(p, err)
+		}
+	}
+	var written [4]uint64
+	seqs := written[:0]
+	for _, p := range to {
+		seq, err := p.put(msg)
+		if err != nil {
+			return pipelineErr(p, err)
+		}
+		seqs = append(seqs, seq)
+	}
+	for i, p := range to {
+		if err := p.safe(ctx, msg, seqs[i]); err != nil {
+			return pipelineErr(p, err)
+		}
 	}
 	return nil
+}
+
+// pipelineErr names the pipeline in an error of its journal (not in
+// sluice.ErrBusy, which ingest turns into a reason code).
+func pipelineErr(p *pipeline, err error) error {
+	if err == nil || errors.Is(err, sluice.ErrBusy) {
+		return err
+	}
+	return fmt.Errorf("pipeline %q: %w", p.name, err)
 }
 
 // Close shuts down in order: ingest stops accepting (publishes it holds

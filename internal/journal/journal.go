@@ -503,36 +503,9 @@ func (j *Journal) append(ctx context.Context, kind byte, data []byte, value any,
 		return 0, errTooLarge(len(data))
 	}
 	j.mu.Lock()
-	for {
-		if err := j.accepting(); err != nil {
-			j.mu.Unlock()
-			return 0, err
-		}
-		if !j.full() {
-			break
-		}
-		if j.opts.Overflow == DropOldest {
-			j.dropOldest()
-			break
-		}
-		if j.makeRoom() {
-			continue
-		}
-		if try {
-			j.mu.Unlock()
-			return 0, ErrFull
-		}
-		if j.spaceCh == nil {
-			j.spaceCh = make(chan struct{})
-		}
-		ch := j.spaceCh
+	if err := j.room(ctx, try); err != nil {
 		j.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-		j.mu.Lock()
+		return 0, err
 	}
 	// A waiting append leaves its frame in the write-behind and joins a
 	// group write: concurrent appenders share one pwrite.
@@ -542,6 +515,56 @@ func (j *Journal) append(ctx context.Context, kind byte, data []byte, value any,
 		return seq, err
 	}
 	return seq, j.WaitDurable(ctx, seq)
+}
+
+// Admit returns once the journal would take a record, as Append waits to
+// before it writes one (with try, ErrFull at once rather than waiting). It
+// writes nothing and holds no room: it is for a record that must go into
+// several journals or none, admitted by each before it is written to any
+// with Write (so a journal may go past its bound by the records admitted
+// at the same time).
+func (j *Journal) Admit(ctx context.Context, try bool) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.room(ctx, try)
+}
+
+// room waits until the journal takes a new record: it accepts records,
+// and it is within its bounds, or has made room (reclaiming segments every
+// reader has passed, or dropping the oldest, as its overflow says). With
+// try it returns ErrFull rather than wait. Called with mu held; it returns
+// with mu held.
+func (j *Journal) room(ctx context.Context, try bool) error {
+	for {
+		if err := j.accepting(); err != nil {
+			return err
+		}
+		if !j.full() {
+			return nil
+		}
+		if j.opts.Overflow == DropOldest {
+			j.dropOldest()
+			return nil
+		}
+		if j.makeRoom() {
+			continue
+		}
+		if try {
+			return ErrFull
+		}
+		if j.spaceCh == nil {
+			j.spaceCh = make(chan struct{})
+		}
+		ch := j.spaceCh
+		j.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			j.mu.Lock()
+			return ctx.Err()
+		}
+		j.mu.Lock()
+	}
 }
 
 // usable returns why nothing can be written, if anything. Called with mu held.

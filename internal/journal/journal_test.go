@@ -254,6 +254,49 @@ func TestReclaim(t *testing.T) {
 	}
 }
 
+// TestAdmit: Admit says whether a record would be taken, as Append waits
+// for it to be, without writing one.
+func TestAdmit(t *testing.T) {
+	o := optsFor(t, Process)
+	o.MaxBytes = 4096
+	o.SegmentBytes = 1024
+	j := open(t, o)
+	r := j.Reader("sink")
+	ctx := ctxT(t)
+	if err := j.Admit(ctx, true); err != nil {
+		t.Fatalf("Admit on an empty journal: %v", err)
+	}
+	n := 0
+	for !j.Full() {
+		n++
+		appendN(t, j, n, 1)
+	}
+	last := j.Stats().Last
+	if err := j.Admit(ctx, true); !errors.Is(err, ErrFull) {
+		t.Fatalf("Admit with try on a full journal: %v", err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := j.Admit(canceled, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Admit with a canceled ctx on a full journal: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- j.Admit(ctx, false) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Admit on a full journal returned %v", err)
+	default:
+	}
+	readN(t, r, 1, n)
+	r.Ack(uint64(n))
+	if err := <-done; err != nil {
+		t.Fatalf("waiting Admit: %v", err)
+	}
+	if st := j.Stats(); st.Last != last {
+		t.Fatalf("Admit wrote: last %d, was %d", st.Last, last)
+	}
+}
+
 func TestNoReaderNoReclaim(t *testing.T) {
 	o := optsFor(t, Process)
 	o.SegmentBytes = 1024
