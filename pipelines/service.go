@@ -203,6 +203,7 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		MaxBytes:     int64(pc.Journal.MaxBytes),
 		MaxAge:       pc.Journal.MaxAge,
 		Key:          key,
+		MessageKind:  kindMessage,
 		Logger:       log.With("component", "journal"),
 	}
 	switch c := s.cfg.Cluster; {
@@ -510,7 +511,7 @@ func (s *Service) closeJournals() error {
 // backlog of each sink (records, bytes, age), the bytes held, and records
 // dropped by drop_oldest.
 func (s *Service) reportJournals(ctx context.Context) {
-	dropped, damaged := map[string]uint64{}, map[string]uint64{}
+	dropped, droppedMessages, damaged := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -520,6 +521,10 @@ func (s *Service) reportJournals(ctx context.Context) {
 			if st.Dropped > dropped[p.name] {
 				s.metrics.JournalDropped.WithLabelValues(p.name).Add(float64(st.Dropped - dropped[p.name]))
 				dropped[p.name] = st.Dropped
+			}
+			if st.DroppedMessages > droppedMessages[p.name] {
+				s.metrics.JournalDroppedMessages.WithLabelValues(p.name).Add(float64(st.DroppedMessages - droppedMessages[p.name]))
+				droppedMessages[p.name] = st.DroppedMessages
 			}
 			if st.Damaged > damaged[p.name] {
 				s.metrics.JournalCorrupt.WithLabelValues(p.name).Add(float64(st.Damaged - damaged[p.name]))

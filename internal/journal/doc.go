@@ -195,9 +195,11 @@
 //     (DropOldest), closing the segment being written first if it is the
 //     only one. Readers that had not acknowledged the deleted records jump
 //     past them; each counts them in Skipped, the journal in Dropped
-//     (records deleted before every reader had them), and the drop is
-//     logged. A reader reading a deleted segment keeps its open file and
-//     continues with the first record held.
+//     (records deleted before every reader had them) and, of those, the
+//     records of Options.MessageKind in DroppedMessages (a bit per record
+//     in memory tells them apart), and the drop is logged. A reader
+//     reading a deleted segment keeps its open file and continues with
+//     the first record held.
 //
 // Write ignores the bounds: it is for records derived from records already
 // in the journal, which must not wait for the space they help free. The
@@ -296,5 +298,6 @@
 // Memory use: the cache (CacheBytes of data plus 64 bytes a record, values
 // not counted), the sparse index (24 bytes per 8 KiB of segment or per
 // second of records, whichever comes first), a 64 KiB
-// read buffer per reader reading files.
+// read buffer per reader reading files, and, with Options.MessageKind, a
+// bit per record held.
 package journal

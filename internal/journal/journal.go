@@ -75,6 +75,10 @@ type Options struct {
 	// key, or without one (and when the key is missing for encrypted ones).
 	// Memory mode, which writes nothing, ignores it.
 	Key []byte
+	// MessageKind is the kind of the records that are messages (as opposed
+	// to records derived from them): DropOldest counts those it deletes
+	// apart (Stats.DroppedMessages) as well as all records. 0: none.
+	MessageKind byte
 
 	syncFile func(*os.File) error // fsync; tests count the calls
 }
@@ -136,10 +140,13 @@ type Journal struct {
 	readers   map[string]*Reader
 	minAck    uint64 // lowest acked seq of all readers (when there are readers)
 	dropped   uint64
-	recovered RecoveryStats
-	damaged   uint64 // records lost to damage, found by Open or readers
-	damage    string // the latest damage found, for Stats
-	rlog      *ratelog.Logger
+	// droppedMessages is the part of dropped that are records of
+	// Options.MessageKind.
+	droppedMessages uint64
+	recovered       RecoveryStats
+	damaged         uint64 // records lost to damage, found by Open or readers
+	damage          string // the latest damage found, for Stats
+	rlog            *ratelog.Logger
 	// pend holds frames of the active segment not yet written to its file:
 	// records appended without waiting go out with the next write someone
 	// waits for (or when it grows large, or Durable is waited for, or a
@@ -610,6 +617,9 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 		}
 		j.pendLast = seq
 	}
+	if kind == j.opts.MessageKind && kind != 0 {
+		s.mark(seq)
+	}
 	s.size += size
 	s.last = seq
 	j.bytes += size
@@ -1013,7 +1023,7 @@ func (j *Journal) removeFirst() {
 func (j *Journal) dropOldest() {
 	j.reclaim()
 	var segs int
-	var records, skippedBy uint64
+	var records, messages, skippedBy uint64
 	var bytes int64
 	for j.full() {
 		if len(j.segs) == 1 && !j.rotate() {
@@ -1024,6 +1034,7 @@ func (j *Journal) dropOldest() {
 		if s.last > floor {
 			from := max(floor+1, s.first)
 			records += s.last + 1 - from - s.lostIn(from, s.last)
+			messages += s.marked(from, s.last)
 		}
 		for _, r := range j.readers {
 			if r.acked < s.last {
@@ -1044,9 +1055,13 @@ func (j *Journal) dropOldest() {
 	}
 	if segs > 0 {
 		j.dropped += records
+		j.droppedMessages += messages
+		args := []any{"dir", j.opts.Dir, "segments", segs, "records", records}
+		if j.opts.MessageKind != 0 {
+			args = append(args, "messages", messages)
+		}
 		j.log.Warn("journal: over its bounds; dropped the oldest segments",
-			"dir", j.opts.Dir, "segments", segs, "records", records, "bytes", bytes,
-			"readers_behind", skippedBy, "dropped_total", j.dropped)
+			append(args, "bytes", bytes, "readers_behind", skippedBy, "dropped_total", j.dropped)...)
 	}
 }
 
@@ -1119,15 +1134,18 @@ type ReaderStats struct {
 
 // Stats describe the journal.
 type Stats struct {
-	Bytes     int64         // bytes held in segments
-	Retained  int64         // of those, bytes held only for Options.Retain (every reader has passed them)
-	Segments  int           // segments held, the one being written included
-	First     uint64        // first seq held (0 if empty)
-	Last      uint64        // last seq written
-	Durable   uint64        // see Journal.Durable
-	Full      bool          // see Journal.Full
-	Dropped   uint64        // records deleted by DropOldest before every reader had them
-	Recovered RecoveryStats // what Open found
+	Bytes    int64  // bytes held in segments
+	Retained int64  // of those, bytes held only for Options.Retain (every reader has passed them)
+	Segments int    // segments held, the one being written included
+	First    uint64 // first seq held (0 if empty)
+	Last     uint64 // last seq written
+	Durable  uint64 // see Journal.Durable
+	Full     bool   // see Journal.Full
+	Dropped  uint64 // records deleted by DropOldest before every reader had them
+	// DroppedMessages is how many of the records counted in Dropped are
+	// messages (of Options.MessageKind).
+	DroppedMessages uint64
+	Recovered       RecoveryStats // what Open found
 	// Damaged is how many records were lost to damage (a checksum that
 	// fails, a frame that does not parse, a segment missing or not a
 	// segment), found by Open or by readers since; Damage describes the
@@ -1159,16 +1177,17 @@ func (j *Journal) Stats() Stats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	st := Stats{
-		Bytes:     j.bytes,
-		Retained:  j.retainedBytes(),
-		Segments:  len(j.segs),
-		Last:      j.last,
-		Durable:   j.durable.Load(),
-		Full:      j.full(),
-		Dropped:   j.dropped,
-		Recovered: j.recovered,
-		Damaged:   j.damaged,
-		Damage:    j.damage,
+		Bytes:           j.bytes,
+		Retained:        j.retainedBytes(),
+		Segments:        len(j.segs),
+		Last:            j.last,
+		Durable:         j.durable.Load(),
+		Full:            j.full(),
+		Dropped:         j.dropped,
+		DroppedMessages: j.droppedMessages,
+		Recovered:       j.recovered,
+		Damaged:         j.damaged,
+		Damage:          j.damage,
 	}
 	if j.first <= j.last {
 		st.First = j.first

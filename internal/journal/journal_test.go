@@ -451,6 +451,7 @@ func TestDropOldest(t *testing.T) {
 			o.MaxBytes = 8192
 			o.SegmentBytes = 1024
 			o.Overflow = DropOldest
+			o.MessageKind = 1
 			j := open(t, o)
 			stalled, fast := j.Reader("stalled"), j.Reader("fast")
 			// A canceled ctx: had Append to wait, it would fail.
@@ -485,6 +486,9 @@ func TestDropOldest(t *testing.T) {
 			}
 			if st.Readers[0].Skipped != 0 {
 				t.Fatalf("the fast reader skipped: %+v", st.Readers[0])
+			}
+			if want := messagesUpTo(st.First - 1); st.DroppedMessages != want {
+				t.Fatalf("dropped %d records of which %d messages, want %d messages", st.Dropped, st.DroppedMessages, want)
 			}
 			e, err := stalled.Next(ctxT(t))
 			if err != nil || e.Seq != st.First {
@@ -1021,4 +1025,31 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// messagesUpTo returns how many of records 1..seq appendN makes with kind 1
+// (i%7 == 1): the messages, for tests that set MessageKind 1.
+func messagesUpTo(seq uint64) uint64 {
+	var n uint64
+	for i := uint64(1); i <= seq; i++ {
+		if i%7 == 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// Records found at Open are told apart too: drop_oldest counts the
+// messages among them.
+func TestDroppedMessagesAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, Mode: Process, SegmentBytes: 1024, MessageKind: 1}
+	writeJournal(t, o, 300, "stalled")
+	o.MaxBytes, o.Overflow = 8192, DropOldest
+	j := open(t, o)
+	appendN(t, j, 301, 10)
+	st := j.Stats()
+	if st.Dropped != st.First-1 || st.DroppedMessages != messagesUpTo(st.First-1) || st.DroppedMessages == 0 {
+		t.Fatalf("dropped %d records (first held %d), %d messages; want %d", st.Dropped, st.First, st.DroppedMessages, messagesUpTo(st.First-1))
+	}
 }

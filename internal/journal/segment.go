@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,6 +28,35 @@ type segment struct {
 	removed bool         // reclaimed or dropped
 	fm      framing      // how its frames are laid out (the zero value in Memory mode)
 	lost    []seqRange   // seqs in [first, last] whose records were lost to damage, as found so far
+	marks   []uint64     // bit seq-first is set for a record of Options.MessageKind (when set)
+}
+
+// mark notes that record seq is a message (of Options.MessageKind).
+func (s *segment) mark(seq uint64) {
+	i := seq - s.first
+	for uint64(len(s.marks)) <= i/64 {
+		s.marks = append(s.marks, 0)
+	}
+	s.marks[i/64] |= 1 << (i % 64)
+}
+
+// marked returns how many of the records from to to are messages.
+func (s *segment) marked(from, to uint64) uint64 {
+	var n uint64
+	for seq := max(from, s.first); seq <= to; {
+		i := seq - s.first
+		if i/64 >= uint64(len(s.marks)) {
+			break
+		}
+		span := min(64-i%64, to-seq+1)
+		w := s.marks[i/64] >> (i % 64)
+		if span < 64 {
+			w &= 1<<span - 1
+		}
+		n += uint64(bits.OnesCount64(w))
+		seq += span
+	}
+	return n
 }
 
 // seqRange is the records from to to, both included.
@@ -229,6 +259,9 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 			s.lost = append(s.lost, seqRange{s.last + 1, fr.seq - 1})
 		}
 		s.note(fr.seq, fr.off, fr.time)
+		if j.opts.MessageKind != 0 && fr.kind == j.opts.MessageKind {
+			s.mark(fr.seq)
+		}
 		s.last = fr.seq
 		sc.records++
 		good = r.off

@@ -38,16 +38,18 @@ type Metrics struct {
 	RuleSeconds    *prometheus.HistogramVec // rule: one message's evaluation, sampled
 	AlertsFiring   *prometheus.GaugeVec     // rule, severity: series firing now
 	JournalBytes   *prometheus.GaugeVec     // pipeline
-	JournalDropped *prometheus.CounterVec   // pipeline
-	JournalCorrupt *prometheus.CounterVec   // pipeline: records lost to damage
-	Expired        *prometheus.CounterVec   // pipeline, reader: messages past their expiry, not delivered
-	Backlog        *prometheus.GaugeVec     // pipeline, reader
-	BacklogBytes   *prometheus.GaugeVec     // pipeline, reader
-	BacklogAge     *prometheus.GaugeVec     // pipeline, reader
-	RuleReloads    *prometheus.CounterVec   // result
-	RuleSeries     *prometheus.GaugeVec     // rule: series with state
-	RuleEvicted    *prometheus.CounterVec   // rule: series evicted after their TTL
-	AckLatency     prometheus.Histogram     // receipt to the last sink acknowledgement
+	JournalDropped *prometheus.CounterVec   // pipeline: records
+	// JournalDroppedMessages counts the messages among JournalDropped's records.
+	JournalDroppedMessages *prometheus.CounterVec // pipeline
+	JournalCorrupt         *prometheus.CounterVec // pipeline: records lost to damage
+	Expired                *prometheus.CounterVec // pipeline, reader: messages past their expiry, not delivered
+	Backlog                *prometheus.GaugeVec   // pipeline, reader
+	BacklogBytes           *prometheus.GaugeVec   // pipeline, reader
+	BacklogAge             *prometheus.GaugeVec   // pipeline, reader
+	RuleReloads            *prometheus.CounterVec // result
+	RuleSeries             *prometheus.GaugeVec   // rule: series with state
+	RuleEvicted            *prometheus.CounterVec // rule: series evicted after their TTL
+	AckLatency             prometheus.Histogram   // receipt to the last sink acknowledgement
 
 	// sinks
 	SinkWritten  *prometheus.CounterVec   // sink
@@ -152,7 +154,10 @@ func New() *Metrics {
 		Name: "sluice_journal_bytes", Help: "Bytes a pipeline's journal holds.",
 	}, []string{"pipeline"})
 	m.JournalDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_journal_dropped_total", Help: "Records drop_oldest deleted before every reader had them.",
+		Name: "sluice_journal_dropped_total", Help: "Journal records drop_oldest deleted before every reader had them: messages and what the rules derived from them (a message is one record, and one more once the rules made something of it).",
+	}, []string{"pipeline"})
+	m.JournalDroppedMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_journal_dropped_messages_total", Help: "Messages drop_oldest deleted from the journal before every reader had them (of the records sluice_journal_dropped_total counts).",
 	}, []string{"pipeline"})
 	m.JournalCorrupt = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_journal_corrupt_records_total", Help: "Journal records lost to damage on disk (a checksum that fails, a segment missing or empty), found at start or while reading: skipped.",
@@ -219,7 +224,7 @@ func New() *Metrics {
 		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
-		m.JournalBytes, m.JournalDropped, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
+		m.JournalBytes, m.JournalDropped, m.JournalDroppedMessages, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkReady, m.BuildInfo,
 		m.AlertmanagerAlerts, m.AlertmanagerRequests, m.AlertmanagerUntracked,
 		collectors.NewGoCollector(),
@@ -241,6 +246,7 @@ func (m *Metrics) InitPipeline(pipeline string) {
 		m.DeadLetters.WithLabelValues(pipeline, stage)
 	}
 	m.JournalDropped.WithLabelValues(pipeline)
+	m.JournalDroppedMessages.WithLabelValues(pipeline)
 	m.JournalCorrupt.WithLabelValues(pipeline)
 	m.Expired.WithLabelValues(pipeline, "rules")
 }
