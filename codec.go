@@ -23,8 +23,9 @@ import (
 // 's' string, 'n' nil) and the value.
 
 // codecVersion is what is written; version 1 records (before message
-// expiry) are still read.
-const codecVersion = 2
+// expiry) and version 2 (before event ids and alert episodes) are still
+// read.
+const codecVersion = 3
 
 // ErrCorrupt is returned when a record cannot be decoded.
 var ErrCorrupt = errors.New("corrupt record")
@@ -96,6 +97,7 @@ func AppendEvents(b []byte, msg *Message, events []Event) []byte {
 
 func appendEvent(b []byte, e *Event) []byte {
 	b = append(b, byte(e.Stream))
+	b = appendString(b, e.ID)
 	switch e.Stream {
 	case StreamRecords:
 		r := e.Record
@@ -118,6 +120,7 @@ func appendEvent(b []byte, e *Event) []byte {
 		b = appendTime(b, a.Since)
 		b = appendBinaryTags(b, a.Tags)
 		b = binary.AppendUvarint(b, uint64(a.Notification))
+		b = appendString(b, a.Episode)
 	case StreamDeadLetters:
 		d := e.DeadLetter
 		for _, s := range []string{d.Stage, d.Rule, d.Sink, d.Reason} {
@@ -141,6 +144,9 @@ func DecodeEvents(b []byte) ([]Event, error) {
 	events := make([]Event, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		e := Event{Stream: Stream(d.byte()), Message: msg}
+		if v >= 3 {
+			e.ID = d.string()
+		}
 		switch e.Stream {
 		case StreamRecords:
 			r := &Record{Rule: d.string(), Topic: d.string(), Time: d.time(), Tags: d.tags()}
@@ -157,6 +163,9 @@ func DecodeEvents(b []byte) ([]Event, error) {
 			a.Time, a.Since = d.time(), d.time()
 			a.Tags = d.tags()
 			a.Notification = int(min(d.uvarint(), math.MaxInt32))
+			if v >= 3 {
+				a.Episode = d.string()
+			}
 			e.Alert = a
 		case StreamDeadLetters:
 			e.DeadLetter = &DeadLetter{Stage: d.string(), Rule: d.string(), Sink: d.string(), Reason: d.string()}

@@ -75,6 +75,11 @@ type Alert struct {
 	// Notification counts the notifications of this episode's firing state:
 	// 1 for the first, 2 and up for re-notifications while it keeps firing.
 	Notification int
+	// Episode identifies the episode: its firing, re-notifications and
+	// resolution share it. It is derived from the rule, the series and when
+	// the episode started, so the same episode has the same id whichever
+	// node evaluates it.
+	Episode string
 }
 
 // Lookup resolves a name used in a sink template: an alert attribute (rule,
@@ -150,7 +155,12 @@ type DeadLetter struct {
 // Event is one unit a sink writes. Message is always set (for the raw stream it
 // is the whole event); Record, Alert or DeadLetter is set for its own stream.
 type Event struct {
-	Stream     Stream
+	Stream Stream
+	// ID identifies the event for consumers that must drop repeats: an
+	// event written twice (a sink retried after a crash, a partition that
+	// moved to another node) has the same ID both times. Empty when
+	// unknown.
+	ID         string
 	Message    *Message
 	Record     *Record
 	Alert      *Alert

@@ -205,7 +205,6 @@ type clusterPipeline struct {
 	conn   cluster.Conn
 	topics cluster.Topics
 	spec   cluster.TopicSpec
-	origin string
 	log    *slog.Logger
 
 	// sinks are the sinks this node writes for the pipeline: shared ones
@@ -232,7 +231,7 @@ type clusterSink struct {
 
 // newCluster sets up p's part of a cluster pipeline; New does no I/O, so
 // the topics are checked and the clients started by run.
-func (s *Service) newCluster(p *pipeline, pc *PipelineConfig, jdir string) (*clusterPipeline, error) {
+func (s *Service) newCluster(p *pipeline, pc *PipelineConfig) (*clusterPipeline, error) {
 	c := s.cfg.Cluster
 	conn, err := c.conn(p.log)
 	if err != nil {
@@ -246,9 +245,6 @@ func (s *Service) newCluster(p *pipeline, pc *PipelineConfig, jdir string) (*clu
 	}
 	if cp.spec.ReplicationFactor == 0 {
 		cp.spec.ReplicationFactor = -1
-	}
-	if cp.origin, err = journalOrigin(c.Node, jdir); err != nil {
-		return nil, err
 	}
 	if c.has(roleIngest) {
 		cp.forward = p.journal.Reader("cluster")
@@ -356,7 +352,7 @@ func (cp *clusterPipeline) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if cp.forward != nil {
-		f, err := cluster.NewForwarder(cp.conn, cp.topics.Ingest, cp.forward, kindMessage, cp.p.part.Key, cp.origin, cp.spec.MaxMessageBytes)
+		f, err := cluster.NewForwarder(cp.conn, cp.topics.Ingest, cp.forward, kindMessage, cp.p.part.Key, cp.p.origin, cp.spec.MaxMessageBytes)
 		if err != nil {
 			cp.setErr(err)
 			return
@@ -589,12 +585,15 @@ func (w *partitionWorker) Process(rec *kgo.Record, emit cluster.Emit) {
 	if w.p.streams[sluice.StreamRaw] {
 		w.out = append(w.out, sluice.Event{Stream: sluice.StreamRaw, Message: msg})
 	}
+	origin, seq := cluster.Origin(rec)
+	identify(origin, seq, w.out)
 	w.emit(msg, w.out, rec.Key, emit)
 }
 
 func (w *partitionWorker) Tick(now time.Time, emit cluster.Emit) {
 	w.current()
 	w.out = w.ev.Tick(now, w.out[:0])
+	identify("", 0, w.out)
 	for i := range w.out {
 		e := w.out[i : i+1]
 		w.emit(e[0].Message, e, []byte(w.p.part.Key(e[0].Message.Topic)), emit)

@@ -98,7 +98,18 @@ func TestClusterOfTwoNodes(t *testing.T) {
 	}
 	recs := testsvc.ReadKafka(t, kc.ListenAddrs(), "records", 2*sent, 90*time.Second)
 	seen := map[string]int{}
+	ids := map[string]bool{}
 	for _, m := range recs {
+		id := ""
+		for _, h := range m.Headers {
+			if h.Key == "sluice.id" {
+				id = string(h.Value)
+			}
+		}
+		if id == "" || ids[id] {
+			t.Errorf("record %s: sluice.id %q is missing or repeated", m.Value, id)
+		}
+		ids[id] = true
 		var r struct {
 			Rule   string         `json:"rule"`
 			Fields map[string]any `json:"fields"`

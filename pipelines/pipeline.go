@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,9 @@ type pipeline struct {
 	// mode but none, for QoS 1 and 2).
 	waitDurable bool
 
+	// origin names the journal in event ids (identify): where a message
+	// was accepted.
+	origin  string
 	streams map[sluice.Stream]bool // streams some sink of the pipeline consumes
 	sinks   []*sinkReader
 	// cluster, set when sluice runs as a cluster, is this node's part of
@@ -294,12 +298,14 @@ func (p *pipeline) work(shard chan work) {
 			var o rules.Outcome
 			out, o = ev.Eval(w.msg, out[:0])
 			p.count(o)
+			identify(p.origin, w.seq, out)
 			p.tracker.done(w.seq, p.record(w.msg, out))
 		case now := <-tick.C:
 			if s := p.set.Load(); s != set {
 				set, ev = s, p.evaluator(s, ev)
 			}
 			out = ev.Tick(now, out[:0])
+			identify(p.origin, 0, out)
 			for i := range out {
 				// Each alert raised by time stands alone, with its series'
 				// topic as its message.
@@ -356,6 +362,27 @@ func (p *pipeline) record(msg *sluice.Message, events []sluice.Event) uint64 {
 		return 0
 	}
 	return seq
+}
+
+// identify gives each event its stable id (sluice.Event.ID), the same
+// however often the event is written: an alert transition's is its
+// episode's with the status and notification; any other event's names its
+// message (the journal that accepted it, and its seq there) and its place
+// among the message's events.
+func identify(origin string, seq uint64, events []sluice.Event) {
+	var base []byte
+	for i := range events {
+		e := &events[i]
+		if a := e.Alert; a != nil {
+			e.ID = a.Episode + "-" + a.Status + "-" + strconv.Itoa(a.Notification)
+			continue
+		}
+		if base == nil {
+			base = strconv.AppendUint(append([]byte(origin), ':'), seq, 10)
+			base = append(base, ':')
+		}
+		e.ID = string(strconv.AppendInt(base, int64(i), 10))
+	}
 }
 
 // keep counts what the rules derived from msg, logs its dead letters, and

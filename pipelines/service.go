@@ -251,8 +251,16 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		stream, _ := sluice.ParseStream(s.cfg.sink(name).Stream)
 		p.streams[stream] = true
 	}
+	node := "sluice"
 	if s.cfg.Cluster != nil {
-		if p.cluster, err = s.newCluster(p, pc, jopts.Dir); err != nil {
+		node = s.cfg.Cluster.Node
+	}
+	if p.origin, err = journalOrigin(node, jopts.Dir); err != nil {
+		j.Close()
+		return nil, err
+	}
+	if s.cfg.Cluster != nil {
+		if p.cluster, err = s.newCluster(p, pc); err != nil {
 			j.Close()
 			return nil, err
 		}

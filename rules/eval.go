@@ -1,8 +1,11 @@
 package rules
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -632,11 +635,25 @@ func (ev *Evaluator) transition(r *rule, key string, s *series, at int64, status
 		*st = alertState{phase: firing, since: at, notified: at, count: 1}
 		a.Since, a.Notification = a.Time, 1
 	}
+	a.Episode = episode(r.name, key, a.Since)
 	if st.phase == firing {
 		st.value, st.last = a.Value, a
 	}
 	ev.alertGen++
 	return a, nil
+}
+
+// episode identifies an alert episode by what defines it: the rule, the
+// series and when it started firing. Every node that evaluates the series
+// derives the same id, so sinks can drop a transition they already have.
+func episode(rule, series string, since time.Time) string {
+	h := fnv.New64a()
+	h.Write([]byte(rule))
+	h.Write([]byte{0})
+	h.Write([]byte(series))
+	h.Write([]byte{0})
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(since.UnixNano())))
+	return strconv.FormatUint(h.Sum64(), 16)
 }
 
 func findTag(tags []sluice.Tag, key string) (string, bool) {
@@ -671,6 +688,7 @@ func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
 					if d, ok := findTag(s.tags, "device"); ok {
 						a.Device = d
 					}
+					a.Episode = episode(r.name, key, a.Since)
 					out = append(out, sluice.Event{Stream: sluice.StreamAlerts, Message: &sluice.Message{Topic: s.topic, Received: now}, Alert: a})
 					ev.alertGen++
 				}

@@ -21,27 +21,36 @@ func newMarks() *Marks { return &Marks{last: map[string]uint64{}} }
 // fresh reports whether r is new, and marks it seen. A record without the
 // headers (written by something else than a sluice forwarder) is new.
 func (m *Marks) fresh(r *kgo.Record) bool {
-	var origin []byte
+	origin, seq := Origin(r)
+	if origin == "" {
+		return true
+	}
+	if last, ok := m.last[origin]; ok && seq <= last {
+		return false
+	}
+	m.last[origin] = seq
+	return true
+}
+
+// Origin returns where an ingest record's message was accepted: the origin
+// of the journal and its seq there ("" and 0 for a record without them).
+func Origin(r *kgo.Record) (string, uint64) {
+	var origin string
 	var seq uint64
-	found := 0
 	for _, h := range r.Headers {
 		switch h.Key {
 		case HeaderOrigin:
-			origin, found = h.Value, found+1
+			origin = string(h.Value)
 		case HeaderSeq:
 			if len(h.Value) == 8 {
-				seq, found = binary.BigEndian.Uint64(h.Value), found+1
+				seq = binary.BigEndian.Uint64(h.Value)
 			}
 		}
 	}
-	if found < 2 {
-		return true
+	if seq == 0 {
+		return "", 0
 	}
-	if last, ok := m.last[string(origin)]; ok && seq <= last {
-		return false
-	}
-	m.last[string(origin)] = seq
-	return true
+	return origin, seq
 }
 
 // encode returns the partition's meta record: next (the offset of the next

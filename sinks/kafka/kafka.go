@@ -399,6 +399,11 @@ func (s *Sink) message(a *arena, e *sluice.Event) (kafkago.Message, error) {
 	a.header("mqtt.topic", e.Message.Topic)
 	a.header("mqtt.client_id", e.Message.ClientID)
 	a.header("sluice.stream", e.Stream.String())
+	if e.ID != "" {
+		// The same event written twice (after a crash, a failover) has the
+		// same id: consumers that must not count twice drop repeats by it.
+		a.header("sluice.id", e.ID)
+	}
 	if e.Message.ContentType != "" {
 		a.header("content-type", e.Message.ContentType)
 	}
