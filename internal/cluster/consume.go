@@ -15,7 +15,8 @@ import (
 // the sink's consumer group: the cluster's counterpart of a sink's journal
 // cursor. It serves records one by one as journal entries (numbered in the
 // order served) and commits a record's offset once Ack says it and every
-// record served before it are written. At least once: a node that dies
+// record served before it are written (marked records are also committed
+// every 500ms and when a partition is revoked). At least once: a node that dies
 // before committing leaves its last records to the next owner, which writes
 // them again (sinks overwrite or drop them by their stable ids).
 type Consumer struct {
@@ -81,12 +82,13 @@ func (c *Consumer) Next(ctx context.Context) (journal.Entry, error) {
 	return journal.Entry{Seq: c.seq, Kind: c.kind, Data: r.Value, Time: r.Timestamp}, nil
 }
 
-// Ack records that every entry up to seq is written: their offsets are
-// committed with the next autocommit (and when a partition is revoked).
+// Ack records that every entry up to seq is written, and commits their
+// offsets before it returns (a sink acknowledges once per batch): a node
+// that dies repeats at most the batch it was writing.
 func (c *Consumer) Ack(seq uint64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if seq <= c.acked {
+		c.mu.Unlock()
 		return
 	}
 	n := int(min(seq, c.seq) - c.acked)
@@ -94,6 +96,12 @@ func (c *Consumer) Ack(seq uint64) {
 	clear(c.served[:n])
 	c.served = c.served[n:]
 	c.acked += uint64(n)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A failed commit (a rebalance took the partition) leaves the offsets
+	// marked: the next commit, or the revoke, takes them.
+	c.cl.CommitMarkedOffsets(ctx)
 }
 
 // Acked returns the seq of the last entry acknowledged.
