@@ -445,7 +445,9 @@ func (ev *Evaluator) evalReading(i int, r *rule, msg *sluice.Message, reading de
 		}
 	}
 	if s != nil {
-		s.heard, s.lastSeen, s.topic, s.tags = true, now, msg.Topic, tags
+		// A reading that arrives late (held in a journal while its node was
+		// down) does not move the series' last-seen time back.
+		s.heard, s.lastSeen, s.topic, s.tags = true, max(s.lastSeen, now), msg.Topic, tags
 	}
 
 	for _, d := range r.lets {

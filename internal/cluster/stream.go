@@ -98,7 +98,12 @@ type owned struct {
 	p     Partition
 	marks *Marks
 	next  int64 // offset of the next input
-	dirty bool  // processed something since the last transaction
+	// end is the partition's high watermark as last seen: the partition
+	// is caught up when next reaches it. Only a caught-up partition runs
+	// its timers, so a node taking over a backlog does not fire the
+	// deadman of series whose readings are in it.
+	end   int64
+	dirty bool // processed something since the last transaction
 }
 
 // NewStream returns a Stream running task.
@@ -223,10 +228,15 @@ func (s *Stream) transact(ctx context.Context, sess *kgo.GroupTransactSession, f
 		return fmt.Errorf("begin: %w", err)
 	}
 	byPart := map[int32][]*kgo.Record{}
-	fetches.EachRecord(func(r *kgo.Record) {
-		if _, ok := s.owned[r.Partition]; ok {
-			byPart[r.Partition] = append(byPart[r.Partition], r)
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		o, ok := s.owned[fp.Partition]
+		if !ok {
+			return
 		}
+		if fp.Err == nil {
+			o.end = max(o.end, fp.HighWatermark)
+		}
+		byPart[fp.Partition] = append(byPart[fp.Partition], fp.Records...)
 	})
 	var produceErr error
 	var errMu sync.Mutex
@@ -261,7 +271,7 @@ func (s *Stream) transact(ctx context.Context, sess *kgo.GroupTransactSession, f
 				}
 				o.p.Process(r, emit)
 			}
-			if tick {
+			if tick && o.next >= o.end {
 				o.p.Tick(now, emit)
 			}
 			o.p.Checkpoint(func(key, value []byte) {
@@ -370,12 +380,17 @@ func (s *Stream) applyOwnership(ctx context.Context) (bool, error) {
 	if err != nil {
 		return len(revoked) > 0, err
 	}
+	ends, err := endOffsets(ctx, s.cfg.Conn, s.cfg.Topics.Ingest, ready)
+	if err != nil {
+		return len(revoked) > 0, err
+	}
 	var opened []int32
 	for _, p := range ready {
 		o, err := s.open(p, states[p])
 		if err != nil {
 			return len(revoked) > 0, err
 		}
+		o.end = ends[p]
 		s.owned[p] = o
 		s.mu.Lock()
 		delete(s.assigned, p)
@@ -499,6 +514,26 @@ func readState(ctx context.Context, conn Conn, topic string, ps []int32) (map[in
 		}
 		sort.Slice(kvs, func(i, j int) bool { return string(kvs[i].Key) < string(kvs[j].Key) })
 		out[p] = kvs
+	}
+	return out, nil
+}
+
+// endOffsets returns the high watermark of each partition of topic.
+func endOffsets(ctx context.Context, conn Conn, topic string, ps []int32) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(conn.opts()...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	out := map[int32]int64{}
+	for _, p := range ps {
+		if o, ok := listed.Lookup(topic, p); ok && o.Err == nil {
+			out[p] = o.Offset
+		}
 	}
 	return out, nil
 }
