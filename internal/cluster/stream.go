@@ -152,7 +152,9 @@ func (s *Stream) Run(ctx context.Context) error {
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(s.cfg.Topics.Ingest),
 		kgo.TransactionalID(s.cfg.TransactionalID),
-		kgo.TransactionTimeout(max(60*time.Second, 10*s.cfg.CommitInterval)),
+		// A node that dies mid-transaction holds its partitions back until
+		// the transaction times out (or the node restarts).
+		kgo.TransactionTimeout(max(10*time.Second, 20*s.cfg.CommitInterval)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
