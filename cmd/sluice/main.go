@@ -261,12 +261,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}()
 	if err := svc.Start(ctx); err != nil {
 		// As plain text, as a config problem is: the operator reads it.
-		fmt.Fprintln(stderr, "sluice could not start:", err)
+		// (A source's remote may have echoed a secret.)
+		fmt.Fprintln(stderr, "sluice could not start:", svc.Redactor().Redact(err.Error()))
 		return exitFailure
 	}
 	stopAdmin, err := startAdmin(cfg, svc, m, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "sluice could not start:", err)
+		fmt.Fprintln(stderr, "sluice could not start:", svc.Redactor().Redact(err.Error()))
 		svc.Close(context.Background())
 		return exitFailure
 	}
