@@ -31,6 +31,8 @@ func TestChaos(t *testing.T) {
 	t.Run("bound_drop_oldest", func(t *testing.T) { bound(t, sc, "drop_oldest") })
 	t.Run("torn_journal_tail", func(t *testing.T) { tornTail(t, sc) })
 	t.Run("silent_kafka_at_start", func(t *testing.T) { silentKafkaAtStart(t, sc) })
+	t.Run("disk_full", func(t *testing.T) { diskFull(t, sc) })
+	t.Run("journal_bit_flip", func(t *testing.T) { bitFlip(t, sc) })
 }
 
 // verify checks every acknowledged message is in InfluxDB and Kafka, and
@@ -234,7 +236,7 @@ func bound(t *testing.T, sc scale, overflow string) {
 		waitFor(90*time.Second, svc.CaughtUp)
 		influx = svcs.influxSeqs()
 		after, _ := svc.JournalStats("chaos")
-		stats.Dropped = after.Dropped
+		stats.Dropped, stats.DroppedMessages = after.Dropped, after.DroppedMessages
 		var skipped uint64
 		for _, r := range after.Readers {
 			if r.Name == "sink:influx" {
@@ -257,8 +259,8 @@ func bound(t *testing.T, sc scale, overflow string) {
 			}
 		}
 	}
-	report(t, fmt.Sprintf("published %d, acknowledged %d, refused %d, journal bound 256KiB (held %dKiB at the end of the outage), dropped %d records, found in influxdb %d",
-		n, acked, refused, stats.Bytes>>10, stats.Dropped, len(influx)))
+	report(t, fmt.Sprintf("published %d, acknowledged %d, refused %d, journal bound 256KiB (held %dKiB at the end of the outage), dropped %d records (%d messages), found in influxdb %d",
+		n, acked, refused, stats.Bytes>>10, stats.Dropped, stats.DroppedMessages, len(influx)))
 }
 
 // tornTail kills sluice, then appends half a record to its journal (a
