@@ -145,3 +145,56 @@ func TestClusterOfTwoNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterRolesSplit: one node takes the devices (ingest), another
+// evaluates the rules, a third writes to the sinks; with ack: kafka a
+// device's PUBACK means Kafka has the message. Every record arrives once.
+func TestClusterRolesSplit(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	brokers := `"` + strings.Join(kc.ListenAddrs(), `", "`) + `"`
+	start := func(node, roles string) *pipelines.Service {
+		dir := filepath.Join(t.TempDir(), node)
+		must(t, os.MkdirAll(dir, 0o755))
+		must(t, os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(partitionRules), 0o644))
+		text := fmt.Sprintf(clusterConfig, dir, node, brokers)
+		text = strings.Replace(text, "  partitions: 6\n", "  partitions: 6\n  ack: kafka\n  roles: "+roles+"\n", 1)
+		cfgPath := filepath.Join(dir, "sluice.yaml")
+		must(t, os.WriteFile(cfgPath, []byte(text), 0o644))
+		cfg, err := pipelines.Load(cfgPath)
+		must(t, err)
+		svc, err := pipelines.New(cfg, pipelines.Options{})
+		must(t, err)
+		must(t, svc.Start(context.Background()))
+		t.Cleanup(func() { svc.Close(context.Background()) })
+		return svc
+	}
+	in := start("in", "[ingest]")
+	rulesNode := start("rules", "[rules]")
+	out := start("out", "[sinks]")
+	if rulesNode.Broker().Addr("tcp") != "" || out.Broker().Addr("tcp") != "" {
+		t.Fatal("a node without the ingest role listens for MQTT")
+	}
+	dev := testsvc.MQTT(t, in.Broker().Addr("tcp"), "gateway")
+	const n = 50
+	for i := range n {
+		if rc := dev.Publish(t, fmt.Sprintf("plant/s%d/l1/dev-%d/telemetry", i%5, i), 1, []byte(fmt.Sprintf(`{"temperature":40,"seq":%d}`, i))); rc != 0 {
+			t.Fatalf("publish refused: %#x", rc)
+		}
+		// ack: kafka: acknowledged means in Kafka, forwarded by the
+		// ingest node.
+		if f := in.Health(time.Now()).Pipelines[0].Cluster; f.Forwarded < uint64(i+1) {
+			t.Fatalf("message %d acknowledged with only %d forwarded to Kafka", i, f.Forwarded)
+		}
+	}
+	recs := testsvc.ReadKafka(t, kc.ListenAddrs(), "records", 2*n, 90*time.Second)
+	if len(recs) != 2*n {
+		t.Fatalf("%d records in Kafka, want %d", len(recs), 2*n)
+	}
+	if h := rulesNode.Health(time.Now()).Pipelines[0].Cluster; len(h.Partitions) != 6 {
+		t.Errorf("the rules node evaluates partitions %v, want all 6", h.Partitions)
+	}
+}

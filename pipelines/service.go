@@ -119,7 +119,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if c := cfg.Cluster; c != nil && !c.has(roleIngest) {
 		// A node without the ingest role takes no messages.
 		off := false
-		brokerCfg.Enabled = &off
+		brokerCfg.Enabled, brokerCfg.Persistence, brokerCfg.Listeners = &off, &off, nil
 	}
 	s.broker = ingest.New(brokerCfg, s, opts.Logger, opts.Metrics)
 
