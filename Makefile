@@ -13,7 +13,7 @@ export SLUICE_INFLUXD := $(INFLUXD)
 
 FUZZTIME ?= 5s
 
-.PHONY: all build tools demo test vet fuzz chaos bench generate clean
+.PHONY: all build tools demo cluster-demo test vet fuzz chaos bench generate clean
 
 all: build
 
@@ -29,6 +29,11 @@ $(INFLUXD):
 
 demo: build tools
 	$(SLUICE) demo
+
+# The demo as a cluster: three sluice nodes on the Kafka stand-in, sharing
+# the partitions; a node is stopped and started again every minute.
+cluster-demo: build tools
+	$(SLUICE) demo -nodes 3
 
 vet:
 	$(GO) vet ./...

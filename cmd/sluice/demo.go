@@ -38,13 +38,18 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	data := fs.String("data", ".demo", "`folder` for the demo's InfluxDB data, Kafka data and config")
 	influxBin := fs.String("influxd", "", "influxd `binary` (default: .tools/bin/influxd, built by make tools)")
 	logLevel := fs.String("log-level", "warn", "sluice's log level (debug, info, warn, error)")
+	nodes := fs.Int("nodes", 1, "run a cluster of this many sluice nodes on Kafka (docs/scaling.md)")
+	cycle := fs.Duration("cycle", time.Minute, "with -nodes: stop a node, and start it again, every this long (0: never)")
 	fs.Usage = commandUsage(fs, "demo [flags]", "Runs the demo: influxd, the Kafka stand-in, sluice with the example rules and simulated devices.")
 	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
-	if err := runDemo(ctx, demoOptions{
-		devices: *devices, interval: *interval, data: *data, influxd: *influxBin, logLevel: *logLevel,
-	}, stdout, stderr); err != nil {
+	o := demoOptions{devices: *devices, interval: *interval, data: *data, influxd: *influxBin, logLevel: *logLevel, nodes: *nodes, cycle: *cycle}
+	run := runDemo
+	if *nodes > 1 {
+		run = runClusterDemo
+	}
+	if err := run(ctx, o, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "sluice demo:", err)
 		return exitFailure
 	}
@@ -57,6 +62,8 @@ type demoOptions struct {
 	data     string
 	influxd  string
 	logLevel string
+	nodes    int           // cluster nodes (runClusterDemo)
+	cycle    time.Duration // how often the cluster demo stops or starts a node
 }
 
 func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
@@ -65,29 +72,11 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return err
 	}
 	confDir := filepath.Join(dataDir, "config")
-	if err := writeExamples(confDir); err != nil {
-		return fmt.Errorf("write demo config: %w", err)
-	}
-
-	fmt.Fprintf(stdout, "Starting InfluxDB 1.8 (influxd) on %s ...\n", demoInflux)
-	influx, err := influxd.Start(ctx, influxd.Options{Binary: o.influxd, Dir: filepath.Join(dataDir, "influxdb"), Addr: demoInflux})
+	stop, err := startDemoServices(ctx, o, dataDir, confDir, stdout)
 	if err != nil {
-		return fmt.Errorf("influxd: %w (is port 8086 taken by another InfluxDB?)", err)
-	}
-	defer func() {
-		fmt.Fprintln(stdout, "Stopping influxd ...")
-		influx.Stop()
-	}()
-	if err := influx.CreateDatabase("sluice"); err != nil {
 		return err
 	}
-
-	fmt.Fprintf(stdout, "Starting the Kafka stand-in on 127.0.0.1:%d (kfake, in-process: a development stand-in, not a real Kafka) ...\n", demoKafka)
-	kafka, err := devkafka.Start(devkafka.Options{Port: demoKafka, Topics: []string{"sluice.records", "sluice.alerts"}})
-	if err != nil {
-		return fmt.Errorf("%w (is port %d taken by another Kafka?)", err, demoKafka)
-	}
-	defer kafka.Close()
+	defer stop()
 
 	cfgPath := filepath.Join(confDir, "demo", "sluice.yaml")
 	cfg, err := pipelines.Load(cfgPath)
@@ -164,6 +153,38 @@ Watch it:
 			lastIn = s.in
 		}
 	}
+}
+
+// startDemoServices writes the demo's config and rules to confDir and
+// starts what the demo's sinks write to: influxd and the Kafka stand-in, on
+// their documented ports. stop stops them.
+func startDemoServices(ctx context.Context, o demoOptions, dataDir, confDir string, stdout io.Writer) (stop func(), err error) {
+	if err := writeExamples(confDir); err != nil {
+		return nil, fmt.Errorf("write demo config: %w", err)
+	}
+	fmt.Fprintf(stdout, "Starting InfluxDB 1.8 (influxd) on %s ...\n", demoInflux)
+	influx, err := influxd.Start(ctx, influxd.Options{Binary: o.influxd, Dir: filepath.Join(dataDir, "influxdb"), Addr: demoInflux})
+	if err != nil {
+		return nil, fmt.Errorf("influxd: %w (is port 8086 taken by another InfluxDB?)", err)
+	}
+	stopInflux := func() {
+		fmt.Fprintln(stdout, "Stopping influxd ...")
+		influx.Stop()
+	}
+	if err := influx.CreateDatabase("sluice"); err != nil {
+		stopInflux()
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "Starting the Kafka stand-in on 127.0.0.1:%d (kfake, in-process: a development stand-in, not a real Kafka) ...\n", demoKafka)
+	kafka, err := devkafka.Start(devkafka.Options{Port: demoKafka, Topics: []string{"sluice.records", "sluice.alerts"}})
+	if err != nil {
+		stopInflux()
+		return nil, fmt.Errorf("%w (is port %d taken by another Kafka?)", err, demoKafka)
+	}
+	return func() {
+		kafka.Close()
+		stopInflux()
+	}, nil
 }
 
 // writeExamples copies the embedded demo config and example rules to dir.

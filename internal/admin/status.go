@@ -6,6 +6,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/sluicehq/sluice/pipelines"
 )
 
 // Status is what /api/v1/status returns and `sluice status` shows. Counters
@@ -41,6 +43,8 @@ type Pipeline struct {
 	MaxBytes     int64   `json:"journal_max_bytes"`
 	Full         bool    `json:"journal_full"`
 	Sinks        []Sink  `json:"sinks"`
+	// Cluster is this node's part of the pipeline, in a cluster.
+	Cluster *pipelines.ClusterHealth `json:"cluster,omitempty"`
 }
 
 // Sink is one sink of a pipeline.
@@ -89,7 +93,7 @@ func BuildStatus(o Options, started, now time.Time) (*Status, error) {
 	}
 	for _, p := range h.Pipelines {
 		by := map[string]string{"pipeline": p.Name}
-		sp := Pipeline{Name: p.Name, JournalBytes: p.JournalBytes, MaxBytes: p.MaxBytes, Full: p.Full,
+		sp := Pipeline{Name: p.Name, JournalBytes: p.JournalBytes, MaxBytes: p.MaxBytes, Full: p.Full, Cluster: p.Cluster,
 			Messages:    m.sum("sluice_pipeline_messages_total", by),
 			DeadLetters: m.sum("sluice_dead_letters_total", by),
 		}

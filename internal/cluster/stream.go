@@ -46,6 +46,8 @@ type KV struct {
 	Key, Value []byte
 }
 
+var errNotCommitted = errors.New("not committed (a rebalance or a fenced node)")
+
 // metaKey holds, in each state partition, the offset of the next input
 // record the state does not include, and the duplicate marks.
 const metaKey = "\x00sluice.meta"
@@ -212,7 +214,13 @@ func (s *Stream) Run(ctx context.Context) error {
 			continue
 		}
 		if err := s.transact(ctx, sess, fetches, tick); err != nil {
-			s.log.Warn("cluster: transaction aborted; the partitions restart from their last commit", "error", err)
+			// A rebalance that changed the group's generation under the
+			// transaction is routine; anything else is worth a warning.
+			level := slog.LevelWarn
+			if errors.Is(err, errNotCommitted) {
+				level = slog.LevelInfo
+			}
+			s.log.Log(ctx, level, "cluster: transaction aborted; the partitions restart from their last commit", "error", err)
 			s.reopenAll(ctx)
 		}
 		if tick {
@@ -299,7 +307,7 @@ func (s *Stream) transact(ctx context.Context, sess *kgo.GroupTransactSession, f
 	case produceErr != nil:
 		return produceErr // End aborted: a produce failed
 	case !committed:
-		return errors.New("not committed (a rebalance or a fenced node)")
+		return errNotCommitted
 	}
 	s.mu.Lock()
 	for p, o := range s.owned {

@@ -24,6 +24,10 @@ import (
 type Config struct {
 	// Broker is host:port.
 	Broker string
+	// Brokers, when set, are several: device i connects to Brokers[i mod
+	// n], and to the next one when its own goes away (what a TCP load
+	// balancer in front of a cluster does).
+	Brokers []string
 	// Devices is how many devices to simulate (default 36).
 	Devices int
 	// Interval between two readings of one device (default 1s).
@@ -48,6 +52,7 @@ const (
 )
 
 type device struct {
+	index                int
 	site, line, id, kind string
 	phase                float64 // where in the wave it starts
 	drifts               bool    // swings into alert range
@@ -75,6 +80,7 @@ func New(cfg Config) *Simulator {
 	for i := range cfg.Devices {
 		kind := kinds[i%len(kinds)]
 		d := &device{
+			index:  i,
 			site:   sites[(i/len(kinds))%len(sites)],
 			line:   fmt.Sprintf("line%d", 1+i%2),
 			id:     fmt.Sprintf("%s-%02d", kind, i+1),
@@ -123,8 +129,8 @@ func (s *Simulator) Run(ctx context.Context) error {
 
 func (s *Simulator) runDevice(ctx context.Context, d *device, start time.Time) {
 	log := s.cfg.Logger.With("device", d.id)
-	for ctx.Err() == nil {
-		c, err := s.connect(ctx, d)
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		c, err := s.connect(ctx, d, attempt)
 		if err != nil {
 			log.Debug("connect failed; retrying", "error", err)
 			select {
@@ -139,9 +145,13 @@ func (s *Simulator) runDevice(ctx context.Context, d *device, start time.Time) {
 	}
 }
 
-func (s *Simulator) connect(ctx context.Context, d *device) (*paho.Client, error) {
+func (s *Simulator) connect(ctx context.Context, d *device, attempt int) (*paho.Client, error) {
+	addr := s.cfg.Broker
+	if n := len(s.cfg.Brokers); n > 0 {
+		addr = s.cfg.Brokers[(d.index+attempt)%n]
+	}
 	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", s.cfg.Broker)
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
