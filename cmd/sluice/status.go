@@ -178,6 +178,17 @@ func printStatus(w io.Writer, prev, cur *admin.Status) {
 		op := oldPipe[p.Name]
 		fmt.Fprintf(w, "\npipeline %s: %.0f msg/s, journal %s of %s, dead letters %.0f\n",
 			p.Name, rate(p.Messages, op.Messages), bytesString(p.JournalBytes), bytesString(p.MaxBytes), p.DeadLetters)
+		if c := p.Cluster; c != nil {
+			state := "running"
+			if !c.Ready {
+				state = "waiting for Kafka"
+				if c.LastError != "" {
+					state += ": " + c.LastError
+				}
+			}
+			fmt.Fprintf(w, "  cluster node %s (%s), %s: partitions %s; journal forwarded to seq %d of %d; sink lag %d\n",
+				c.Node, strings.Join(c.Roles, ", "), state, joinInts(c.Partitions), c.Forwarded, c.Journal, c.Lag)
+		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  SINK\tSTATE\tWRITTEN/s\tBACKLOG\tOLDEST\tFAILURES\tLAST ERROR")
 		for _, s := range p.Sinks {
