@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,9 +21,12 @@ func TestComposeStack(t *testing.T) {
 	}
 	var compose struct {
 		Services map[string]struct {
-			Build   any      `yaml:"build"`
-			Image   string   `yaml:"image"`
-			Volumes []string `yaml:"volumes"`
+			Build    any      `yaml:"build"`
+			Image    string   `yaml:"image"`
+			Volumes  []string `yaml:"volumes"`
+			Profiles []string `yaml:"profiles"`
+			Hostname string   `yaml:"hostname"`
+			Command  []string `yaml:"command"`
 		} `yaml:"services"`
 		Volumes map[string]any `yaml:"volumes"`
 	}
@@ -33,6 +37,30 @@ func TestComposeStack(t *testing.T) {
 		if _, ok := compose.Services[want]; !ok {
 			t.Errorf("no %s service", want)
 		}
+	}
+	// The cluster profile: three nodes with one config, each its own host
+	// name (its node name) and volume, behind a load balancer that knows
+	// each of them.
+	lb, err := os.ReadFile("examples/docker/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"sluice-1", "sluice-2", "sluice-3"} {
+		svc, ok := compose.Services[node]
+		if !ok || !slices.Contains(svc.Profiles, "cluster") || svc.Hostname != node ||
+			!slices.Contains(svc.Command, "/etc/sluice/docker/cluster.yaml") {
+			t.Errorf("cluster node %s: %+v", node, svc)
+		}
+		if !strings.Contains(string(lb), "server "+node+" "+node+":1883") {
+			t.Errorf("haproxy.cfg does not balance over %s", node)
+		}
+	}
+	if lbSvc := compose.Services["mqtt-lb"]; !slices.Contains(lbSvc.Profiles, "cluster") {
+		t.Errorf("no load balancer in the cluster profile")
+	}
+	env, err := os.ReadFile(".env")
+	if err != nil || !strings.Contains(string(env), "COMPOSE_PROFILES=single") {
+		t.Errorf(".env must make the single-node stack the default: %v %s", err, env)
 	}
 	for name, svc := range compose.Services {
 		if svc.Build == nil && svc.Image == "" {

@@ -124,7 +124,7 @@ sinks:
 }
 
 func TestValidateShippedConfigs(t *testing.T) {
-	for _, path := range []string{"../../examples/demo/sluice.yaml", "../../examples/docker/sluice.yaml"} {
+	for _, path := range []string{"../../examples/demo/sluice.yaml", "../../examples/docker/sluice.yaml", "../../examples/docker/cluster.yaml"} {
 		code, stdout, stderr := runMain("validate", "-c", path)
 		if code != exitOK || !strings.Contains(stdout, ": ok") {
 			t.Errorf("%s: exit %d\n%s%s", path, code, stdout, stderr)
