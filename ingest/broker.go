@@ -80,6 +80,7 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	caps.ReceiveMaximum = uint16(lim.MaxInflight)
 	caps.MaximumInflight = uint16(lim.MaxQueued)
 	caps.TopicAliasMaximum = uint16(lim.MaxTopicAliases)
+	caps.MaximumClientWritesPending = maxPendingWrites
 	// A message expires only when its publisher says so (MQTT 5 3.3.2.3.3).
 	// mochi's default (a day) puts an expiry on every message it forwards,
 	// and deletes retained messages a day after they were set.
@@ -92,13 +93,16 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	b.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true, // sinks publish alerts through the broker
-		Logger:       slog.New(quietHandler{log.Handler()}).With("component", "broker"),
+		Logger:       slog.New(newBrokerLog(log.Handler(), b.rlog)).With("component", "broker"),
 		// mochi reads each client through a buffer of its own, on top of
 		// the listener's packetReader, which already buffers the socket
 		// and hands over whole packets: a small one saves memory per
 		// connection and costs a copy, not a system call.
 		ClientNetReadBufferSize: 512,
 	})
+	for _, l := range b.cfg.Listeners {
+		m.SubDropped.WithLabelValues(l.Name)
+	}
 	return b
 }
 
@@ -349,32 +353,3 @@ func (b *Broker) isClosing() bool {
 
 // isSysTopic reports whether topic is a broker topic ($SYS), not telemetry.
 func isSysTopic(topic string) bool { return strings.HasPrefix(topic, "$") }
-
-// quietHandler passes mochi's records at warning level and above, and
-// everything when debug logging is on: mochi's info lines repeat what
-// sluice logs itself.
-type quietHandler struct{ slog.Handler }
-
-func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	if h.Handler.Enabled(ctx, slog.LevelDebug) {
-		return true
-	}
-	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
-}
-
-// Handle drops mochi's "publish packet error", which it logs at ERROR,
-// with the whole packet, for every publish the ingest hook refuses: under
-// backpressure that is one line per refused publish. The hook counts them
-// (sluice_messages_rejected_total) and logs them rate-limited itself.
-func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "publish packet error" {
-		return nil
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h quietHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(a)}
-}
-
-func (h quietHandler) WithGroup(g string) slog.Handler { return quietHandler{h.Handler.WithGroup(g)} }

@@ -36,7 +36,7 @@ func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
-		mqtt.OnSessionEstablished,
+		mqtt.OnSessionEstablished, mqtt.OnPublishDropped,
 	}, []byte{b})
 }
 

@@ -22,6 +22,7 @@ type Metrics struct {
 	Refused     *prometheus.CounterVec // listener, reason: connections refused
 	Denied      *prometheus.CounterVec // action (publish, subscribe), reason: acl, quota, rate
 	NotRetained *prometheus.CounterVec // reason (size, count): retained messages not kept
+	SubDropped  *prometheus.CounterVec // listener: messages dropped for a subscriber that does not keep up
 	CertExpiry  *prometheus.GaugeVec   // listener: when the served certificate expires
 
 	// pipelines
@@ -99,6 +100,10 @@ func New() *Metrics {
 	m.NotRetained = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_broker_not_retained_total", Help: "Retained messages delivered but not kept, by reason (size, count).",
 	}, []string{"reason"})
+	m.SubDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_broker_subscriber_dropped_total",
+		Help: "Messages not delivered to a subscriber that does not keep up (max_queued QoS 1/2 messages unacknowledged, or its write queue full), by the subscriber's listener.",
+	}, []string{"listener"})
 	m.CertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_tls_certificate_expiry_timestamp_seconds", Help: "When the certificate a TLS listener serves expires (Unix time).",
 	}, []string{"listener"})
@@ -221,7 +226,7 @@ func New() *Metrics {
 	}
 
 	for _, c := range []prometheus.Collector{
-		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.CertExpiry,
+		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
 		m.JournalBytes, m.JournalDropped, m.JournalDroppedMessages, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,

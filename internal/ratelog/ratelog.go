@@ -40,25 +40,36 @@ func (l *Logger) Log(level slog.Level, key, msg string, args ...any) {
 	if !l.log.Enabled(context.Background(), level) {
 		return
 	}
-	now := l.now()
-	l.mu.Lock()
-	e, ok := l.keys[key]
+	ok, suppressed := l.Allow(key)
 	if !ok {
-		e = &entry{}
-		l.keys[key] = e
-	}
-	if ok && now.Sub(e.last) < l.every {
-		e.suppressed++
-		l.mu.Unlock()
 		return
 	}
-	suppressed := e.suppressed
-	e.last, e.suppressed = now, 0
-	l.mu.Unlock()
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}
 	l.log.Log(context.Background(), level, msg, args...)
+}
+
+// Allow reports whether a line for key may be written now (none was less
+// than the interval ago) and, if so, how many were suppressed since the
+// last one; for a caller that writes the line itself (a slog.Handler
+// passing on another library's records). Log uses it.
+func (l *Logger) Allow(key string) (ok bool, suppressed int) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, seen := l.keys[key]
+	if !seen {
+		e = &entry{}
+		l.keys[key] = e
+	}
+	if seen && now.Sub(e.last) < l.every {
+		e.suppressed++
+		return false, 0
+	}
+	suppressed = e.suppressed
+	e.last, e.suppressed = now, 0
+	return true, suppressed
 }
 
 // Warn logs at warning level; see Log.

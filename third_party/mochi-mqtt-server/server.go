@@ -1067,9 +1067,12 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
-			// add hook?
+			// sluice: a hook counts (and logs) what is dropped for a slow
+			// subscriber; upstream logged a warning per message (a
+			// subscriber to # that stopped reading: a line per message
+			// published).
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+			s.hooks.OnPublishDropped(cl, out)
 			return out, packets.ErrQuotaExceeded
 		}
 
