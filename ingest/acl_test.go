@@ -420,7 +420,13 @@ func newSessionBroker(t *testing.T) *sessionBroker {
 
 func (s *sessionBroker) start(t *testing.T) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(&testsvc.LogBuffer{}, nil))
+	logs := &testsvc.LogBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log:\n%s", logs)
+		}
+	})
 	b := ingest.New(s.cfg, &recorder{}, log, metrics.New())
 	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)

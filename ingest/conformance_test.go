@@ -30,6 +30,7 @@ import (
 
 	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/ingest/auth"
+	"github.com/sluicehq/sluice/internal/testsvc"
 )
 
 // confUsers log in with a password, as devices do with the shipped
@@ -236,8 +237,9 @@ func pahoOn(t *testing.T, conn net.Conn, cp *paho.Connect) (*pahoClient, *paho.C
 	}
 	c := &pahoClient{note: make(chan struct{}, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn:     conn,
-		ClientID: cp.ClientID,
+		Conn:        conn,
+		ClientID:    cp.ClientID,
+		PingHandler: testsvc.Pinger(),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.mu.Lock()
 			c.msgs = append(c.msgs, pr.Packet)

@@ -163,8 +163,9 @@ func Connect(o MQTTOptions) (*Client, *paho.Connack, error) {
 	}
 	c := &Client{notify: make(chan struct{}, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn:     conn,
-		ClientID: o.ClientID,
+		Conn:        conn,
+		ClientID:    o.ClientID,
+		PingHandler: Pinger(),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.mu.Lock()
 			c.received = append(c.received, pr.Packet)
@@ -197,6 +198,28 @@ func Connect(o MQTTOptions) (*Client, *paho.Connack, error) {
 		return nil, nil, err
 	}
 	return c, ca, err
+}
+
+// Pinger is paho.golang's keep-alive pinger, but for its first PINGREQ,
+// which it sends at once after CONNACK: a client to use over TLS or
+// WebSocket. paho writes a packet in several writes where the connection
+// has no writev (tls.Conn, a WebSocket), and its pinger writes from its own
+// goroutine: a PINGREQ sent while the test subscribes or publishes lands
+// inside that packet, and the broker rightly closes the connection as
+// malformed (paho.golang issue 81). This one sends its first after half the
+// keep-alive, when a test has long finished with the packets it sends
+// right after connecting.
+func Pinger() paho.Pinger { return &latePinger{DefaultPinger: paho.NewDefaultPinger()} }
+
+type latePinger struct{ *paho.DefaultPinger }
+
+func (p *latePinger) Run(ctx context.Context, conn net.Conn, keepAlive uint16) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(time.Duration(keepAlive) * time.Second / 2):
+	}
+	return p.DefaultPinger.Run(ctx, conn, keepAlive)
 }
 
 // Subscribe subscribes to filter at QoS 1.
