@@ -47,10 +47,11 @@ type sendWindow struct {
 	partial []byte   // the start of a packet whose end has not been written yet
 	held    [][]byte // QoS 1/2 PUBLISH packets waiting for quota, in order
 
-	hold    bool        // the reader has another whole packet at hand
-	pending []byte      // acknowledgements waiting to go out together
-	timer   *time.Timer // sends pending ackDelay after it began, made on first use
-	err     error       // a failed write of pending, returned by the next write
+	hold    bool          // the reader has another whole packet at hand
+	pending []byte        // acknowledgements waiting to go out together
+	timer   *time.Timer   // sends pending delay after it began, made on first use
+	delay   time.Duration // ackDelay; longer in tests of the other triggers
+	err     error         // a failed write of pending, returned by the next write
 }
 
 const (
@@ -60,13 +61,13 @@ const (
 
 func newSendWindow(c connectInfo) *sendWindow {
 	if c.version < 5 {
-		return &sendWindow{v3: true, quota: math.MaxInt, max: math.MaxInt}
+		return &sendWindow{v3: true, quota: math.MaxInt, max: math.MaxInt, delay: ackDelay}
 	}
 	rm := c.receiveMax
 	if rm == 0 {
 		rm = 65535 // absent: 65535 [MQTT 5 3.1.2.11.3]
 	}
-	return &sendWindow{quota: int(rm), max: int(rm)}
+	return &sendWindow{quota: int(rm), max: int(rm), delay: ackDelay}
 }
 
 // write passes p to dst, holding back the QoS 1/2 PUBLISH packets beyond
@@ -159,14 +160,14 @@ func (w *sendWindow) takeErr() error {
 	return err
 }
 
-// arm makes sure pending goes out ackDelay from now if nothing sends it
+// arm makes sure pending goes out delay from now if nothing sends it
 // sooner. Called with mu held.
 func (w *sendWindow) arm(dst io.Writer) {
 	if w.timer != nil {
-		w.timer.Reset(ackDelay)
+		w.timer.Reset(w.delay)
 		return
 	}
-	w.timer = time.AfterFunc(ackDelay, func() {
+	w.timer = time.AfterFunc(w.delay, func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if len(w.pending) > 0 {

@@ -170,6 +170,7 @@ func TestSendWindowCoalescesAcks(t *testing.T) {
 	t.Run("held while another packet is at hand, sent before the reader waits", func(t *testing.T) {
 		var wire writeLog
 		w := newSendWindow(connectInfo{version: 5})
+		w.delay = time.Hour // not the timer: what this case checks
 		must(t, w.setHold(&wire, true))
 		for i := range 3 {
 			if _, err := w.write(&wire, puback(byte(i))); err != nil {
@@ -194,6 +195,7 @@ func TestSendWindowCoalescesAcks(t *testing.T) {
 	t.Run("another write takes the pending acknowledgements first", func(t *testing.T) {
 		var wire writeLog
 		w := newSendWindow(connectInfo{version: 5})
+		w.delay = time.Hour // not the timer: what this case checks
 		w.setHold(&wire, true)
 		w.write(&wire, puback(1))
 		w.write(&wire, encodePublish(t, "alerts/x", 0, 0))
@@ -205,6 +207,7 @@ func TestSendWindowCoalescesAcks(t *testing.T) {
 	t.Run("sent when they fill the buffer", func(t *testing.T) {
 		var wire writeLog
 		w := newSendWindow(connectInfo{version: 5})
+		w.delay = time.Hour // not the timer: what this case checks
 		w.setHold(&wire, true)
 		for i := range maxPendingAcks/4 + 10 {
 			w.write(&wire, puback(byte(i)))
