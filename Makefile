@@ -64,7 +64,8 @@ generate:
 # broker and sluice in the same run: QoS 1 as fast as acknowledged for 60s
 # (with a CPU profile of sluice), the same at 40,000 msg/s offered (does
 # sluice sustain it: do the sinks keep up?), at 20,000 msg/s for latency,
-# and 19,000 idle connections. Reports in reports/bench/.
+# and 19,000 idle connections; and one node against a cluster of two at
+# 10,000 msg/s (the cost of the Kafka hop). Reports in reports/bench/.
 BENCH_OUT   ?= $(CURDIR)/reports/bench
 BENCH_FLAGS ?=
 bench: build tools
@@ -72,6 +73,7 @@ bench: build tools
 	$(SLUICE) bench $(BENCH_FLAGS) -rate 40000 -out $(BENCH_OUT)/sustained
 	$(SLUICE) bench $(BENCH_FLAGS) -rate 20000 -out $(BENCH_OUT)/latency
 	$(SLUICE) bench $(BENCH_FLAGS) -scale -devices 19000 -out $(BENCH_OUT)/connections
+	$(SLUICE) bench $(BENCH_FLAGS) -cluster -baseline=false -rate 10000 -duration 30s -out $(BENCH_OUT)/cluster
 
 clean:
 	rm -rf bin .demo

@@ -30,6 +30,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Broker, "broker", "", "benchmark any MQTT broker at `host:port` (publish and count acknowledgements only); default: sluice in this process")
 	fs.StringVar(&cfg.ConfigFile, "c", "", "run sluice from this configuration `file` (its sinks must be reachable); default: the built-in bench configuration with the Kafka stand-in and influxd")
 	fs.BoolVar(&cfg.Baseline, "baseline", true, "run the same load against the bare embedded broker first, for the ratio")
+	fs.BoolVar(&cfg.Cluster, "cluster", false, "after the one-node run, run sluice as a cluster of two nodes on the Kafka stand-in (ingest here, rules and sinks in a child process) and report each node's CPU per message: the cost of the Kafka hop")
 	fs.BoolVar(&cfg.Scale, "scale", false, "connection-scale mode: connect -devices idle devices (or slow ones, with -rate) and measure memory per connection and connect rate")
 	fs.IntVar(&l.Devices, "devices", 100, "simulated `devices`, one connection each")
 	qos := fs.Int("qos", 1, "QoS of every publish: 0, 1 or 2")

@@ -51,6 +51,10 @@ type RunResult struct {
 	// of the load to the end of the drain; InfluxdCPU is influxd's.
 	Wall, CPU, InfluxdCPU time.Duration
 	PeakRSS               int64
+	// PeerCPU and PeerPeakRSS are of a cluster's second node (the rules
+	// and sinks node of the cluster run).
+	PeerCPU     time.Duration
+	PeerPeakRSS int64
 	// OthersCPU is the CPU time other processes of the machine used
 	// meanwhile: on a shared machine, the noise in the figures.
 	OthersCPU time.Duration
@@ -235,6 +239,7 @@ func (r *Report) markdown(w io.Writer) {
 	}
 	if len(r.Runs) > 0 {
 		r.runTables(w)
+		r.clusterTable(w)
 	}
 	if len(r.Scale) > 0 {
 		r.scaleTable(w)
@@ -335,6 +340,46 @@ func (r *Report) runTables(w io.Writer) {
 			run.Load.CPU.Seconds(), mb(run.Load.PeakRSS), infl, run.OthersCPU.Seconds())
 	}
 	fmt.Fprintln(w, "\nOther processes: CPU the rest of the machine used during the run (/proc/stat less the processes above); high values mean the figures are noisy.")
+}
+
+// clusterTable compares one node with a cluster's two (the Kafka hop):
+// CPU per acknowledged message of each process, in the same invocation.
+func (r *Report) clusterTable(w io.Writer) {
+	var one, cl *RunResult
+	for _, run := range r.Runs {
+		switch run.Name {
+		case "sluice":
+			one = run
+		case "cluster":
+			cl = run
+		}
+	}
+	if one == nil || cl == nil {
+		return
+	}
+	per := func(d time.Duration, run *RunResult) float64 {
+		if run.Load.Fleet.Acked == 0 {
+			return 0
+		}
+		return float64(d.Microseconds()) / float64(run.Load.Fleet.Acked)
+	}
+	fmt.Fprint(w, "\n## The Kafka hop: one node against a cluster of two\n\n")
+	fmt.Fprintln(w, "| process | roles | CPU s | CPU µs per acked message | vs one node | peak RSS |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|")
+	base := per(one.CPU, one)
+	row := func(name, roles string, cpu time.Duration, run *RunResult, rss int64) {
+		v := per(cpu, run)
+		ratio := "—"
+		if base > 0 {
+			ratio = fmt.Sprintf("%.2f", v/base)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %s | %s |\n", name, roles, cpu.Seconds(), v, ratio, mb(rss))
+	}
+	row("one node, no cluster", "all", one.CPU, one, one.PeakRSS)
+	row("cluster: ingest node", "ingest", cl.CPU, cl, cl.PeakRSS)
+	row("cluster: rules node", "rules, sinks", cl.PeerCPU, cl, cl.PeerPeakRSS)
+	row("cluster: both", "", cl.CPU+cl.PeerCPU, cl, cl.PeakRSS+cl.PeerPeakRSS)
+	fmt.Fprintln(w, "\nThe cluster's nodes talk through Kafka (the stand-in, in the load side's process: its CPU is not in these figures): the ingest node journals and forwards each message, the rules node consumes it in a transaction with its state and outputs, and its sinks read the outputs back from Kafka.")
 }
 
 func latRow(w io.Writer, run, path string, h Hist) {

@@ -17,6 +17,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/influxd"
@@ -72,6 +73,12 @@ type Config struct {
 	// (go tool trace; -pprof=sched shows where goroutines waited to run).
 	Trace        string
 	TraceSeconds int
+	// Cluster adds a run of sluice as a cluster of two nodes on the Kafka
+	// stand-in, after the one-node run: an ingest node (this process) and a
+	// node for the rules and the sinks (a child process, SluiceBinary), so
+	// the report gives each node's CPU per message next to one node's.
+	Cluster      bool
+	SluiceBinary string
 	// Spawn makes the command that runs the load side in a child process
 	// (see ChildEnv); nil runs it in this process, where its CPU and memory
 	// count with sluice's.
@@ -207,6 +214,7 @@ type bench struct {
 	child    *remoteSide
 	work     string
 	influx   *influxd.Server
+	kafka    []string // the Kafka stand-in's brokers, once started
 	report   *Report
 	log      *slog.Logger
 }
@@ -277,7 +285,10 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.cfg.Broker != "" {
 		return b.runBroker(ctx)
 	}
-	return b.runSluice(ctx)
+	if err := b.runSluice(ctx); err != nil || !b.cfg.Cluster {
+		return err
+	}
+	return b.runCluster(ctx)
 }
 
 func (b *bench) runBaseline(ctx context.Context) error {
@@ -401,6 +412,105 @@ func (b *bench) runSluice(ctx context.Context) error {
 	return nil
 }
 
+// runCluster runs the load against sluice as a cluster of two nodes on the
+// Kafka stand-in: an ingest node in this process (the devices publish to
+// it) and a node for the rules and the sinks, a `sluice run` child process.
+// Both processes' CPU is measured, for the cost of the Kafka hop.
+func (b *bench) runCluster(ctx context.Context) error {
+	path, err := b.startServices(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.side.CloseServices(Empty{}, &Empty{})
+	base, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	node := func(name, roles string) (string, error) {
+		text := strings.Replace(string(base), "data_dir: "+filepath.Join(b.work, "sluice-data"), "data_dir: "+filepath.Join(b.work, "cluster-"+name), 1)
+		text += fmt.Sprintf("\ncluster:\n  node: %s\n  roles: [%s]\n  brokers: [\"%s\"]\n  partitions: 12\n",
+			name, roles, strings.Join(b.kafka, `", "`))
+		p := filepath.Join(filepath.Dir(path), "cluster-"+name+".yaml")
+		return p, os.WriteFile(p, []byte(text), 0o644)
+	}
+	ingestPath, err := node("ingest", "ingest")
+	if err != nil {
+		return err
+	}
+	rulesPath, err := node("rules", "rules, sinks")
+	if err != nil {
+		return err
+	}
+	bin := b.cfg.SluiceBinary
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	logf, err := os.Create(filepath.Join(b.cfg.Out, "cluster-rules-node.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	peer := exec.Command(bin, "run", "-c", rulesPath)
+	peer.Stdout, peer.Stderr = logf, logf
+	peer.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := peer.Start(); err != nil {
+		return fmt.Errorf("cluster: rules node: %w", err)
+	}
+	peerDone := make(chan error, 1)
+	go func() { peerDone <- peer.Wait() }()
+	defer func() {
+		peer.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-peerDone:
+		case <-time.After(time.Minute):
+			peer.Process.Kill()
+			<-peerDone
+		}
+	}()
+	stack, err := startSluice(ctx, ingestPath, filepath.Join(b.work, "cluster-ingest"), b.cfg.LogLevel, b.err)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := stack.close(cctx); err != nil {
+			b.log.Warn("sluice stopped with an error", "error", err)
+		}
+	}()
+	r := &RunResult{Name: "cluster", Target: "sluice as two nodes on the Kafka stand-in: ingest (this process), rules and sinks (a child process); built-in config"}
+	p := probe{
+		line: func() string {
+			n := stack.numbers()
+			return fmt.Sprintf("in %s", count(int64(n.received)))
+		},
+		// Done when every reading is in Kafka: the rules node's sinks
+		// have caught up.
+		done: func(lp LoadProgress) bool {
+			want := lp.Fleet.AckedReadings
+			if b.cfg.Load.QoS == 0 {
+				want = lp.Fleet.SentReadings
+			}
+			return lp.Kafka.Unique >= want
+		},
+		influxd: true,
+		peer:    peer.Process.Pid,
+	}
+	if err := b.drive(ctx, r, stack.addr, p); err != nil {
+		return err
+	}
+	n := stack.numbers()
+	r.BrokerIn = int64(n.received)
+	r.Counted = true
+	if r.InfluxCount, err = b.influxCount(); err != nil {
+		r.Problems = append(r.Problems, "InfluxDB count: "+err.Error())
+	}
+	b.report.add(r)
+	return nil
+}
+
 // startServices starts influxd (once), then the Kafka stand-in, its
 // consumer and the InfluxDB proxy on the load side, and writes the
 // built-in configuration pointing at them.
@@ -423,6 +533,7 @@ func (b *bench) startServices(ctx context.Context) (string, error) {
 	if err := b.side.Services(ServicesArgs{InfluxURL: b.influx.URL, RecordsTopic: recordsTopic, AlertsTopic: alertsTopic, Devices: b.cfg.Load.Devices}, &svc); err != nil {
 		return "", err
 	}
+	b.kafka = svc.KafkaBrokers
 	path, err := writeBenchConfig(filepath.Join(b.work, "config"), benchConfig{
 		LogLevel: b.cfg.LogLevel, DataDir: filepath.Join(b.work, "sluice-data"), Durability: b.cfg.Durability,
 		MaxConnections: max(10000, b.cfg.Load.Devices+1000),
@@ -490,6 +601,9 @@ type probe struct {
 	// trace is an execution trace file (see Config.Trace).
 	trace        string
 	traceSeconds int
+	// peer is a second process under test (a cluster's other node):
+	// its CPU and peak memory are measured too.
+	peer int
 }
 
 // drive runs one load against addr, prints a progress line every second,
@@ -503,6 +617,7 @@ func (b *bench) drive(ctx context.Context, r *RunResult, addr string, p probe) e
 		influxPID = childNamed("influxd")
 	}
 	cpu0, icpu0, busy0 := cpuSelf(), cpuOf(influxPID), machineBusy()
+	pcpu0 := cpuOf(p.peer)
 	if p.profile != "" {
 		f, err := os.Create(p.profile)
 		if err != nil {
@@ -598,6 +713,9 @@ loop:
 	if influxPID > 0 {
 		r.InfluxdCPU = cpuOf(influxPID) - icpu0
 	}
+	if p.peer > 0 {
+		r.PeerCPU, r.PeerPeakRSS = cpuOf(p.peer)-pcpu0, memoryOf(p.peer).Peak
+	}
 	busy := machineBusy() - busy0
 	if err := b.side.Finish(Empty{}, &r.Load); err != nil {
 		return err
@@ -608,7 +726,7 @@ loop:
 		r.Load.CPU, r.Load.PeakRSS = 0, 0
 	}
 	// What else ran on the machine meanwhile (a shared machine is noisy).
-	r.OthersCPU = max(0, busy-r.CPU-r.Load.CPU-r.InfluxdCPU)
+	r.OthersCPU = max(0, busy-r.CPU-r.PeerCPU-r.Load.CPU-r.InfluxdCPU)
 	if r.Load.ConnectErr != "" {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d connections failed; the first: %s", r.Load.Fleet.ConnectErr, r.Load.ConnectErr))
 	}
