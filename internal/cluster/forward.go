@@ -43,7 +43,10 @@ type Forwarder struct {
 	inflight []flight // in seq order
 	forward  uint64   // every seq up to here is in Kafka (or not a message)
 	failed   error    // a produce failed: stop, drain, rewind
-	changed  chan struct{}
+	// changed is closed (and replaced) when forward moves while someone
+	// waits for it (Wait, for ack: kafka).
+	changed chan struct{}
+	waiters int
 }
 
 type flight struct {
@@ -182,8 +185,10 @@ func (f *Forwarder) advance() {
 	}
 	f.inflight = append(f.inflight[:0], f.inflight[n:]...)
 	f.reader.Ack(f.forward)
-	close(f.changed)
-	f.changed = make(chan struct{})
+	if f.waiters > 0 {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
 }
 
 func (f *Forwarder) fail(err error) {
@@ -203,8 +208,14 @@ func (f *Forwarder) hasFailed() bool {
 // Wait returns once the message at seq is in Kafka (for `ack: kafka`), or
 // when ctx ends.
 func (f *Forwarder) Wait(ctx context.Context, seq uint64) error {
-	for {
+	f.mu.Lock()
+	f.waiters++
+	defer func() {
 		f.mu.Lock()
+		f.waiters--
+		f.mu.Unlock()
+	}()
+	for {
 		done, changed := f.forward >= seq, f.changed
 		f.mu.Unlock()
 		if done {
@@ -215,6 +226,7 @@ func (f *Forwarder) Wait(ctx context.Context, seq uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		f.mu.Lock()
 	}
 }
 
