@@ -96,11 +96,17 @@ func sortByFile(list conf.ErrorList, first string) {
 	})
 }
 
-// missingFiles reports each file the config names (the keys ending in
-// _file) that does not exist, at its line, with what to do about it.
+// missingFiles reports each file read at start (the keys ending in _file,
+// but those of sinks and of the cluster: a sink reads its files when it
+// connects, and retries) that does not exist, at its line, with what to do
+// about it.
 func (c *Config) missingFiles() conf.ErrorList {
 	var list conf.ErrorList
-	walkFileKeys(reflect.ValueOf(c).Elem(), "", func(key, file string) {
+	walkFileKeys(reflect.ValueOf(c).Elem(), "", func(key string, v reflect.Value) {
+		file := v.String()
+		if strings.HasPrefix(key, "sinks[") || strings.HasPrefix(key, "cluster.") {
+			return
+		}
 		if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
@@ -120,7 +126,7 @@ func (c *Config) missingFiles() conf.ErrorList {
 
 // walkFileKeys calls found with the key path and value of every non-empty
 // string under v whose key ends in _file.
-func walkFileKeys(v reflect.Value, path string, found func(key, file string)) {
+func walkFileKeys(v reflect.Value, path string, found func(key string, file reflect.Value)) {
 	switch v.Kind() {
 	case reflect.Pointer:
 		if !v.IsNil() {
@@ -150,7 +156,7 @@ func walkFileKeys(v reflect.Value, path string, found func(key, file string)) {
 			}
 			fv := v.Field(i)
 			if fv.Kind() == reflect.String && strings.HasSuffix(name, "_file") && fv.String() != "" {
-				found(key, fv.String())
+				found(key, fv)
 				continue
 			}
 			walkFileKeys(fv, key, found)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"time"
 
@@ -37,7 +38,7 @@ type Config struct {
 	// Decode bounds payload decompression, against decompression bombs.
 	Decode DecodeConfig `yaml:"decode"`
 	// DataDir holds the journals and the broker's state (default "data",
-	// relative to the working directory).
+	// next to the config file).
 	DataDir string `yaml:"data_dir"`
 	// ShutdownTimeout bounds how long a stop waits for the sinks to write
 	// what the journals hold (default 30s); the rest stays in the journals
@@ -232,7 +233,7 @@ func Load(path string) (*Config, error) {
 // paths.
 func Parse(name string, data []byte, dir string) (*Config, error) {
 	var c Config
-	doc, err := conf.Decode(name, data, &c)
+	doc, err := conf.DecodeIn(dir, name, data, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -247,14 +248,16 @@ func (c *Config) resolve() {
 	for i := range c.Sources {
 		c.Sources[i].resolve(c.dir)
 	}
-	if k := c.Encryption.KeyFile; k != "" && !filepath.IsAbs(k) && c.dir != "" {
-		c.Encryption.KeyFile = filepath.Join(c.dir, k)
-	}
-	if c.Cluster != nil && c.Cluster.TLS != nil {
-		for _, f := range []*string{&c.Cluster.TLS.CAFile, &c.Cluster.TLS.CertFile, &c.Cluster.TLS.KeyFile} {
-			if *f != "" && !filepath.IsAbs(*f) && c.dir != "" {
-				*f = filepath.Join(c.dir, *f)
-			}
+	// Every other file a config names has a key ending in _file:
+	// passwords, ACLs, certificates and keys of listeners, sources, sinks
+	// and the cluster, the encryption key.
+	walkFileKeys(reflect.ValueOf(c).Elem(), "", func(_ string, file reflect.Value) {
+		file.SetString(conf.Path(c.dir, file.String()))
+	})
+	c.DataDir = conf.Path(c.dir, c.DataDir)
+	for i := range c.Sinks {
+		if f := c.Sinks[i].File; f != nil {
+			f.Path = conf.Path(c.dir, f.Path)
 		}
 	}
 }

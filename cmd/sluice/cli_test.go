@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/testsvc"
+	"github.com/sluicehq/sluice/pipelines"
 )
 
 // TestConfigPathArgument checks the config file may be given as the
@@ -305,5 +310,150 @@ sinks:
 		if code != exitFailure || !strings.Contains(stderr, path+tc.want) {
 			t.Errorf("sluice run with %s in use: exit %d, want %d and\n%s%s\n%s", addr, code, exitFailure, path, tc.want, stderr)
 		}
+	}
+}
+
+// TestPathsAreRelativeToTheConfigFile runs sluice from another folder than
+// its config's: data_dir, a file sink's path and a secret's file are found
+// next to the config, as rule paths always were (data/ and out.jsonl were
+// made in the working directory).
+func TestPathsAreRelativeToTheConfigFile(t *testing.T) {
+	root := t.TempDir()
+	cfgDir := filepath.Join(root, "cfg")
+	writeFile(t, cfgDir, "rules/r.yaml", "rules:\n  - name: r\n    fields: {v: v}\n")
+	writeFile(t, cfgDir, "secrets/kafka-password", "s3cret\n")
+	writeFile(t, cfgDir, "sluice.yaml", `log: {level: info}
+data_dir: data
+broker:
+  listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
+pipelines:
+  - name: p
+    topics: ["#"]
+    rules: [rules]
+    sinks: [out]
+sinks:
+  - name: out
+    file: {path: out/records.jsonl}
+  - name: unused
+    kafka:
+      brokers: ["127.0.0.1:1"]
+      topic: t
+      sasl: {mechanism: PLAIN, username: u, password: {file: secrets/kafka-password}}
+`)
+	work := filepath.Join(root, "elsewhere")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(work)
+	rel := filepath.Join("..", "cfg", "sluice.yaml")
+	if code, stdout, stderr := runMain("validate", rel); code != exitOK {
+		t.Fatalf("validate from another folder: exit %d\n%s%s", code, stdout, stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr testsvc.LogBuffer
+	exited := make(chan int)
+	go func() { exited <- Main(ctx, []string{"run", rel}, &stdout, &stderr) }()
+	addr := waitForListener(t, &stderr)
+	pub := testsvc.MQTT(t, addr, "pub")
+	if rc := pub.Publish(t, "s/a", 1, []byte(`{"v": 1}`)); rc != 0 {
+		t.Fatalf("publish: reason %#x", rc)
+	}
+	out := filepath.Join(cfgDir, "out", "records.jsonl")
+	waitUntil(t, 30*time.Second, func() bool {
+		b, _ := os.ReadFile(out)
+		return strings.Contains(string(b), `"rule":"r"`)
+	}, func() string { return out + " has no record\n" + stderr.String() })
+	cancel()
+	if code := <-exited; code != exitOK {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(cfgDir, "data", "journal")); err != nil {
+		t.Errorf("no journal next to the config: %v", err)
+	}
+	if entries, _ := os.ReadDir(work); len(entries) != 0 {
+		t.Errorf("sluice wrote into the working directory: %v", entries)
+	}
+}
+
+// TestEveryFileKeyIsRelativeToTheConfigFile checks, after loading, that
+// every path a config can hold is absolute: each key ending in _file
+// (whatever section it is in, including sinks added later), data_dir and a
+// file sink's path.
+func TestEveryFileKeyIsRelativeToTheConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	writeSecurityFiles(t, dir)
+	writeFile(t, dir, "ca.pem", "")
+	writeFile(t, dir, "rules/boilers.yaml", "rules:\n  - name: boiler\n    match: plant/+site/+line/+device/telemetry\n")
+	t.Setenv("SLUICE_ADMIN_TOKEN", "example-token")
+	example := docBlock(t, "../../docs/configuration.md", "## A complete example", 0)
+	example += `  - name: tls-everywhere
+    kafka: {brokers: ["k:9093"], topic: t, tls: {ca_file: ca.pem, cert_file: tls/server.crt, key_file: tls/server.key}}
+  - name: dead
+    stream: dead_letters
+    file: {path: dead/letters.jsonl}
+`
+	path := writeFile(t, dir, "sluice.yaml", example)
+	cfg, err := pipelines.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var relative []string
+	check := func(key, value string) {
+		if value != "" && !filepath.IsAbs(value) {
+			relative = append(relative, key+": "+value)
+		}
+	}
+	var walk func(v reflect.Value, key string)
+	walk = func(v reflect.Value, key string) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			if !v.IsNil() {
+				walk(v.Elem(), key)
+			}
+		case reflect.Slice:
+			for i := range v.Len() {
+				walk(v.Index(i), fmt.Sprintf("%s[%d]", key, i))
+			}
+		case reflect.Struct:
+			for i := range v.NumField() {
+				f := v.Type().Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if !f.IsExported() || name == "-" {
+					continue
+				}
+				if v.Field(i).Kind() == reflect.String && strings.HasSuffix(name, "_file") {
+					check(key+"."+name, v.Field(i).String())
+				}
+				walk(v.Field(i), key+"."+name)
+			}
+		}
+	}
+	walk(reflect.ValueOf(cfg).Elem(), "")
+	check("data_dir", cfg.DataDir)
+	for _, s := range cfg.Sinks {
+		if s.File != nil {
+			check("file.path", s.File.Path)
+		}
+	}
+	if len(relative) > 0 || len(cfg.Sinks) < 3 {
+		t.Errorf("paths left relative (to the working directory): %v", relative)
+	}
+}
+
+// TestDocsValidateExample runs the example at the top of
+// docs/configuration.md and compares what validate prints with the doc.
+func TestDocsValidateExample(t *testing.T) {
+	const marker = "and `validate` reports every problem at once:"
+	config := docBlock(t, "../../docs/configuration.md", marker, 0)
+	text, _ := os.ReadFile("../../docs/configuration.md")
+	_, after, _ := strings.Cut(string(text), marker)
+	_, after, _ = strings.Cut(after, "```\n$ sluice validate sluice.yaml\n")
+	want, _, _ := strings.Cut(after, "```")
+	dir := t.TempDir()
+	writeFile(t, dir, "sluice.yaml", config)
+	t.Chdir(dir)
+	code, _, stderr := runMain("validate", "sluice.yaml")
+	if code != exitUsage || stderr != want {
+		t.Errorf("exit %d; sluice validate printed\n%s\ndocs/configuration.md says\n%s", code, stderr, want)
 	}
 }

@@ -11,9 +11,11 @@ package conf
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -87,6 +89,25 @@ func DecodeFile(path string, v any) (*Doc, error) {
 	return Decode(path, data, v)
 }
 
+type dirKey struct{}
+
+// Dir is the folder relative paths in a file are relative to, for a value
+// that decodes itself (yaml.NodeUnmarshalerContext) and reads a file it
+// names: the folder of the file being decoded. "" is the working directory.
+func Dir(ctx context.Context) string {
+	dir, _ := ctx.Value(dirKey{}).(string)
+	return dir
+}
+
+// Path resolves a path written in a file against dir (see Dir): every
+// path in sluice's files is relative to the file that holds it.
+func Path(dir, path string) string {
+	if path == "" || dir == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
+}
+
 // Doc is a decoded file: it knows where each key and value sits, so that
 // problems found later (an expression that does not compile) can be placed.
 type Doc struct {
@@ -141,6 +162,12 @@ func (d *Doc) ErrorAt(path string, line, col int, msg string) *Error {
 // parent, for a missing key), except those that only repeat a key already
 // reported (the "brokers" missing where "brokrs" was unknown).
 func Decode(file string, data []byte, v any) (*Doc, error) {
+	return DecodeIn(filepath.Dir(file), file, data, v)
+}
+
+// DecodeIn is Decode for text that is not read from file itself: paths in
+// it are relative to dir.
+func DecodeIn(dir, file string, data []byte, v any) (*Doc, error) {
 	// goccy counts the \r\n ending a comment as two lines: every error
 	// after a comment in a file saved with Windows line endings would be
 	// placed too low. YAML reads \r\n as \n anyway.
@@ -167,7 +194,7 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 	var list ErrorList
 	var dropped []droppedKey
 	if body != nil {
-		list, dropped = decodeAll(file, idx, body, v)
+		list, dropped = decodeAll(context.WithValue(context.Background(), dirKey{}, dir), file, idx, body, v)
 	}
 	if d, ok := v.(Defaulter); ok {
 		d.SetDefaults()
@@ -204,7 +231,7 @@ type droppedKey struct {
 
 // decodeAll decodes body into v, leaving out each key whose value cannot be
 // decoded, and returns a problem per such key.
-func decodeAll(file string, idx *index, body ast.Node, v any) (ErrorList, []droppedKey) {
+func decodeAll(ctx context.Context, file string, idx *index, body ast.Node, v any) (ErrorList, []droppedKey) {
 	var list ErrorList
 	var dropped []droppedKey
 	rv := reflect.ValueOf(v)
@@ -221,7 +248,7 @@ func decodeAll(file string, idx *index, body ast.Node, v any) (ErrorList, []drop
 					err = fmt.Errorf("the YAML decoder failed (%v); look for a tag (!...) without a value", r)
 				}
 			}()
-			return yaml.NodeToValue(body, v, yaml.Strict())
+			return yaml.NewDecoder(bytes.NewReader(nil), yaml.Strict()).DecodeFromNodeContext(ctx, body, v)
 		}()
 		if err == nil {
 			return list, dropped

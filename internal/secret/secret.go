@@ -18,6 +18,7 @@
 package secret
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +29,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/token"
+
+	"github.com/sluicehq/sluice/internal/conf"
 )
 
 const redacted = "[redacted]"
@@ -110,15 +113,15 @@ func (s String) MarshalYAML() (any, error) { return s.String(), nil }
 //
 // It takes the node rather than an unmarshal function: a function would give
 // 0123 as "83" and errors without a position.
-func (s *String) UnmarshalYAML(node ast.Node) error {
+func (s *String) UnmarshalYAML(ctx context.Context, node ast.Node) error {
 	switch n := unwrap(node).(type) {
 	case *ast.NullNode:
 		*s = String{}
 		return nil
 	case *ast.MappingNode:
-		return s.fromSource(n, n)
+		return s.fromSource(conf.Dir(ctx), n, n)
 	case *ast.MappingValueNode:
-		return s.fromSource(n, n)
+		return s.fromSource(conf.Dir(ctx), n, n)
 	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
 		*s = New(n.GetToken().Value)
 		return nil
@@ -140,8 +143,8 @@ func unwrap(n ast.Node) ast.Node {
 }
 
 // fromSource reads the secret from the environment variable or the file the
-// mapping names.
-func (s *String) fromSource(m ast.MapNode, node ast.Node) error {
+// mapping names (relative to dir, the config file's folder).
+func (s *String) fromSource(dir string, m ast.MapNode, node ast.Node) error {
 	var env, file string
 	var envAt, fileAt, first ast.Node
 	for it := m.MapRange(); it.Next(); {
@@ -157,7 +160,7 @@ func (s *String) fromSource(m ast.MapNode, node ast.Node) error {
 		case "env":
 			env, envAt = text, val
 		case "file":
-			file, fileAt = text, val
+			file, fileAt = conf.Path(dir, text), val
 		default:
 			return errAt(key, "unknown key: a secret is text, {env: NAME} or {file: PATH}")
 		}
