@@ -194,36 +194,36 @@ func (r *frameReader) advance(n int64) {
 	r.off += n
 }
 
-// next decodes the frame at r.off, checks its framing and CRC, and moves
-// past it. A frame whose seq is outside (lo, hi] is refused (errSeq) before
+// next decodes the frame at r.off into f, checks its framing and CRC, and
+// moves past it. A frame whose seq is outside (lo, hi] is refused (errSeq) before
 // the rest of it is read: a reader resynchronising past damage tries many
 // places, and must not read and checksum what a garbage length claims at
 // each. On an error the reader stays at the frame.
-func (r *frameReader) next(lo, hi uint64) (frame, error) {
+func (r *frameReader) next(f *frame, lo, hi uint64) error {
 	p := len(r.fm.sync)
 	if err := r.ensure(p + frameHead + 8); err != nil {
-		return frame{}, err
+		return err
 	}
 	b := r.buf[r.start:r.end]
-	if p > 0 && !bytes.Equal(b[:p], r.fm.sync) {
-		return frame{}, errSync
+	if p > 0 && binary.LittleEndian.Uint32(b) != binary.LittleEndian.Uint32(r.fm.sync) {
+		return errSync
 	}
 	length := binary.LittleEndian.Uint32(b[p:])
 	if length < recordHead || length > recordHead+sealOverhead+MaxRecordBytes {
-		return frame{}, errLength
+		return errLength
 	}
 	if seq := binary.LittleEndian.Uint64(b[p+frameHead:]); seq <= lo || seq > hi {
-		return frame{}, errSeq
+		return errSeq
 	}
 	total := p + frameHead + int(length)
 	if err := r.ensure(total); err != nil {
-		return frame{}, err
+		return err
 	}
 	h := r.buf[r.start+p : r.start+total]
 	if crc32.Checksum(h[frameHead:], castagnoli) != binary.LittleEndian.Uint32(h[4:]) {
-		return frame{}, errChecksum
+		return errChecksum
 	}
-	f := frame{
+	*f = frame{
 		seq:  binary.LittleEndian.Uint64(h[8:]),
 		time: int64(binary.LittleEndian.Uint64(h[16:])),
 		kind: h[24],
@@ -233,10 +233,10 @@ func (r *frameReader) next(lo, hi uint64) (frame, error) {
 		size: int64(total),
 	}
 	r.advance(int64(total))
-	return f, nil
+	return nil
 }
 
-// nextAfter returns the next good frame after the record prev, passing
+// nextAfter reads into fr the next good frame after the record prev, passing
 // over damage: the frame at r.off, or, if that one is damaged, the first
 // good frame after it (resynchronising). A frame found past damage is good
 // if its framing and CRC check out and its seq is in (prev, prev+1+g/m],
@@ -255,47 +255,60 @@ func (r *frameReader) next(lo, hi uint64) (frame, error) {
 //
 // It returns errShort when no good frame lies before the limit: the reader
 // is then at the limit.
-func (r *frameReader) nextAfter(prev, want uint64) (frame, error) {
-	from := r.off
+func (r *frameReader) nextAfter(fr *frame, prev, want uint64) error {
 	r.damage = nil
+	if r.off >= r.limit {
+		return errShort
+	}
+	// Where the next frame belongs, whatever is there is read: a frame
+	// as written is taken, or told out of place.
+	err := r.next(fr, 0, math.MaxUint64)
+	if err == nil && fr.seq == prev+1 && (r.fm.sealer == nil || fr.seq < want) {
+		return nil // the common case
+	}
+	from, m := fr.off, r.fm.minFrame()
+	if err != nil {
+		from = r.off
+	}
 	for {
-		if r.off >= r.limit {
-			return frame{}, errShort
-		}
 		gap := r.off - from
-		lo, hi := prev, prev+1+uint64(gap/r.fm.minFrame())
-		if gap == 0 {
-			lo, hi = 0, math.MaxUint64
-		}
-		fr, err := r.next(lo, hi)
 		if err == nil {
-			placed := fr.seq > prev && fr.seq <= prev+1+uint64(gap/r.fm.minFrame())
+			gap = fr.off - from
+		}
+		if err == nil {
+			placed := fr.seq > prev && fr.seq <= prev+1+uint64(gap/m)
 			if r.fm.sealer != nil && (!placed || fr.seq >= want) {
-				if err := openFrame(r.fm.sealer, &fr); err != nil {
-					return frame{}, fmt.Errorf("record at offset %d (seq %d): %w", fr.off, fr.seq, err)
+				if err := openFrame(r.fm.sealer, fr); err != nil {
+					return fmt.Errorf("record at offset %d (seq %d): %w", fr.off, fr.seq, err)
 				}
 				if !placed {
-					return frame{}, fmt.Errorf("record %d at offset %d where record %d belongs (moved or copied): %w",
+					return fmt.Errorf("record %d at offset %d where record %d belongs (moved or copied): %w",
 						fr.seq, fr.off, prev+1, ErrTampered)
 				}
 			}
 			if placed {
-				return fr, nil
+				return nil
 			}
 			if r.damage == nil {
 				r.damage = fmt.Errorf("record %d out of place: %w", fr.seq, errSeq)
 			}
-			continue // a frame as written, out of place: the next one may belong
+			// A frame as written, out of place: the next one may belong.
+		} else {
+			if !isCorrupt(err) {
+				return err
+			}
+			if r.damage == nil {
+				r.damage = err
+			}
+			if !r.resync() {
+				return errShort
+			}
 		}
-		if !isCorrupt(err) {
-			return frame{}, err
+		if r.off >= r.limit {
+			return errShort
 		}
-		if r.damage == nil {
-			r.damage = err
-		}
-		if !r.resync() {
-			return frame{}, errShort
-		}
+		// Past damage, a frame is read only if its seq fits.
+		err = r.next(fr, prev, prev+1+uint64((r.off-from)/m))
 	}
 }
 

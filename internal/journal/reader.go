@@ -251,9 +251,10 @@ func (r *Reader) readDisk(s *segment, seek bool, at indexEntry, limit int64, lim
 	}
 	r.fr.limit = limit
 	var lost []damage
+	var fr frame
 	for {
 		off := r.fr.off
-		fr, err := r.fr.nextAfter(r.rseq, seq)
+		err := r.fr.nextAfter(&fr, r.rseq, seq)
 		if errors.Is(err, errShort) {
 			if r.rseq < limitLast {
 				lost = append(lost, damage{lost: seqRange{r.rseq + 1, limitLast}, off: off, reason: r.fr.damage})

@@ -242,8 +242,9 @@ func (j *Journal) recoverSegment(first uint64, last bool) (scan, error) {
 	var r frameReader
 	r.reset(f, h.fm, h.size, size)
 	good := h.size // end of the last good frame
+	var fr frame
 	for {
-		fr, err := r.nextAfter(s.last, 0)
+		err := r.nextAfter(&fr, s.last, 0)
 		if errors.Is(err, errShort) {
 			sc.reason = r.damage
 			break
