@@ -91,8 +91,9 @@ func (r *Reader) Name() string { return r.name }
 // Next returns the next record, waiting for one to be appended if the reader is at the tail. It returns
 // ctx.Err() if ctx ends and ErrClosed once the journal is closed. Records the reader skipped because
 // DropOldest deleted them are counted (Skipped) and Next continues with the first record held.
-// An I/O error reading a segment file is returned (the next call tries the same record again); a
-// segment damaged since Open is logged and the rest of it skipped. A record of an encrypted segment
+// An I/O error reading a segment file is returned (the next call tries the same record again). A
+// record lost to damage (found by Open, or since) is skipped: Next returns the next one held, and
+// damage found since Open is counted (Stats.Damaged) and logged once. A record of an encrypted segment
 // that fails authentication (ErrTampered) is returned like an I/O error, every time Next reaches it:
 // it is neither delivered nor skipped.
 func (r *Reader) Next(ctx context.Context) (Entry, error) {
