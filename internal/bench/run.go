@@ -486,14 +486,14 @@ func (b *bench) runCluster(ctx context.Context) error {
 			n := stack.numbers()
 			return fmt.Sprintf("in %s", count(int64(n.received)))
 		},
-		// Done when every reading is in Kafka: the rules node's sinks
-		// have caught up.
+		// Done when every reading is in Kafka and InfluxDB has taken as
+		// many points: the rules node's sinks have caught up.
 		done: func(lp LoadProgress) bool {
 			want := lp.Fleet.AckedReadings
 			if b.cfg.Load.QoS == 0 {
 				want = lp.Fleet.SentReadings
 			}
-			return lp.Kafka.Unique >= want
+			return lp.Kafka.Unique >= want && lp.InfluxPoints >= want
 		},
 		influxd: true,
 		peer:    peer.Process.Pid,
