@@ -259,20 +259,67 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		j.Close()
 		return nil, err
 	}
+	// Readers are made before anything is appended, so no record is
+	// reclaimed before every one of them has seen it.
+	before := readerPositions(j)
 	if s.cfg.Cluster != nil {
 		if p.cluster, err = s.newCluster(p, pc); err != nil {
 			j.Close()
 			return nil, err
 		}
+		keep := map[string]bool{}
+		if p.cluster.forward != nil {
+			carryCursor(p.cluster.forward, before, "rules")
+			keep[p.cluster.forward.Name()] = true
+		}
+		retireReaders(j, log, keep)
 		return p, nil
 	}
-	// Readers are made before anything is appended, so no record is
-	// reclaimed before every one of them has seen it.
 	p.processor = j.Reader("rules")
+	carryCursor(p.processor, before, "cluster")
+	keep := map[string]bool{p.processor.Name(): true}
 	for _, name := range pc.Sinks {
-		p.sinks = append(p.sinks, newSinkReader(*s.cfg.sink(name), s.sinks[name], s.connected[name], p, j.Reader("sink:"+name), log, s.metrics))
+		r := j.Reader("sink:" + name)
+		keep[r.Name()] = true
+		p.sinks = append(p.sinks, newSinkReader(*s.cfg.sink(name), s.sinks[name], s.connected[name], p, r, log, s.metrics))
 	}
+	retireReaders(j, log, keep)
 	return p, nil
+}
+
+// readerPositions returns where the journal's saved readers are.
+func readerPositions(j *journal.Journal) map[string]uint64 {
+	at := map[string]uint64{}
+	for _, r := range j.Stats().Readers {
+		at[r.Name] = r.Acked
+	}
+	return at
+}
+
+// carryCursor starts a processor cursor new to the journal where the other
+// mode's processor stopped (a node moved into a cluster, or out of one):
+// the messages before it were processed already.
+func carryCursor(r *journal.Reader, before map[string]uint64, other string) {
+	if _, had := before[r.Name()]; had {
+		return
+	}
+	if at, ok := before[other]; ok {
+		r.Ack(at)
+	}
+}
+
+// retireReaders forgets the journal's readers this configuration does not
+// use (a sink taken out of the config): a cursor nobody reads would hold
+// the journal's segments for ever, and publishers would wait once it is
+// full.
+func retireReaders(j *journal.Journal, log *slog.Logger, keep map[string]bool) {
+	for _, r := range j.Stats().Readers {
+		if keep[r.Name] {
+			continue
+		}
+		log.Warn("journal: a reader the config no longer has is removed; what it had not read is not delivered to it", "reader", r.Name, "records", r.Lag)
+		j.RemoveReader(r.Name)
+	}
 }
 
 // Redactor takes the configured secrets (tokens, passwords, keys) out of
