@@ -238,9 +238,13 @@ func (s *Stream) transact(ctx context.Context, sess *kgo.GroupTransactSession, f
 		return fmt.Errorf("begin: %w", err)
 	}
 	byPart := map[int32][]*kgo.Record{}
+	var unopened []int32
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		o, ok := s.owned[fp.Partition]
 		if !ok {
+			if len(fp.Records) > 0 {
+				unopened = append(unopened, fp.Partition)
+			}
 			return
 		}
 		if fp.Err == nil {
@@ -248,10 +252,15 @@ func (s *Stream) transact(ctx context.Context, sess *kgo.GroupTransactSession, f
 		}
 		byPart[fp.Partition] = append(byPart[fp.Partition], fp.Records...)
 	})
+	// The transaction is finished even when ctx ends (a stop commits what
+	// was done): its records are not tied to ctx, and a record that fails
+	// anyway aborts it.
+	txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	var produceErr error
 	var errMu sync.Mutex
 	produce := func(r *kgo.Record) {
-		sess.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		sess.Produce(txCtx, r, func(_ *kgo.Record, err error) {
 			if err != nil {
 				errMu.Lock()
 				produceErr = errors.Join(produceErr, err)
@@ -295,17 +304,28 @@ func (s *Stream) transact(ctx context.Context, sess *kgo.GroupTransactSession, f
 		})
 	}
 	wg.Wait()
-	// The transaction ends even when ctx has: a stop commits what was
-	// done, and an open transaction would hold the partitions' readers
-	// back until it timed out.
-	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	committed, err := sess.End(endCtx, kgo.TryCommit)
+	// Every record's fate is known before the transaction ends: one that
+	// failed means the outputs are incomplete, and the transaction must
+	// not commit its offsets. (An open transaction would also hold the
+	// partitions' readers back until it timed out: it always ends.)
+	flushErr := sess.Client().Flush(txCtx)
+	errMu.Lock()
+	failed := errors.Join(produceErr, flushErr)
+	errMu.Unlock()
+	if failed != nil {
+		sess.End(txCtx, kgo.TryAbort)
+		return fmt.Errorf("produce: %w", failed)
+	}
+	if len(unopened) > 0 {
+		// Inputs of a partition whose state could not be restored were
+		// polled and not evaluated: committing would skip them.
+		sess.End(txCtx, kgo.TryAbort)
+		return fmt.Errorf("partitions %v have inputs but no state yet", unopened)
+	}
+	committed, err := sess.End(txCtx, kgo.TryCommit)
 	switch {
 	case err != nil:
 		return fmt.Errorf("end: %w", err)
-	case produceErr != nil:
-		return produceErr // End aborted: a produce failed
 	case !committed:
 		return errNotCommitted
 	}

@@ -448,14 +448,13 @@ func (f *fleet) setPhase(p int32) { f.phase.Store(p) }
 func (f *fleet) silence()         { f.quiet.Store(true) }
 
 func (f *fleet) start() {
-	i := 0
 	for site := range sites {
 		for d := range perSite {
+			i := site*perSite + d
 			f.wg.Go(func() { f.device(i, fmt.Sprintf("s%d", site), fmt.Sprintf("s%d-d%d", site, d), d == 0) })
-			i++
 		}
 	}
-	f.wg.Go(func() { f.device(i, "s0", "silent", false) })
+	f.wg.Go(func() { f.device(sites*perSite, "s0", "silent", false) })
 }
 
 func (f *fleet) stop() {
