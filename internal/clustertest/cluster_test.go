@@ -128,10 +128,11 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	base := t.TempDir()
 	nodes := map[string]*node{}
 	var nodesMu sync.Mutex
 	start := func(name string) *node {
-		n := startNode(t, name, fmt.Sprintf(configYAML, fmt.Sprintf(clusterYAML, name, brokers), influx.URL, brokers))
+		n := startNode(t, base, name, fmt.Sprintf(configYAML, fmt.Sprintf(clusterYAML, name, brokers), influx.URL, brokers))
 		nodesMu.Lock()
 		nodes[name] = n
 		nodesMu.Unlock()
@@ -260,7 +261,7 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 
 	// The same input on one node gives the same transitions.
 	t.Run("one node gives the same transitions", func(t *testing.T) {
-		one := startNode(t, "single", fmt.Sprintf(configYAML, "", influx.URL, brokers))
+		one := startNode(t, t.TempDir(), "single", fmt.Sprintf(configYAML, "", influx.URL, brokers))
 		w := testsvc.MQTT(t, one.addr, "watcher-single")
 		w.Subscribe(t, "alerts/#")
 		f := newFleet(func() []string { return []string{one.addr} })
@@ -298,11 +299,11 @@ type node struct {
 
 var listening = regexp.MustCompile(`listening for MQTT.* address=(\S+)`)
 
-// startNode runs a node in its own folder (kept across a restart).
-func startNode(t *testing.T, name, config string) *node {
+// startNode runs a node in its own folder under base (the same folder when
+// it is started again).
+func startNode(t *testing.T, base, name, config string) *node {
 	t.Helper()
-	dir := filepath.Join(os.TempDir(), "sluice-cluster-"+t.Name()+"-"+name)
-	dir = strings.ReplaceAll(dir, " ", "_")
+	dir := filepath.Join(base, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -347,12 +348,7 @@ func startNode(t *testing.T, name, config string) *node {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("node %s did not start:\n%s", name, n.logs())
 	}
-	t.Cleanup(func() {
-		n.stop()
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		}
-	})
+	t.Cleanup(n.stop)
 	return n
 }
 
