@@ -57,6 +57,7 @@ type Broker struct {
 
 	open      atomic.Int64 // connections, over all listeners
 	passwords *auth.Verifier
+	backoff   *auth.Backoff // nil when failed logins are not delayed
 	acl       atomic.Pointer[auth.ACL]
 	listeners map[string]*ListenerConfig
 
@@ -102,6 +103,10 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	})
 	for _, l := range b.cfg.Listeners {
 		m.SubDropped.WithLabelValues(l.Name)
+		m.AuthDelayed.WithLabelValues(l.Name)
+	}
+	if fb := &b.cfg.Auth.FailureBackoff; fb.IsEnabled() {
+		b.backoff = auth.NewBackoff(fb.schedule(), nil)
 	}
 	return b
 }
@@ -258,6 +263,7 @@ func (c *Config) CheckFiles() error {
 // authView is what the hook needs to authenticate and authorize.
 type authView struct {
 	passwords *auth.Verifier
+	backoff   *auth.Backoff // nil when failed logins are not delayed
 	acl       *auth.ACL
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/ingest/auth"
 	"github.com/sluicehq/sluice/internal/conf"
 )
 
@@ -96,6 +97,48 @@ type AuthConfig struct {
 	// every connected client may publish and subscribe to any topic; with
 	// one, what it does not allow is denied.
 	ACLFile string `yaml:"acl_file"`
+	// FailureBackoff delays the refusal of failed password logins from an
+	// address, or for a user, that keeps failing.
+	FailureBackoff FailureBackoff `yaml:"failure_backoff"`
+}
+
+// FailureBackoff is the schedule of delayed refusals (see auth.Backoff):
+// after After failures of an address or a user name, each further failed
+// login waits Initial before its refusal, doubling up to Max; failures are
+// forgotten Forget after the last. A login that succeeds never waits.
+type FailureBackoff struct {
+	// Enabled is true by default.
+	Enabled *bool         `yaml:"enabled"`
+	After   int           `yaml:"after"`
+	Initial time.Duration `yaml:"initial"`
+	Max     time.Duration `yaml:"max"`
+	Forget  time.Duration `yaml:"forget"`
+}
+
+// IsEnabled reports whether failed logins are delayed.
+func (f *FailureBackoff) IsEnabled() bool { return f.Enabled == nil || *f.Enabled }
+
+func (f *FailureBackoff) schedule() auth.BackoffConfig {
+	return auth.BackoffConfig{After: f.After, Initial: f.Initial, Max: f.Max, Forget: f.Forget}
+}
+
+func (f *FailureBackoff) validate() error {
+	var p conf.Problems
+	if f.After < 0 {
+		p.Addf("after", "must not be negative")
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"initial", f.Initial}, {"max", f.Max}, {"forget", f.Forget}} {
+		if d.v < 0 {
+			p.Addf(d.key, "must not be negative")
+		}
+	}
+	if f.Initial > 0 && f.Max > 0 && f.Initial > f.Max {
+		p.Addf("initial", "%v is above max %v", f.Initial, f.Max)
+	}
+	return p.Err()
 }
 
 // Limits bound the broker's resources. Zero means the default; the
@@ -246,6 +289,7 @@ func (c *Config) Validate() error {
 		names[l.Name] = true
 		p.Nest(at, l.validate())
 	}
+	p.Nest("auth.failure_backoff", c.Auth.FailureBackoff.validate())
 	p.Nest("limits", c.Limits.validate())
 	return p.Err()
 }

@@ -63,6 +63,11 @@ func dialWireConn(t *testing.T, addr string, version byte) *wire {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return newWire(t, conn, version)
+}
+
+// newWire is a bare client on conn.
+func newWire(t *testing.T, conn net.Conn, version byte) *wire {
 	return &wire{t: t, conn: conn, r: bufio.NewReader(conn), version: version, ids: 60000}
 }
 

@@ -91,6 +91,7 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, lc *ListenerConf
 		if pw.Verify(user, pk.Connect.Password) {
 			return nil
 		}
+		h.delayRefusal(cl, user, pw.Passwords().Has(user))
 		return h.refuse(cl, "auth", packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "user", user)
 	}
 	if lc.AllowAnonymous {

@@ -29,6 +29,7 @@ const DefaultCost = bcrypt.DefaultCost
 type Passwords struct {
 	File   string
 	hashes map[string][]byte
+	cost   int // the highest bcrypt cost of the hashes
 }
 
 // LoadPasswords reads a password file.
@@ -62,11 +63,13 @@ func ParsePasswords(name string, data []byte) (*Passwords, error) {
 			errs = append(errs, fmt.Errorf("%s:%d: user %q is listed twice", name, n+1, user))
 			continue
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		cost, err := bcrypt.Cost([]byte(hash))
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s:%d: user %q: not a bcrypt hash; set the password again with `sluice passwd %s %s`", name, n+1, user, name, user))
 			continue
 		}
 		p.hashes[user] = []byte(hash)
+		p.cost = max(p.cost, cost)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -109,8 +112,9 @@ type Verifier struct {
 	key  [32]byte
 	sem  chan struct{}
 
-	mu    sync.Mutex
-	known map[string]knownGood
+	mu      sync.Mutex
+	known   map[string]knownGood
+	dummies map[int][]byte // by bcrypt cost
 }
 
 type knownGood struct {
@@ -119,15 +123,25 @@ type knownGood struct {
 }
 
 // dummyHash is checked against when the user is unknown, so that the
-// answer takes as long as for a known user with a wrong password.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("sluice-no-such-user"), DefaultCost)
+// answer takes as long as for a known user with a wrong password: a hash
+// of the file's (highest) cost, made once per cost.
+func (v *Verifier) dummyHash(cost int) []byte {
+	if cost == 0 {
+		cost = DefaultCost
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if h := v.dummies[cost]; h != nil {
+		return h
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("sluice-no-such-user"), cost)
+	v.dummies[cost] = h
 	return h
-})
+}
 
 // NewVerifier returns a verifier for p.
 func NewVerifier(p *Passwords) *Verifier {
-	v := &Verifier{sem: make(chan struct{}, runtime.GOMAXPROCS(0)), known: map[string]knownGood{}}
+	v := &Verifier{sem: make(chan struct{}, runtime.GOMAXPROCS(0)), known: map[string]knownGood{}, dummies: map[int][]byte{}}
 	if _, err := rand.Read(v.key[:]); err != nil {
 		panic(fmt.Sprintf("auth: no randomness: %v", err))
 	}
@@ -144,10 +158,12 @@ func (v *Verifier) Passwords() *Passwords { return v.file.Load() }
 
 // Verify reports whether password is user's password.
 func (v *Verifier) Verify(user string, password []byte) bool {
-	hash := v.file.Load().hashes[user]
+	file := v.file.Load()
+	hash := file.hashes[user]
 	if hash == nil {
+		dummy := v.dummyHash(file.cost)
 		v.sem <- struct{}{}
-		_ = bcrypt.CompareHashAndPassword(dummyHash(), password)
+		_ = bcrypt.CompareHashAndPassword(dummy, password)
 		<-v.sem
 		return false
 	}

@@ -23,6 +23,8 @@ type Metrics struct {
 	Denied      *prometheus.CounterVec // action (publish, subscribe), reason: acl, quota, rate
 	NotRetained *prometheus.CounterVec // reason (size, count): retained messages not kept
 	SubDropped  *prometheus.CounterVec // listener: messages dropped for a subscriber that does not keep up
+	AuthDelayed *prometheus.CounterVec // listener: failed logins whose refusal waited (failure backoff)
+	AuthWaiting prometheus.Gauge       // failed logins whose refusal is waiting now
 	CertExpiry  *prometheus.GaugeVec   // listener: when the served certificate expires
 
 	// pipelines
@@ -104,6 +106,13 @@ func New() *Metrics {
 		Name: "sluice_broker_subscriber_dropped_total",
 		Help: "Messages not delivered to a subscriber that does not keep up (max_queued QoS 1/2 messages unacknowledged, or its write queue full), by the subscriber's listener.",
 	}, []string{"listener"})
+	m.AuthDelayed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_broker_auth_delayed_total",
+		Help: "Failed password logins whose refusal waited, after repeated failures from their address or for their user name, by listener.",
+	}, []string{"listener"})
+	m.AuthWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_broker_auth_delaying", Help: "Failed password logins whose refusal is waiting now.",
+	})
 	m.CertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_tls_certificate_expiry_timestamp_seconds", Help: "When the certificate a TLS listener serves expires (Unix time).",
 	}, []string{"listener"})
@@ -226,7 +235,7 @@ func New() *Metrics {
 	}
 
 	for _, c := range []prometheus.Collector{
-		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.CertExpiry,
+		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.AuthDelayed, m.AuthWaiting, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
 		m.JournalBytes, m.JournalDropped, m.JournalDroppedMessages, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
