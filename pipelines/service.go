@@ -483,9 +483,10 @@ func pipelineErr(p *pipeline, err error) error {
 
 // Close shuts down in order: ingest stops accepting (publishes it holds
 // finish their journal append); the rules and the sinks catch up with the
-// journals, for up to the drain timeout; then clients are disconnected, the
-// cursors are saved and everything is closed. What was not written stays in
-// the journals for the next start. Close is safe to call more than once.
+// journals, for up to the drain timeout or until ctx ends (a second Ctrl-C:
+// stop now); then clients are disconnected, the cursors are saved and
+// everything is closed. What was not written stays in the journals for the
+// next start. Close is safe to call more than once.
 func (s *Service) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.shutdown(ctx)
@@ -493,8 +494,8 @@ func (s *Service) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-func (s *Service) shutdown(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.drain)
+func (s *Service) shutdown(stopNow context.Context) error {
+	ctx, cancel := context.WithTimeout(stopNow, s.drain)
 	defer cancel()
 	s.serving.Store(false)
 	s.stopWatch()
@@ -518,7 +519,11 @@ drain:
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			s.log.Warn("shutdown: the sinks did not catch up in time; the rest stays in the journal")
+			if stopNow.Err() != nil {
+				s.log.Warn("shutdown: stopping without waiting for the sinks; the rest stays in the journal for the next start")
+			} else {
+				s.log.Warn("shutdown: the sinks did not catch up within shutdown_timeout; the rest stays in the journal for the next start", "shutdown_timeout", s.drain)
+			}
 			break drain
 		}
 	}
@@ -528,6 +533,10 @@ drain:
 		p.wg.Wait()
 	}
 	s.wg.Wait()
+	// Closing is not draining: it gets its own few seconds, even when the
+	// drain took its whole timeout or the caller asked to stop at once.
+	ctx, cancelClose := context.WithTimeout(context.WithoutCancel(stopNow), closeTimeout)
+	defer cancelClose()
 	if err := s.broker.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -540,6 +549,10 @@ drain:
 	errs = append(errs, s.lock.unlock())
 	return errors.Join(errs...)
 }
+
+// closeTimeout bounds the last steps of a shutdown: disconnecting clients,
+// saving cursors, closing sinks.
+const closeTimeout = 5 * time.Second
 
 // CaughtUp reports whether the rules and every sink have finished with
 // everything in the journals.

@@ -101,8 +101,8 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return fmt.Errorf("%w (is port 9880 taken?)", err)
 	}
 	defer func() {
-		fmt.Fprintln(stdout, "Stopping sluice (draining to the sinks) ...")
-		if err := svc.Close(context.Background()); err != nil {
+		fmt.Fprintln(stdout, "Stopping sluice (draining to the sinks; Ctrl-C again stops at once, the rest stays in the journal) ...")
+		if err := closeService(svc, cfg.ShutdownTimeout, stopNowContext(ctx), log); err != nil {
 			fmt.Fprintln(stderr, "sluice:", err)
 		}
 		stopAdmin()

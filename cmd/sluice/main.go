@@ -45,9 +45,7 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(Main(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(Main(interruptible(context.Background()), os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // Exit codes (see the package comment).
@@ -275,7 +273,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// ready" while the sinks drain.
 	defer stopAdmin()
 	<-ctx.Done()
-	if err := svc.Close(context.Background()); err != nil {
+	log.Info("stopping: ingest stops, the sinks write what the journals hold", "shutdown_timeout", cfg.ShutdownTimeout)
+	if err := closeService(svc, cfg.ShutdownTimeout, stopNowContext(ctx), log); err != nil {
 		log.Error("sluice stopped with an error", "error", err)
 		return exitFailure
 	}
