@@ -46,11 +46,13 @@ type listener struct {
 	ln   net.Listener
 	http *http.Server // ws and wss
 
-	open atomic.Int64
-	end  atomic.Bool
+	open      atomic.Int64
+	end       atomic.Bool
+	lingering sync.WaitGroup // connections closing gracefully (clientConn.linger)
 
 	mu      sync.Mutex
 	pending map[*clientConn]struct{} // connections not yet handed to mochi
+	closed  bool                     // Close is waiting for the lingering
 }
 
 func newListener(b *Broker, cfg ListenerConfig) (*listener, error) {
@@ -191,6 +193,7 @@ func (l *listener) handOver(c *clientConn, establish listeners.EstablishFn) {
 		c.Close()
 		return
 	}
+	c.served.Store(true)
 	if err := establish(l.cfg.Name, c); err != nil && !isClosedErr(err) {
 		l.b.log.Debug("client connection ended", "listener", l.cfg.Name, "remote", c.RemoteAddr().String(), "error", err)
 	}
@@ -241,6 +244,22 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 		l.mu.Unlock()
 	}
 	closeClients(l.cfg.Name)
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.lingering.Wait()
+}
+
+// startLinger counts a connection closing gracefully, for Close to wait
+// for; not once Close waits (a straggler's linger ends by itself).
+func (l *listener) startLinger() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.lingering.Add(1)
+	return true
 }
 
 // serveWebSocket serves MQTT over WebSocket (RFC 6455, subprotocol "mqtt")
@@ -339,9 +358,40 @@ type clientConn struct {
 	packets  *packetReader
 	window   *sendWindow // the client's Receive Maximum (see sendWindow)
 	once     sync.Once
+
+	served  atomic.Bool // handed to mochi: closed gracefully (see Close)
+	readMu  sync.Mutex  // held by Read; the linger reads after it
+	closing atomic.Bool // Close was called
 }
 
+// Closing a connection the broker ends (a client over a limit, one whose
+// session another connection took, the broker stopping) while the client
+// is still sending: closing the socket at once with unread bytes in it
+// makes the kernel answer with a reset, and a client that reads a reset may
+// never see the DISCONNECT it was sent, with the reason. So Close shuts the
+// write side down after what was written (the DISCONNECT, then the end of
+// the stream) and reads and discards what the client still sends, until
+// it closes its side too, for at most lingerTime and lingerBytes; then it
+// closes. The listener's Close waits for its connections' lingers.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 4 << 20
+)
+
 func (c *clientConn) Read(p []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.closing.Load() {
+		return 0, net.ErrClosed
+	}
+	n, err := c.read(p)
+	if err != nil && c.closing.Load() {
+		err = net.ErrClosed // Close ended the read, not the client
+	}
+	return n, err
+}
+
+func (c *clientConn) read(p []byte) (int, error) {
 	if c.packets == nil {
 		return 0, errors.New("read before the CONNECT was checked")
 	}
@@ -372,15 +422,82 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// Close closes the connection: gracefully (see lingerTime) when it is
+// mochi's and TCP or TLS, at once otherwise. It is safe to call more than
+// once.
 func (c *clientConn) Close() error {
+	if !c.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	tcp := c.tcp()
+	if !c.served.Load() || tcp == nil || c.l == nil {
+		err := c.Conn.Close() // first: it ends a write blocked on a slow client
+		c.stop()
+		return err
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now()) // ends a write blocked on a slow client
+	c.stop()
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		// TLS's end of the stream (close_notify), unless a write was cut.
+		_ = tc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = tc.CloseWrite()
+	}
+	_ = tcp.CloseWrite()                // the end of the stream, after what was written
+	_ = tcp.SetReadDeadline(time.Now()) // ends mochi's read
+	tracked := c.l.startLinger()
+	go c.linger(tcp, tracked)
+	return nil
+}
+
+// linger reads and discards what the client still sends, once mochi's
+// reader is gone, until the client closes, lingerTime passes or
+// lingerBytes came; then it closes the connection.
+func (c *clientConn) linger(tcp *net.TCPConn, tracked bool) {
+	if tracked {
+		defer c.l.lingering.Done()
+	}
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, tcp, lingerBytes)
+	_ = tcp.Close()
+}
+
+// stop releases the connection's place in the count and its timer.
+func (c *clientConn) stop() {
 	if c.l != nil {
 		c.once.Do(c.l.release)
 	}
-	err := c.Conn.Close() // first: it ends a write blocked on a slow client
 	if c.window != nil {
 		c.window.stop()
 	}
-	return err
+}
+
+// tcp is the TCP connection under c (under TLS for tls), nil for a
+// WebSocket.
+func (c *clientConn) tcp() *net.TCPConn {
+	conn := c.Conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	tcp, _ := conn.(*net.TCPConn)
+	return tcp
+}
+
+// SetDeadline and SetReadDeadline are mochi's (its keep-alive): once the
+// connection is closing, its deadlines are Close's.
+func (c *clientConn) SetDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *clientConn) SetReadDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // TLS returns the connection's TLS state, nil without TLS.
