@@ -531,7 +531,8 @@ type clusterTask struct {
 
 func (t *clusterTask) Open(part int32, state []cluster.KV) (cluster.Partition, error) {
 	set := t.p.set.Load()
-	w := &partitionWorker{p: t.p, part: part, set: set, maxBytes: t.maxBytes, ev: t.p.evaluator(set, nil), rep: stateReporter{metrics: t.p.metrics}}
+	w := &partitionWorker{p: t.p, part: part, set: set, maxBytes: t.maxBytes, ev: t.p.evaluator(set, nil), rep: stateReporter{metrics: t.p.metrics},
+		firing: firingReporter{slot: t.p.alerts.Slot(t.p.name)}}
 	w.ev.TrackChanges()
 	dropped := 0
 	for _, kv := range state {
@@ -557,6 +558,8 @@ type partitionWorker struct {
 	ev   *rules.Evaluator
 	out  []sluice.Event
 	rep  stateReporter
+	// firing keeps the partition's firing series on the console's board.
+	firing firingReporter
 	// maxBytes bounds an events record: the outputs of a message that
 	// would not fit are a dead letter instead.
 	maxBytes int
@@ -583,12 +586,17 @@ func (w *partitionWorker) Process(rec *kgo.Record, emit cluster.Emit) {
 	var o rules.Outcome
 	w.out, o = w.ev.Eval(msg, w.out[:0])
 	w.p.count(o)
+	n := len(w.out)
 	if w.p.streams[sluice.StreamRaw] {
 		w.out = append(w.out, sluice.Event{Stream: sluice.StreamRaw, Message: msg})
 	}
 	origin, seq := cluster.Origin(rec)
 	identify(origin, seq, w.out)
 	w.emit(msg, w.out, rec.Key, emit)
+	if w.p.tap.Watched() { // after emit: it redacts the dead letters' reasons
+		w.p.tap.Publish(w.p.name, msg, w.out[:n], o, w.set)
+	}
+	w.firing.report(w.ev)
 }
 
 func (w *partitionWorker) Tick(now time.Time, emit cluster.Emit) {
@@ -598,8 +606,12 @@ func (w *partitionWorker) Tick(now time.Time, emit cluster.Emit) {
 	for i := range w.out {
 		e := w.out[i : i+1]
 		w.emit(e[0].Message, e, []byte(w.p.part.Key(e[0].Message.Topic)), emit)
+		if w.p.tap.Watched() {
+			w.p.tap.Publish(w.p.name, e[0].Message, e, rules.Outcome{}, nil)
+		}
 	}
 	w.rep.report(w.ev.Stats())
+	w.firing.report(w.ev)
 }
 
 func (w *partitionWorker) emit(msg *sluice.Message, events []sluice.Event, key []byte, emit cluster.Emit) {
@@ -621,4 +633,7 @@ func (w *partitionWorker) emit(msg *sluice.Message, events []sluice.Event, key [
 
 func (w *partitionWorker) Checkpoint(put func(key, value []byte)) { w.ev.Changes(put) }
 
-func (w *partitionWorker) Close() { w.rep.report(nil) }
+func (w *partitionWorker) Close() {
+	w.rep.report(nil)
+	w.firing.slot.Close()
+}

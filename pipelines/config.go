@@ -86,6 +86,10 @@ type AdminConfig struct {
 	// JournalFullRatio is how full a pipeline's journal (of its max_bytes)
 	// may get before /readyz reports it (default 0.9).
 	JournalFullRatio float64 `yaml:"journal_full_ratio"`
+	// WriteRules lets the console's playground save a rule file it edited
+	// (one of the files the pipelines load; default false: the console
+	// writes nothing).
+	WriteRules bool `yaml:"write_rules"`
 }
 
 // LogConfig sets up logging.
@@ -146,6 +150,10 @@ type JournalConfig struct {
 	// MaxAge bounds the age of the oldest record a sink still needs
 	// (default none).
 	MaxAge time.Duration `yaml:"max_age"`
+	// Retention keeps the messages of the last while in the journal after
+	// every reader is done with them, for sluice replay (default none),
+	// within max_bytes: they give way first when the journal needs room.
+	Retention time.Duration `yaml:"retention"`
 	// Overflow is what happens at a bound: block (the default: publishers
 	// wait; MQTT 5 publishers are told "quota exceeded") or drop_oldest
 	// (the oldest records go, counted and logged).
@@ -603,7 +611,7 @@ func (c *Config) Validate() error {
 		default:
 			p.Addf(at+".journal.overflow", "%q: want block or drop_oldest", pc.Journal.Overflow)
 		}
-		if pc.Journal.MaxBytes < 0 || pc.Journal.MaxAge < 0 {
+		if pc.Journal.MaxBytes < 0 || pc.Journal.MaxAge < 0 || pc.Journal.Retention < 0 {
 			p.Addf(at+".journal", "bounds must not be negative")
 		}
 		if pc.Journal.SegmentBytes < 64<<10 {

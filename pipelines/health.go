@@ -95,8 +95,10 @@ func (s *Service) Health(now time.Time) Health {
 			problem("pipeline %q: journal cannot write, publishes refused until sluice restarts: %s", p.name, st.WriteError)
 		case st.Full:
 			problem("pipeline %q: journal full (%d of %d bytes)", p.name, st.Bytes, p.maxBytes)
-		case p.maxBytes > 0 && float64(st.Bytes) >= admin.JournalFullRatio*float64(p.maxBytes):
-			problem("pipeline %q: journal %.0f%% full (%d of %d bytes)", p.name, 100*float64(st.Bytes)/float64(p.maxBytes), st.Bytes, p.maxBytes)
+		case p.maxBytes > 0 && float64(st.Bytes-st.Retained) >= admin.JournalFullRatio*float64(p.maxBytes):
+			// Messages kept for journal.retention give way when room is
+			// needed: they do not fill it.
+			problem("pipeline %q: journal %.0f%% full (%d of %d bytes)", p.name, 100*float64(st.Bytes-st.Retained)/float64(p.maxBytes), st.Bytes-st.Retained, p.maxBytes)
 		}
 		if p.cluster != nil {
 			ph.Cluster = p.cluster.health()

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/internal/console"
 	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/ratelog"
@@ -69,6 +70,12 @@ type pipeline struct {
 	shards    []chan work
 	tracker   tracker
 	processor *journal.Reader
+
+	// tap, deadLetters and alerts feed the operator's console: the tail
+	// costs an atomic load per message while nobody watches.
+	tap         *console.Tap
+	deadLetters *console.DeadLetters
+	alerts      *console.Alerts
 
 	log     *slog.Logger
 	rlog    *ratelog.Logger
@@ -274,46 +281,91 @@ func newRateLog(log *slog.Logger) *ratelog.Logger { return ratelog.New(log, 10*t
 const tickEvery = time.Second
 
 func (p *pipeline) work(shard chan work) {
-	set := p.set.Load()
-	ev := p.evaluator(set, nil)
-	out := make([]sluice.Event, 0, 8)
+	wk := p.newWorker()
+	defer wk.close()
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
-	rep := stateReporter{metrics: p.metrics}
-	defer rep.report(nil) // a stopped worker holds no series
 	for {
 		select {
 		case w, ok := <-shard:
 			if !ok {
 				return
 			}
-			if s := p.set.Load(); s != set {
-				set, ev = s, p.evaluator(s, ev)
-			}
-			if !w.msg.Expires.IsZero() && w.msg.Expired(time.Now()) {
-				p.metrics.Expired.WithLabelValues(p.name, "rules").Inc()
-				p.tracker.done(w.seq, 0)
-				continue
-			}
-			var o rules.Outcome
-			out, o = ev.Eval(w.msg, out[:0])
-			p.count(o)
-			identify(p.origin, w.seq, out)
-			p.tracker.done(w.seq, p.record(w.msg, out))
+			wk.message(w)
 		case now := <-tick.C:
-			if s := p.set.Load(); s != set {
-				set, ev = s, p.evaluator(s, ev)
-			}
-			out = ev.Tick(now, out[:0])
-			identify(p.origin, 0, out)
-			for i := range out {
-				// Each alert raised by time stands alone, with its series'
-				// topic as its message.
-				p.record(out[i].Message, out[i:i+1])
-			}
-			rep.report(ev.Stats())
+			wk.tick(now)
 		}
 	}
+}
+
+// worker is one shard's rule evaluation: its evaluator (the state of its
+// series) and what it reports.
+type worker struct {
+	p      *pipeline
+	set    *rules.Set
+	ev     *rules.Evaluator
+	out    []sluice.Event
+	rep    stateReporter
+	firing firingReporter
+}
+
+func (p *pipeline) newWorker() *worker {
+	set := p.set.Load()
+	return &worker{p: p, set: set, ev: p.evaluator(set, nil), out: make([]sluice.Event, 0, 8),
+		rep: stateReporter{metrics: p.metrics}, firing: firingReporter{slot: p.alerts.Slot(p.name)}}
+}
+
+func (wk *worker) close() {
+	wk.rep.report(nil) // a stopped worker holds no series
+	wk.firing.slot.Close()
+}
+
+// current moves the worker to the rules in force, after a reload.
+func (wk *worker) current() {
+	if s := wk.p.set.Load(); s != wk.set {
+		wk.set, wk.ev = s, wk.p.evaluator(s, wk.ev)
+	}
+}
+
+// message evaluates one message and records what came of it.
+func (wk *worker) message(w work) {
+	p := wk.p
+	wk.current()
+	if !w.msg.Expires.IsZero() && w.msg.Expired(time.Now()) {
+		p.metrics.Expired.WithLabelValues(p.name, "rules").Inc()
+		p.tracker.done(w.seq, 0)
+		return
+	}
+	var o rules.Outcome
+	wk.out, o = wk.ev.Eval(w.msg, wk.out[:0])
+	p.count(o)
+	identify(p.origin, w.seq, wk.out)
+	seq := p.record(w.msg, wk.out)
+	if p.tap.Watched() { // after record: it redacts the dead letters' reasons
+		p.tap.Publish(p.name, w.msg, wk.out, o, wk.set)
+	}
+	wk.firing.report(wk.ev)
+	p.tracker.done(w.seq, seq)
+}
+
+// tick runs what time alone decides (absent series, re-notifications,
+// evictions) and reports the worker's state.
+func (wk *worker) tick(now time.Time) {
+	p := wk.p
+	wk.current()
+	wk.out = wk.ev.Tick(now, wk.out[:0])
+	identify(p.origin, 0, wk.out)
+	for i := range wk.out {
+		// Each alert raised by time stands alone, with its series' topic
+		// as its message.
+		e := wk.out[i : i+1]
+		p.record(e[0].Message, e)
+		if p.tap.Watched() {
+			p.tap.Publish(p.name, e[0].Message, e, rules.Outcome{}, nil)
+		}
+	}
+	wk.rep.report(wk.ev.Stats())
+	wk.firing.report(wk.ev)
 }
 
 // evaluator makes an evaluator of set, taking over the state of from, that
@@ -396,10 +448,12 @@ func (p *pipeline) keep(msg *sluice.Message, events []sluice.Event) []sluice.Eve
 			p.metrics.Records.WithLabelValues(p.name, e.Record.Rule).Inc()
 		case sluice.StreamAlerts:
 			p.metrics.Alerts.WithLabelValues(e.Alert.Rule, e.Alert.Severity, e.Alert.Status).Inc()
+			p.alerts.Transition(p.name, e.Alert)
 		case sluice.StreamDeadLetters:
 			e.DeadLetter.Reason = p.redact.Redact(e.DeadLetter.Reason)
 			p.metrics.RuleErrors.WithLabelValues(e.DeadLetter.Rule).Inc()
 			p.metrics.DeadLetters.WithLabelValues(p.name, e.DeadLetter.Stage).Inc()
+			p.deadLetters.Add(p.name, msg, e.DeadLetter)
 			p.rlog.Warn("rule:"+e.DeadLetter.Rule, "message not processed", "rule", e.DeadLetter.Rule,
 				"stage", e.DeadLetter.Stage, "topic", msg.Topic, "reason", e.DeadLetter.Reason)
 		}
@@ -416,6 +470,7 @@ func (p *pipeline) keep(msg *sluice.Message, events []sluice.Event) []sluice.Eve
 func (p *pipeline) deadLetter(ctx context.Context, e sluice.Event, dl *sluice.DeadLetter) {
 	dl.Reason = p.redact.Redact(dl.Reason)
 	p.metrics.DeadLetters.WithLabelValues(p.name, dl.Stage).Inc()
+	p.deadLetters.Add(p.name, e.Message, dl)
 	if !p.streams[sluice.StreamDeadLetters] {
 		return
 	}
@@ -544,6 +599,26 @@ func (t *tracker) flush(ctx context.Context) {
 		return
 	}
 	t.reader.Ack(upto)
+}
+
+// firingReporter keeps one evaluator's firing series on the console's
+// board, asking the evaluator again only when they changed (a comparison
+// per message otherwise).
+type firingReporter struct {
+	slot *console.FiringSlot
+	ev   *rules.Evaluator
+	gen  uint64
+	buf  []*sluice.Alert
+}
+
+func (f *firingReporter) report(ev *rules.Evaluator) {
+	if ev == f.ev && ev.AlertGeneration() == f.gen {
+		return
+	}
+	f.ev, f.gen = ev, ev.AlertGeneration()
+	f.buf = ev.Firing(f.buf[:0])
+	f.slot.Set(f.buf)
+	clear(f.buf) // the slot holds its own copy
 }
 
 // stateReporter turns one worker's rule state into metrics. Workers report

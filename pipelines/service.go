@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/console"
 	"github.com/sluicehq/sluice/internal/journal"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/secret"
@@ -35,6 +36,9 @@ import (
 type Options struct {
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
+	// Console is what the pipelines feed for the operator's console (live
+	// tail, dead letters, alerts firing); New makes one if nil.
+	Console *console.Hub
 	// DrainTimeout bounds how long Close waits for the sinks to catch up
 	// with the journals (default 30s). What is left stays in the journal
 	// for the next start (except in durability none).
@@ -46,6 +50,7 @@ type Service struct {
 	cfg       *Config
 	log       *slog.Logger
 	metrics   *metrics.Metrics
+	console   *console.Hub
 	broker    *ingest.Broker
 	sources   []source
 	pipelines []*pipeline
@@ -90,6 +95,9 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New()
 	}
+	if opts.Console == nil {
+		opts.Console = console.NewHub(opts.Metrics.TailDropped)
+	}
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = cfg.ShutdownTimeout
 	}
@@ -104,7 +112,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, drain: opts.DrainTimeout, sinks: map[string]Sink{},
+	s := &Service{cfg: cfg, log: opts.Logger, metrics: opts.Metrics, console: opts.Console, drain: opts.DrainTimeout, sinks: map[string]Sink{},
 		connected: map[string]chan struct{}{}, lock: lock, redact: secret.NewRedactor(cfg)}
 	s.runCtx, s.stopRun = context.WithCancel(context.Background())
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
@@ -202,6 +210,7 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		SegmentBytes: int64(pc.Journal.SegmentBytes),
 		MaxBytes:     int64(pc.Journal.MaxBytes),
 		MaxAge:       pc.Journal.MaxAge,
+		Retain:       pc.Journal.Retention,
 		Key:          key,
 		MessageKind:  kindMessage,
 		Logger:       log.With("component", "journal"),
@@ -236,7 +245,7 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 	p := &pipeline{
 		name: pc.Name, part: part, limits: limits, journal: j, waitDurable: jopts.Mode != journal.Memory, maxBytes: jopts.MaxBytes,
 		streams: map[sluice.Stream]bool{}, log: log, metrics: s.metrics, redact: s.redact,
-		rlog: newRateLog(log),
+		rlog: newRateLog(log), tap: s.console.Tap, deadLetters: s.console.DeadLetters, alerts: s.console.Alerts,
 	}
 	p.set.Store(set)
 	s.metrics.InitPipeline(pc.Name)
@@ -326,6 +335,9 @@ func retireReaders(j *journal.Journal, log *slog.Logger, keep map[string]bool) {
 // text: the admin listener's answers go through it, as logs do through the
 // logger sluice run makes (a server may echo a credential in an error).
 func (s *Service) Redactor() *secret.Redactor { return s.redact }
+
+// Console returns what the pipelines feed the operator's console.
+func (s *Service) Console() *console.Hub { return s.console }
 
 // Broker returns the embedded broker (to find a listener's address).
 func (s *Service) Broker() *ingest.Broker { return s.broker }

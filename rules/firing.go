@@ -29,6 +29,7 @@ func (ev *Evaluator) Firing(out []*sluice.Alert) []*sluice.Alert {
 				if d, ok := findTag(s.tags, "device"); ok {
 					a.Device = d
 				}
+				a.Episode = episode(r.name, key, a.Since)
 				st.last = a
 			}
 			out = append(out, a)

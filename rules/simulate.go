@@ -96,3 +96,17 @@ func (s *Set) Decode(msg *sluice.Message, limits Limits) (string, [][]sluice.Fie
 	}
 	return "", nil, nil
 }
+
+// Only returns a set of the named rule alone (nil if s has no such rule):
+// to evaluate one rule again without the others (a dead letter of that rule
+// replayed after a fix).
+func (s *Set) Only(name string) *Set {
+	for _, r := range s.rules {
+		if r.name == name {
+			only := *s
+			only.rules = []*rule{r}
+			return &only
+		}
+	}
+	return nil
+}

@@ -8,6 +8,10 @@
 //	sluice demo                      run the demo on embedded defaults
 //	sluice simulate -broker h:1883   publish simulated device telemetry
 //	sluice status [-watch]           show a running sluice from its admin listener
+//	sluice alerts                    the series firing now, and recent transitions
+//	sluice tail [FILTER]             each message as the rules see it, live
+//	sluice deadletters [-replay]     the recent dead letters; send them through the rules again
+//	sluice replay -rules DIR -since 1h  the journal's last hour through other rules: the difference
 //	sluice passwd [-D] FILE USER     set (or delete) a user's broker password
 //	sluice keygen FILE               write a new key for encryption at rest
 //	sluice version                   print the version
@@ -77,6 +81,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRules(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
+	case "alerts":
+		return cmdAlerts(ctx, rest, stdout, stderr)
+	case "tail":
+		return cmdTail(ctx, rest, stdout, stderr)
+	case "deadletters":
+		return cmdDeadLetters(ctx, rest, stdout, stderr)
+	case "replay":
+		return cmdReplay(ctx, rest, stdout, stderr)
 	case "passwd":
 		return cmdPasswd(rest, stdout, stderr)
 	case "keygen":
@@ -104,6 +116,10 @@ Usage:
   sluice simulate -broker host:port  publish simulated plant telemetry to any MQTT broker
   sluice bench                     measure throughput, loss, latency, CPU and memory (docs/performance.md)
   sluice status [-watch]           show a running sluice (admin listener): rates, sinks, alerts
+  sluice alerts                    the series firing now (rule, device, since, value), recent transitions
+  sluice tail [TOPIC-FILTER]       each message as it arrives: decoded, the rules it met, what came out
+  sluice deadletters [-replay]     the recent dead letters with the reason; send them through the rules again
+  sluice replay -rules DIR -since 1h  run the journal's last hour through candidate rules: what changes
   sluice passwd [-D] FILE USER     set a broker user's password (prompted, or stdin), or delete it
   sluice keygen FILE               write a new key (mode 0600) for encryption at rest
   sluice version                   print the version

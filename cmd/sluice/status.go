@@ -3,18 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/admin"
-	"github.com/sluicehq/sluice/pipelines"
 )
 
 // cmdStatus shows a running sluice's state, read from its admin listener:
@@ -22,34 +18,20 @@ import (
 // 0 when sluice is ready, 1 when it is not or cannot be reached.
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("status", stderr)
-	addr := fs.String("admin", "127.0.0.1:9880", "the admin listener's `address` (admin.address in the config)")
-	token := fs.String("token", os.Getenv("SLUICE_ADMIN_TOKEN"), "bearer `token` if admin.token is set (default $SLUICE_ADMIN_TOKEN)")
+	target := adminFlags(fs)
 	watch := fs.Bool("watch", false, "refresh every interval until Ctrl-C")
 	every := fs.Duration("interval", 2*time.Second, "time over which rates are measured, and between refreshes")
 	asJSON := fs.Bool("json", false, "print the status as JSON (no rates)")
-	configFile := configFlag(fs)
-	fs.Lookup("c").Usage = "find the admin listener (admin.address, admin.token) in this configuration `file`"
-	fs.Usage = commandUsage(fs, "status [flags]", "Shows a running sluice, read from its admin listener: rates, sinks and their backlogs, alerts firing.\nExits 0 when sluice is ready, 1 when it is not or cannot be reached.")
+	fs.Usage = commandUsage(fs, "status [flags]", "Shows a running sluice, read from its admin listener: rates, sinks and their backlogs, the series firing.\nExits 0 when sluice is ready, 1 when it is not or cannot be reached.")
 	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
-	if *configFile != "" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		fromAddr, fromToken, err := adminFromConfig(*configFile)
-		if err != nil {
-			fmt.Fprintln(stderr, "sluice status:", err)
-			return exitUsage
-		}
-		if !set["admin"] {
-			*addr = fromAddr
-		}
-		if !set["token"] && fromToken != "" {
-			*token = fromToken
-		}
+	c, err := target.client()
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice status:", err)
+		return exitUsage
 	}
-	c := statusClient{url: admin.BaseURL(*addr) + "/api/v1/status", token: *token}
-	prev, err := c.get(ctx)
+	prev, err := c.status(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice status:", err)
 		return exitFailure
@@ -66,46 +48,30 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return exitOK
 		case <-time.After(*every):
 		}
-		cur, err := c.get(ctx)
+		cur, err := c.status(ctx)
 		if err != nil {
 			fmt.Fprintln(stderr, "sluice status:", err)
 			return exitFailure
+		}
+		// The series firing, from the console's API (an older sluice has
+		// none: the counts per rule stand alone).
+		var alerts alertsView
+		if err := c.call(ctx, http.MethodGet, "/api/v1/alerts", nil, &alerts); err != nil {
+			alerts.Firing = nil
 		}
 		if *watch {
 			fmt.Fprint(stdout, "\033[H\033[2J") // clear the terminal
 		}
 		printStatus(stdout, prev, cur)
+		if len(alerts.Firing) > 0 {
+			fmt.Fprintln(stdout)
+			printFiring(stdout, alerts.Firing, time.Now())
+		}
 		if !*watch {
 			return readyCode(cur)
 		}
 		prev = cur
 	}
-}
-
-// adminFromConfig returns the address (a wildcard host made loopback) and
-// token of a config's admin listener.
-func adminFromConfig(path string) (addr, token string, err error) {
-	cfg, err := pipelines.Load(path)
-	if err != nil {
-		return "", "", err
-	}
-	if cfg.Admin.Address == "" {
-		return "", "", fmt.Errorf("%s has no admin.address: sluice status reads the admin listener; set one (docs/operations.md#the-admin-listener)", path)
-	}
-	host, port, err := net.SplitHostPort(cfg.Admin.Address)
-	if err != nil {
-		return "", "", err
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	if cfg.Admin.Token.IsSet() {
-		token = cfg.Admin.Token.Reveal()
-	}
-	return net.JoinHostPort(host, port), token, nil
 }
 
 func readyCode(s *admin.Status) int {
@@ -115,30 +81,12 @@ func readyCode(s *admin.Status) int {
 	return exitFailure
 }
 
-type statusClient struct{ url, token string }
-
-func (c statusClient) get(ctx context.Context) (*admin.Status, error) {
+func (c adminClient) status(ctx context.Context) (*admin.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
-	if err != nil {
-		return nil, err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w (is sluice running with admin.address set?)", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return nil, fmt.Errorf("%s: %s: %s", c.url, resp.Status, strings.TrimSpace(string(body)))
-	}
 	var s admin.Status
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, fmt.Errorf("%s: %w", c.url, err)
+	if err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &s); err != nil {
+		return nil, err
 	}
 	return &s, nil
 }

@@ -38,6 +38,9 @@ type Options struct {
 	// Redactor takes the configured secrets out of what /readyz and
 	// /api/v1/status say (a sink's last error may echo a credential).
 	Redactor *secret.Redactor
+	// Mount, when set, adds routes: to public (open) and to private
+	// (behind the token). The console mounts its page and API so.
+	Mount func(public, private *http.ServeMux)
 }
 
 // Server is a running admin listener.
@@ -56,11 +59,15 @@ func Listen(o Options) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Requests that stream (the console's tail) end when Close begins.
+	base, stop := context.WithCancel(context.Background())
 	s := &Server{ln: ln, srv: &http.Server{
 		Handler:           Handler(o),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}}
+	s.srv.RegisterOnShutdown(stop)
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener stopped", "error", err)
@@ -118,6 +125,9 @@ func Handler(o Options) http.Handler {
 		private.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		private.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	if o.Mount != nil {
+		o.Mount(mux, private)
 	}
 	mux.Handle("/", requireToken(o.Config.Token.Reveal(), private))
 	return mux

@@ -53,6 +53,7 @@ type Metrics struct {
 	RuleSeries             *prometheus.GaugeVec   // rule: series with state
 	RuleEvicted            *prometheus.CounterVec // rule: series evicted after their TTL
 	AckLatency             prometheus.Histogram   // receipt to the last sink acknowledgement
+	TailDropped            prometheus.Counter     // messages the live tail dropped for slow watchers
 
 	// sinks
 	SinkWritten  *prometheus.CounterVec   // sink
@@ -193,6 +194,9 @@ func New() *Metrics {
 		Help:    "Time from receipt of a message to the acknowledgement of its last sink write.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
+	m.TailDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_tail_dropped_total", Help: "Messages the live tail (sluice tail, the console) did not show a watcher that read too slowly: dropped rather than slow down ingest.",
+	})
 
 	m.SinkWritten = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_sink_events_written_total", Help: "Events a sink wrote successfully.",
@@ -237,7 +241,7 @@ func New() *Metrics {
 	for _, c := range []prometheus.Collector{
 		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.AuthDelayed, m.AuthWaiting, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
-		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency,
+		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency, m.TailDropped,
 		m.JournalBytes, m.JournalDropped, m.JournalDroppedMessages, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
 		m.SinkWritten, m.SinkBatches, m.SinkFailures, m.SinkRetries, m.SinkLatency, m.SinkReady, m.BuildInfo,
 		m.AlertmanagerAlerts, m.AlertmanagerRequests, m.AlertmanagerUntracked,
