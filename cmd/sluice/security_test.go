@@ -51,6 +51,13 @@ func TestPasswdCommand(t *testing.T) {
 	}{
 		{"no password on stdin", "", []string{file, "x"}, exitUsage, "no password on stdin"},
 		{"a bad user name", "pw\n", []string{file, "a:b"}, exitUsage, "colon"},
+		// Names the file cannot hold, or no client can send: a user who
+		// could never log in.
+		{"a name the file reads as a comment", "pw\n", []string{file, "#"}, exitUsage, "starts with #"},
+		{"another", "pw\n", []string{file, "#device-3"}, exitUsage, "comment"},
+		{"a NUL", "pw\n", []string{file, "a\x00b"}, exitUsage, "NUL"},
+		{"not UTF-8", "pw\n", []string{file, "dev\xff"}, exitUsage, "not UTF-8"},
+		{"white space around", "pw\n", []string{file, " device-4"}, exitUsage, "white space"},
 		{"a missing user to delete", "", []string{"-D", file, "nobody"}, exitFailure, `no user "nobody"`},
 		{"missing arguments", "", []string{file}, exitUsage, "Usage: sluice passwd"},
 	}
@@ -61,6 +68,14 @@ func TestPasswdCommand(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, errs, c.code, c.msg)
 			}
 		})
+	}
+	// Only device-2 is in the file, and it still loads.
+	p, err = auth.LoadPasswords(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Len() != 1 || !p.Has("device-2") {
+		t.Errorf("the file after the refusals has %d users, want device-2 only", p.Len())
 	}
 }
 

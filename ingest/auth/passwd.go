@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -83,7 +84,11 @@ func (p *Passwords) Len() int { return len(p.hashes) }
 // Has reports whether user is in the file.
 func (p *Passwords) Has(user string) bool { return p.hashes[user] != nil }
 
-// CheckUsername reports why name cannot be a user in a password file.
+// CheckUsername reports why name cannot be a user in a password file: one
+// the file's lines cannot hold (a colon ends the name, a line break the
+// line, a line starting with # is a comment, white space around a name is
+// not kept apart from it), or one no MQTT client can send (not UTF-8, a NUL
+// character, over 65535 bytes): a user who could never log in.
 func CheckUsername(name string) error {
 	switch {
 	case name == "":
@@ -91,9 +96,15 @@ func CheckUsername(name string) error {
 	case len(name) > 65535:
 		return errors.New("user name longer than MQTT allows (65535 bytes)")
 	case strings.ContainsAny(name, ":\n\r"):
-		return fmt.Errorf("user name %q holds a colon or a line break", name)
+		return fmt.Errorf("user name %q holds a colon or a line break, which the password file cannot hold", name)
+	case strings.HasPrefix(name, "#"):
+		return fmt.Errorf("user name %q starts with #: the password file would read its line as a comment", name)
 	case strings.TrimSpace(name) != name:
 		return fmt.Errorf("user name %q starts or ends with white space", name)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("user name %q is not UTF-8: no MQTT client can send it", name)
+	case strings.ContainsRune(name, 0):
+		return fmt.Errorf("user name %q holds a NUL character: no MQTT client can send it", name)
 	}
 	return nil
 }
