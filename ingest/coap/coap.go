@@ -350,6 +350,10 @@ func (s *Source) serve(w *responsewriter.ResponseWriter[*udpclient.Conn], r *poo
 		s.metrics.Rejected.WithLabelValues("journal_full").Inc()
 		s.rlog.Warn("journal_full", "CoAP publish refused: a journal is full", "topic", topic)
 		s.unavailable(w, "journal full")
+	case errors.Is(err, sluice.ErrStorage):
+		s.metrics.Rejected.WithLabelValues("journal_write_error").Inc()
+		s.rlog.Error("journal_write_error", "CoAP publish refused: a pipeline's journal cannot write", "topic", topic, "error", err)
+		s.unavailable(w, "journal cannot write")
 	case s.ctx.Err() != nil:
 		s.metrics.Rejected.WithLabelValues("shutting_down").Inc()
 		s.unavailable(w, "shutting down")

@@ -27,6 +27,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/ingest/coap"
 	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/secret"
@@ -106,8 +108,14 @@ sinks:
 // with the broker's ACL.
 func (e *env) startCoAP(t *testing.T, cfg coap.Config) *coap.Source {
 	t.Helper()
+	return e.startCoAPWith(t, cfg, e.svc)
+}
+
+// startCoAPWith is startCoAP with h in place of the pipelines.
+func (e *env) startCoAPWith(t *testing.T, cfg coap.Config, h ingest.Handler) *coap.Source {
+	t.Helper()
 	cfg.Address = "127.0.0.1:0"
-	src, err := coap.New(cfg, coap.Options{Name: "coap", Handler: e.svc, ACL: e.svc.Broker(), Metrics: e.metrics,
+	src, err := coap.New(cfg, coap.Options{Name: "coap", Handler: h, ACL: e.svc.Broker(), Metrics: e.metrics,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -315,6 +323,29 @@ func TestJournalFullAnswers503(t *testing.T) {
 	}
 	if got := counter(t, e.metrics, "sluice_messages_rejected_total", "journal_full"); got < 1 {
 		t.Errorf("sluice_messages_rejected_total{reason=journal_full} = %v", got)
+	}
+}
+
+// failingJournal stands for pipelines whose journal cannot write (a full
+// disk): every message is refused with sluice.ErrStorage.
+type failingJournal struct{}
+
+func (failingJournal) Handle(context.Context, *sluice.Message, bool) error {
+	return fmt.Errorf("pipeline %q: %w", "p", sluice.ErrStorage)
+}
+
+// TestJournalWriteErrorAnswers503: a reading a journal cannot write is
+// answered 5.03 (try again later), counted as journal_write_error.
+func TestJournalWriteErrorAnswers503(t *testing.T) {
+	e := startService(t, t.TempDir(), setup{})
+	src := e.startCoAPWith(t, coap.Config{AllowAnonymous: true}, failingJournal{})
+	cc := dial(t, src.Addr())
+	r := post(t, cc, "/ps/plant/north/l1/d1/telemetry", message.AppJSON, []byte(`{"t": 1}`))
+	if r.code != codes.ServiceUnavailable || !strings.Contains(r.body, "cannot write") {
+		t.Fatalf("%v %q, want 5.03 saying the journal cannot write", r.code, r.body)
+	}
+	if got := counter(t, e.metrics, "sluice_messages_rejected_total", "journal_write_error"); got != 1 {
+		t.Errorf("sluice_messages_rejected_total{reason=journal_write_error} = %v, want 1", got)
 	}
 }
 

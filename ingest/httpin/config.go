@@ -57,8 +57,14 @@ type Config struct {
 	// connection waits for its next request (default 120s).
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ReadTimeout       time.Duration `yaml:"read_timeout"`
-	WriteTimeout      time.Duration `yaml:"write_timeout"`
-	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	// MinBodyRate is how fast a body must arrive, in bytes per second,
+	// after the first BodyGrace (defaults 4KiB and 5s): a body coming
+	// slower is answered 408, so that a slow or stalled upload holds its
+	// max_inflight place for a time its size bounds, not read_timeout.
+	MinBodyRate  conf.Bytes    `yaml:"min_body_rate"`
+	BodyGrace    time.Duration `yaml:"body_grace"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 }
 
 // Token maps a bearer token to a user.
@@ -99,6 +105,10 @@ func (c *Config) SetDefaults() {
 	def(&c.RetryAfter, time.Second)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.ReadTimeout, 60*time.Second)
+	def(&c.BodyGrace, 5*time.Second)
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = 4 << 10
+	}
 	def(&c.WriteTimeout, 60*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
 	if c.TLS != nil && c.TLS.MinVersion == "" {
@@ -171,6 +181,9 @@ func (c *Config) Validate() error {
 	if c.MaxInflight < 1 {
 		p.Addf("max_inflight", "%d: want at least 1", c.MaxInflight)
 	}
+	if c.MinBodyRate < 1 {
+		p.Addf("min_body_rate", "%v: want at least 1B (per second)", c.MinBodyRate)
+	}
 	if c.RetryAfter < time.Second || c.RetryAfter%time.Second != 0 {
 		p.Addf("retry_after", "%v: want whole seconds, at least 1s", c.RetryAfter)
 	}
@@ -178,7 +191,7 @@ func (c *Config) Validate() error {
 		key string
 		v   time.Duration
 	}{
-		{"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout},
+		{"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout}, {"body_grace", c.BodyGrace},
 		{"write_timeout", c.WriteTimeout}, {"idle_timeout", c.IdleTimeout},
 	} {
 		if d.v < 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -334,11 +335,20 @@ func (s *Source) readBody(w http.ResponseWriter, r *http.Request, in reqInfo, li
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	body := s.paced(w, r, r.Body, in.received)
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, io.NopCloser(body), limit))
+	body.done()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
 		return tooLarge()
+	case body.slow:
+		s.metrics.Refused.WithLabelValues(s.name, "slow").Inc()
+		w.Header().Set("Connection", "close")
+		s.refuse(w, r, http.StatusRequestTimeout, "slow",
+			fmt.Sprintf("the body came slower than min_body_rate (%v per second after the first %v): send it faster, or in smaller parts",
+				s.cfg.MinBodyRate, s.cfg.BodyGrace), "user", in.user, "bytes", body.n)
+		return nil, false
 	case err != nil:
 		s.refuse(w, r, http.StatusBadRequest, "invalid", "the body could not be read", "user", in.user, "error", err)
 		return nil, false
@@ -370,8 +380,8 @@ func (s *Source) count(m *sluice.Message) {
 }
 
 // notAccepted answers a message the Handler did not take: 429 when a
-// journal is full, 503 when shutting down, 500 otherwise (the reason is
-// logged, not sent).
+// journal is full, 503 when a journal cannot write or when shutting down,
+// 500 otherwise (the reason is logged, not sent).
 func (s *Source) notAccepted(w http.ResponseWriter, r *http.Request, in reqInfo, m *sluice.Message, err error, ex extra) {
 	partial := ""
 	if ex != nil {
@@ -383,6 +393,11 @@ func (s *Source) notAccepted(w http.ResponseWriter, r *http.Request, in reqInfo,
 		w.Header().Set("Retry-After", s.retryAfter())
 		s.refuse(w, r, http.StatusTooManyRequests, "busy",
 			"a pipeline's journal is full (its sinks are behind); send again after Retry-After"+partial, "user", in.user, "topic", m.Topic, ex)
+	case errors.Is(err, sluice.ErrStorage):
+		s.metrics.Rejected.WithLabelValues("journal_write_error").Inc()
+		w.Header().Set("Retry-After", s.retryAfter())
+		s.rlog.Error("journal_write_error", "HTTP publish refused: a pipeline's journal cannot write", "user", in.user, "topic", m.Topic, "error", err)
+		writeJSON(w, http.StatusServiceUnavailable, errorBody("a pipeline's journal cannot write (its disk may be full); send again after Retry-After"+partial, ex))
 	case s.base.Err() != nil || s.isClosing():
 		s.metrics.Rejected.WithLabelValues("shutting_down").Inc()
 		w.Header().Set("Connection", "close")

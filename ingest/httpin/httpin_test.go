@@ -1,11 +1,19 @@
 package httpin_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sluicehq/sluice"
+	"github.com/sluicehq/sluice/ingest"
 	"github.com/sluicehq/sluice/ingest/httpin"
 )
 
@@ -316,5 +324,78 @@ func TestTokenNeverLogged(t *testing.T) {
 		if strings.Contains(logs, tok) {
 			t.Fatalf("the token %q is in the log", tok)
 		}
+	}
+}
+
+// TestSlowBodyFreesItsPlace: an authenticated upload whose body stalls is
+// answered 408 once it falls behind min_body_rate (after body_grace), not
+// after read_timeout (an hour here), and its max_inflight place (the only
+// one) is free again; an upload slower than a burst but above the rate is
+// taken.
+func TestSlowBodyFreesItsPlace(t *testing.T) {
+	e := startEnv(t, envOptions{cfg: httpin.Config{MaxInflight: 1, ReadTimeout: time.Hour,
+		MinBodyRate: 1 << 10, BodyGrace: 200 * time.Millisecond}})
+	addr := strings.TrimPrefix(e.base, "http://")
+	request := func(topic string, length int) net.Conn {
+		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "POST /v1/publish/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", topic, aliceToken, length)
+		return conn
+	}
+	status := func(conn net.Conn) int {
+		t.Helper()
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	stalled := request("devices/alice/stalled", 100_000)
+	io.WriteString(stalled, `{"t": 1, "pad": "`) // and then nothing
+	if got := status(stalled); got != http.StatusRequestTimeout {
+		t.Fatalf("a stalled body: %d, want 408", got)
+	}
+	if got := e.metric("sluice_broker_connections_refused_total", "listener", "http", "reason", "slow"); got != 1 {
+		t.Errorf("refused{reason=slow} = %v, want 1", got)
+	}
+
+	// 3,000 bytes in 500-byte parts every 100 ms: about 5 KiB/s.
+	body := `{"t": 2, "pad": "` + strings.Repeat("x", 2981) + `"}`
+	steady := request("devices/alice/steady", len(body))
+	for i := 0; i < len(body); i += 500 {
+		io.WriteString(steady, body[i:min(i+500, len(body))])
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := status(steady); got != http.StatusAccepted {
+		t.Fatalf("a steady body: %d, want 202", got)
+	}
+	e.waitRecord(t, "devices/alice/steady")
+}
+
+// failingJournal stands for pipelines whose journal cannot write (a full
+// disk): every message is refused with sluice.ErrStorage.
+type failingJournal struct{}
+
+func (failingJournal) Handle(context.Context, *sluice.Message, bool) error {
+	return fmt.Errorf("pipeline %q: %w", "p", sluice.ErrStorage)
+}
+
+// TestJournalWriteErrorIs503: a message a journal cannot write is answered
+// 503 with Retry-After (send again later), counted as journal_write_error.
+func TestJournalWriteErrorIs503(t *testing.T) {
+	e := startEnv(t, envOptions{wrap: func(ingest.Handler) ingest.Handler { return failingJournal{} }})
+	r := e.do(t, "POST", "/v1/publish/devices/alice/x", aliceToken, []byte(`{"t": 1}`), "Content-Type", "application/json")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" || !strings.Contains(r.errorText(), "cannot write") {
+		t.Fatalf("%d (Retry-After %q) %s, want 503 with Retry-After: 1", r.status, r.header.Get("Retry-After"), r.raw)
+	}
+	if got := e.metric("sluice_messages_rejected_total", "reason", "journal_write_error"); got != 1 {
+		t.Errorf("rejected{reason=journal_write_error} = %v, want 1", got)
 	}
 }
