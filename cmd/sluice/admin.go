@@ -15,9 +15,9 @@ import (
 
 // startAdmin starts the admin listener of a started service, if the config
 // has one; the returned stop closes it (a no-op without one).
-func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
+func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metrics, log *slog.Logger) (addr string, stop func(), err error) {
 	if cfg.Admin.Address == "" {
-		return func() {}, nil
+		return "", func() {}, nil
 	}
 	con := console.New(console.Options{Hub: svc.Console(), Backend: svc, Gatherer: m.Registry,
 		WriteRules: cfg.Admin.WriteRules, Logger: log.With("component", "console")})
@@ -26,10 +26,10 @@ func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metric
 		Mount: con.Mount,
 	})
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, cfg.Problem("admin.address", "%s is in use by another program (the admin listener): stop that program, or give admin.address another port", cfg.Admin.Address)
+		return "", nil, cfg.Problem("admin.address", "%s is in use by another program (the admin listener): stop that program, or give admin.address another port", cfg.Admin.Address)
 	}
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	log.Info("admin listener: /metrics /healthz /readyz /api/v1/status /console", "address", srv.Addr(),
 		"pprof", cfg.Admin.Pprof, "token", cfg.Admin.Token.IsSet(), "write_rules", cfg.Admin.WriteRules)
@@ -39,7 +39,7 @@ func startAdmin(cfg *pipelines.Config, svc *pipelines.Service, m *metrics.Metric
 		defer close(done)
 		con.Run(sampling)
 	}()
-	return func() {
+	return srv.Addr(), func() {
 		stopSampling()
 		<-done
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

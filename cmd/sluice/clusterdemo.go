@@ -31,11 +31,11 @@ func runClusterDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer
 		return err
 	}
 	confDir := filepath.Join(dataDir, "config")
-	stopServices, err := startDemoServices(ctx, o, dataDir, confDir, stdout)
+	services, err := startDemoServices(ctx, o, dataDir, confDir, stdout)
 	if err != nil {
 		return err
 	}
-	defer stopServices()
+	defer services.stop()
 	base, err := os.ReadFile(filepath.Join(confDir, "demo", "sluice.yaml"))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,6 +27,7 @@ const (
 	demoMQTT   = "127.0.0.1:1883"
 	demoInflux = "127.0.0.1:8086"
 	demoKafka  = 9092
+	demoAdmin  = "127.0.0.1:9880"
 )
 
 // cmdDemo runs the whole product on one machine: a real influxd, the
@@ -40,11 +42,20 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "warn", "sluice's log level (debug, info, warn, error)")
 	nodes := fs.Int("nodes", 1, "run a cluster of this many sluice nodes on Kafka (docs/scaling.md)")
 	cycle := fs.Duration("cycle", time.Minute, "with -nodes: stop a node, and start it again, every this long (0: never)")
+	mqttAddr := fs.String("mqtt", demoMQTT, "the broker's `address` (port 0: a free one)")
+	influxAddr := fs.String("influx", demoInflux, "influxd's `address` (port 0: a free one)")
+	kafkaPort := fs.Int("kafka", demoKafka, "the Kafka stand-in's `port` on 127.0.0.1 (0: a free one)")
+	adminAddr := fs.String("admin", demoAdmin, "the admin listener's `address` (port 0: a free one)")
 	fs.Usage = commandUsage(fs, "demo [flags]", "Runs the demo: influxd, the Kafka stand-in, sluice with the example rules and simulated devices.")
 	if code, ok := parseNoArgs(fs, args); !ok {
 		return code
 	}
-	o := demoOptions{devices: *devices, interval: *interval, data: *data, influxd: *influxBin, logLevel: *logLevel, nodes: *nodes, cycle: *cycle}
+	o := demoOptions{devices: *devices, interval: *interval, data: *data, influxd: *influxBin, logLevel: *logLevel, nodes: *nodes, cycle: *cycle,
+		mqtt: *mqttAddr, influx: *influxAddr, kafka: *kafkaPort, admin: *adminAddr}
+	if *nodes > 1 && (o.mqtt != demoMQTT || o.influx != demoInflux || o.kafka != demoKafka || o.admin != demoAdmin) {
+		fmt.Fprintln(stderr, "sluice demo: -mqtt, -influx, -kafka and -admin are for the one-node demo, not -nodes")
+		return exitUsage
+	}
 	run := runDemo
 	if *nodes > 1 {
 		run = runClusterDemo
@@ -64,6 +75,9 @@ type demoOptions struct {
 	logLevel string
 	nodes    int           // cluster nodes (runClusterDemo)
 	cycle    time.Duration // how often the cluster demo stops or starts a node
+	// Where the one-node demo's services listen.
+	mqtt, influx, admin string
+	kafka               int
 }
 
 func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
@@ -72,11 +86,11 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return err
 	}
 	confDir := filepath.Join(dataDir, "config")
-	stop, err := startDemoServices(ctx, o, dataDir, confDir, stdout)
+	services, err := startDemoServices(ctx, o, dataDir, confDir, stdout)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer services.stop()
 
 	cfgPath := filepath.Join(confDir, "demo", "sluice.yaml")
 	cfg, err := pipelines.Load(cfgPath)
@@ -85,6 +99,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	}
 	cfg.Log.Level = o.logLevel
 	cfg.DataDir = filepath.Join(dataDir, "sluice")
+	services.aim(cfg, o)
 	m := metrics.New()
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	log := newLogger(cfg, stderr)
@@ -93,13 +108,15 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return err
 	}
 	if err := svc.Start(ctx); err != nil {
-		return fmt.Errorf("%w (is port 1883 taken by another MQTT broker?)", err)
+		return fmt.Errorf("%w (sluice demo -mqtt picks another address)", err)
 	}
-	stopAdmin, err := startAdmin(cfg, svc, m, log)
+	adminAddr, stopAdmin, err := startAdmin(cfg, svc, m, log)
 	if err != nil {
 		svc.Close(context.Background())
-		return fmt.Errorf("%w (is port 9880 taken?)", err)
+		return fmt.Errorf("%w (sluice demo -admin picks another address)", err)
 	}
+	mqttAddr := svc.Broker().Addr(cfg.Broker.Listeners[0].Name)
+	mqttHost, mqttPort, _ := net.SplitHostPort(mqttAddr)
 	defer func() {
 		fmt.Fprintln(stdout, "Stopping sluice (draining to the sinks; Ctrl-C again stops at once, the rest stays in the journal) ...")
 		if err := closeService(svc, cfg.ShutdownTimeout, stopNowContext(ctx), log); err != nil {
@@ -108,7 +125,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		stopAdmin()
 	}()
 
-	sim := simulator.New(simulator.Config{Broker: demoMQTT, Devices: o.devices, Interval: o.interval,
+	sim := simulator.New(simulator.Config{Broker: mqttAddr, Devices: o.devices, Interval: o.interval,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	simCtx, stopSim := context.WithCancel(ctx)
 	simDone := make(chan struct{})
@@ -119,22 +136,22 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	}()
 
 	fmt.Fprintf(stdout, `
-sluice demo: %d simulated devices publish to plant/<site>/<line>/<device>/telemetry on %s.
-Rules: %s (boilers, pumps, cold chain). Ctrl-C stops everything.
+sluice demo: %[1]d simulated devices publish to plant/<site>/<line>/<device>/telemetry on %[2]s.
+Rules: %[5]s (boilers, pumps, cold chain). Ctrl-C stops everything.
 The demo broker takes anonymous clients, on loopback only; docs/security.md
 shows a production setup (TLS, client certificates, passwords, ACLs).
 
 Watch it:
-  alerts:    mosquitto_sub -h 127.0.0.1 -p 1883 -t 'sluice/alerts/#' -v
-  telemetry: mosquitto_sub -h 127.0.0.1 -p 1883 -t 'plant/#' -v
-  InfluxDB:  curl -sG http://%s/query --data-urlencode db=sluice \
+  alerts:    mosquitto_sub -h %[3]s -p %[4]s -t 'sluice/alerts/#' -v
+  telemetry: mosquitto_sub -h %[3]s -p %[4]s -t 'plant/#' -v
+  InfluxDB:  curl -sG %[6]s/query --data-urlencode db=sluice \
                --data-urlencode "q=SELECT * FROM boiler ORDER BY time DESC LIMIT 5"
   alerts in InfluxDB: --data-urlencode "q=SELECT * FROM alerts ORDER BY time DESC LIMIT 5"
-  Kafka:     topics sluice.records and sluice.alerts on 127.0.0.1:%d
-  metrics:   curl -s http://%s/metrics | grep ^sluice_     (health: /readyz)
-  status:    sluice status -admin %s
+  Kafka:     topics sluice.records and sluice.alerts on %[7]s
+  metrics:   curl -s http://%[8]s/metrics | grep ^sluice_     (health: /readyz)
+  status:    sluice status -admin %[8]s
 
-`, o.devices, demoMQTT, filepath.Join(confDir, "rules"), demoInflux, demoKafka, cfg.Admin.Address, cfg.Admin.Address)
+`, o.devices, mqttAddr, mqttHost, mqttPort, filepath.Join(confDir, "rules"), services.influxURL, services.kafkaAddr, adminAddr)
 
 	kinds := sinkKinds(cfg)
 	tick := time.NewTicker(time.Second)
@@ -155,18 +172,49 @@ Watch it:
 	}
 }
 
+// demoServices are what the demo's sinks write to.
+type demoServices struct {
+	influxURL string // http://host:port
+	kafkaAddr string // host:port
+	stop      func()
+}
+
+// aim points the demo config's sinks at the services, and its listeners
+// where the demo was told to listen.
+func (d *demoServices) aim(cfg *pipelines.Config, o demoOptions) {
+	for i := range cfg.Sinks {
+		s := &cfg.Sinks[i]
+		if s.InfluxDB != nil {
+			s.InfluxDB.URL = d.influxURL
+		}
+		if s.Kafka != nil {
+			s.Kafka.Brokers = []string{d.kafkaAddr}
+		}
+	}
+	if len(cfg.Broker.Listeners) > 0 && o.mqtt != "" {
+		cfg.Broker.Listeners[0].Address = o.mqtt
+	}
+	if o.admin != "" {
+		cfg.Admin.Address = o.admin
+	}
+}
+
 // startDemoServices writes the demo's config and rules to confDir and
 // starts what the demo's sinks write to: influxd and the Kafka stand-in, on
-// their documented ports. stop stops them.
-func startDemoServices(ctx context.Context, o demoOptions, dataDir, confDir string, stdout io.Writer) (stop func(), err error) {
+// their documented ports (or those given).
+func startDemoServices(ctx context.Context, o demoOptions, dataDir, confDir string, stdout io.Writer) (*demoServices, error) {
 	if err := writeExamples(confDir); err != nil {
 		return nil, fmt.Errorf("write demo config: %w", err)
 	}
-	fmt.Fprintf(stdout, "Starting InfluxDB 1.8 (influxd) on %s ...\n", demoInflux)
-	influx, err := influxd.Start(ctx, influxd.Options{Binary: o.influxd, Dir: filepath.Join(dataDir, "influxdb"), Addr: demoInflux})
-	if err != nil {
-		return nil, fmt.Errorf("influxd: %w (is port 8086 taken by another InfluxDB?)", err)
+	if o.influx == "" {
+		o.influx = demoInflux
 	}
+	fmt.Fprintf(stdout, "Starting InfluxDB 1.8 (influxd) on %s ...\n", o.influx)
+	influx, err := influxd.Start(ctx, influxd.Options{Binary: o.influxd, Dir: filepath.Join(dataDir, "influxdb"), Addr: o.influx})
+	if err != nil {
+		return nil, fmt.Errorf("influxd: %w (is the port taken by another InfluxDB? sluice demo -influx picks another address)", err)
+	}
+	fmt.Fprintf(stdout, "influxd is process %d, at %s; it stops with the demo, however the demo ends.\n", influx.PID(), influx.URL)
 	stopInflux := func() {
 		fmt.Fprintln(stdout, "Stopping influxd ...")
 		influx.Stop()
@@ -175,16 +223,16 @@ func startDemoServices(ctx context.Context, o demoOptions, dataDir, confDir stri
 		stopInflux()
 		return nil, err
 	}
-	fmt.Fprintf(stdout, "Starting the Kafka stand-in on 127.0.0.1:%d (kfake, in-process: a development stand-in, not a real Kafka) ...\n", demoKafka)
-	kafka, err := devkafka.Start(devkafka.Options{Port: demoKafka, Topics: []string{"sluice.records", "sluice.alerts"}})
+	kafka, err := devkafka.Start(devkafka.Options{Port: o.kafka, Topics: []string{"sluice.records", "sluice.alerts"}})
 	if err != nil {
 		stopInflux()
-		return nil, fmt.Errorf("%w (is port %d taken by another Kafka?)", err, demoKafka)
+		return nil, fmt.Errorf("%w (is port %d taken by another Kafka? sluice demo -kafka picks another port)", err, o.kafka)
 	}
-	return func() {
+	fmt.Fprintf(stdout, "Started the Kafka stand-in on %s (kfake, in-process: a development stand-in, not a real Kafka).\n", kafka.Addrs()[0])
+	return &demoServices{influxURL: influx.URL, kafkaAddr: kafka.Addrs()[0], stop: func() {
 		kafka.Close()
 		stopInflux()
-	}, nil
+	}}, nil
 }
 
 // writeExamples copies the embedded demo config and example rules to dir.

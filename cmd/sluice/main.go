@@ -279,7 +279,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sluice could not start:", svc.Redactor().Redact(err.Error()))
 		return exitFailure
 	}
-	stopAdmin, err := startAdmin(cfg, svc, m, log)
+	_, stopAdmin, err := startAdmin(cfg, svc, m, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice could not start:", svc.Redactor().Redact(err.Error()))
 		svc.Close(context.Background())

@@ -206,6 +206,9 @@ func (s *Server) tail() string {
 	return strings.Join(s.logTail, "\n")
 }
 
+// PID is influxd's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Stop stops influxd (SIGTERM, then SIGKILL after 10s) and waits for it.
 func (s *Server) Stop() error {
 	s.mu.Lock()
