@@ -49,6 +49,10 @@ import (
 var version = "dev"
 
 func main() {
+	// A write to a closed stdout or stderr (the tee of `sluice demo | tee`
+	// gone at Ctrl-C) fails instead of killing sluice before it has
+	// stopped what it started.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(Main(interruptible(context.Background()), os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/childproc"
 )
 
 // Server is a running influxd.
@@ -126,21 +128,22 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s := &Server{Dir: opts.Dir, exited: make(chan struct{})}
 	s.cmd = exec.Command(opts.Binary, "run", "-config", cfg)
 	s.cmd.Env = append(os.Environ(), "INFLUXDB_DATA_QUERY_LOG_ENABLED=false")
-	// Its own process group, so a Ctrl-C in the terminal reaches sluice,
-	// which then stops influxd in order.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
 	s.cmd.Stderr = s.cmd.Stdout
-	if err := s.cmd.Start(); err != nil {
+	// Its own process group, so a Ctrl-C in the terminal reaches sluice,
+	// which then stops influxd in order; and SIGTERM (a clean stop) if
+	// sluice dies first, however it dies.
+	exited, err := childproc.Start(s.cmd, syscall.SIGTERM)
+	if err != nil {
 		return nil, fmt.Errorf("start influxd: %w", err)
 	}
 	addr := make(chan string, 1)
 	go s.readLog(out, opts.Log, addr)
 	go func() {
-		s.exitErr = s.cmd.Wait()
+		s.exitErr = <-exited
 		close(s.exited)
 	}()
 
