@@ -63,6 +63,10 @@ type Config struct {
 	// TLS sets what an https URL trusts (default: the system's roots) and
 	// the client certificate for mutual TLS.
 	TLS *secret.TLS `yaml:"tls"`
+	// Create makes the database when it does not exist (InfluxDB 1.x:
+	// CREATE DATABASE), at start and when a write finds it gone. InfluxDB
+	// 2.x buckets are made with its own tools.
+	Create bool `yaml:"create"`
 }
 
 var timeFormats = []string{"unix", "unix_ms", "unix_us", "unix_ns", "rfc3339"}
@@ -213,7 +217,8 @@ func (s *Sink) Connect(ctx context.Context) error {
 	if !ok {
 		return errors.New("ping failed")
 	}
-	return nil
+	// A missing database is said once, here, with the fix (or made).
+	return s.checkBucket(ctx, client)
 }
 
 // Write writes a batch as one request. An event that cannot become a point
@@ -272,12 +277,19 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 // overwritten with themselves. It returns the error of a request refused
 // with no point named (the lines left in enc are those it held), or nil.
 func (s *Sink) send(ctx context.Context, w api.WriteAPIBlocking, enc *encoder, batch []sluice.Event, bad map[int]error) error {
+	created := false
 	for len(enc.lines) > 0 {
 		// The string is a copy: the client may still read the request
 		// body after a failed write returns, while this buffer is reused.
 		err := w.WriteRecord(ctx, string(enc.body[:len(enc.body)-1]))
 		if err == nil {
 			return nil
+		}
+		if db := missingDatabase(err); db != "" && s.cfg.Create && !created {
+			created = true // once a request: a database made and still missing is said
+			if client, _, serr := s.setup(); serr == nil && s.createDatabase(ctx, client, db) == nil {
+				continue
+			}
 		}
 		err = classify(s.explain(err))
 		r := partialWrite(err)
@@ -545,6 +557,9 @@ func (s *Sink) explain(err error) error {
 	var he *http2.Error
 	if errors.As(err, &he) {
 		he.Message = shortenEcho(he.Message)
+	}
+	if missing := s.explainMissing(err); missing != nil {
+		return missing
 	}
 	switch {
 	case errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden):
