@@ -457,3 +457,28 @@ func TestDocsValidateExample(t *testing.T) {
 		t.Errorf("exit %d; sluice validate printed\n%s\ndocs/configuration.md says\n%s", code, stderr, want)
 	}
 }
+
+// TestDocsListenerNames checks configuration.md names listeners as the
+// code does: the default listener `tcp` (the doc said `tcp-0`), a listener
+// without a name its type and place in the list.
+func TestDocsListenerNames(t *testing.T) {
+	text, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct{ config, name, doc string }{
+		{"", "tcp", "| `listeners` | one TCP listener named `tcp`, on `127.0.0.1:1883` |"},
+		{"broker:\n  listeners: [{address: \"127.0.0.1:0\"}, {address: \"127.0.0.1:0\", type: ws}]\n", "ws-1", "| `listeners[].name` | its type and place in the list: `tcp-0`, `tls-1`, ... |"},
+	} {
+		path := writeFile(t, dir, "sluice.yaml", tc.config+"pipelines:\n  - {name: p, topics: [\"#\"], sinks: [a]}\nsinks:\n  - {name: a, mqtt: {}}\n")
+		cfg, err := pipelines.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := cfg.Broker.Listeners[len(cfg.Broker.Listeners)-1].Name
+		if last != tc.name || !strings.Contains(string(text), tc.doc) {
+			t.Errorf("listener named %q, want %q; configuration.md should say %q", last, tc.name, tc.doc)
+		}
+	}
+}
