@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluicehq/sluice/examples"
+	"github.com/sluicehq/sluice/internal/console"
 	"github.com/sluicehq/sluice/internal/devkafka"
 	"github.com/sluicehq/sluice/internal/influxd"
 	"github.com/sluicehq/sluice/internal/metrics"
@@ -157,19 +159,53 @@ Watch it:
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastIn float64
+	var lastFiring string
 	for {
 		select {
 		case <-ctx.Done():
 			fmt.Fprintln(stdout)
 			return nil
 		case <-tick.C:
+			now := time.Now()
 			s := summarize(m, kinds)
-			fmt.Fprintf(stdout, "%s  in %4.0f msg/s (%d total) | influxdb %d points | kafka %d records | alerts %d firing, %d transitions | dead letters %d\n",
-				time.Now().Format("15:04:05"), s.in-lastIn, int64(s.in), int64(s.points), int64(s.records),
-				int64(s.firing-s.resolved), int64(s.firing+s.resolved), int64(s.deadLetters))
+			fmt.Fprintln(stdout, s.line(now, s.in-lastIn))
 			lastIn = s.in
+			// The series firing, each time they change.
+			firing := svc.Console().Alerts.Firing()
+			if key := firingKey(firing); key != lastFiring {
+				lastFiring = key
+				printFiring(stdout, firingViews(firing), now)
+			}
 		}
 	}
+}
+
+// line is the summary's line: the points of the records and of the alerts
+// apart (an alert transition is a point in InfluxDB and a record in Kafka
+// too).
+func (s summary) line(now time.Time, rate float64) string {
+	return fmt.Sprintf("%s  in %4.0f msg/s (%d total) | influxdb %d points + %d alert points | kafka %d records + %d alerts | alerts %d firing, %d transitions | dead letters %d",
+		now.Format("15:04:05"), rate, int64(s.in), int64(s.points), int64(s.alertPoints), int64(s.records), int64(s.alertRecords),
+		int64(s.firing-s.resolved), int64(s.firing+s.resolved), int64(s.deadLetters))
+}
+
+// firingKey identifies the set of series firing.
+func firingKey(firing []console.Firing) string {
+	var b strings.Builder
+	for _, f := range firing {
+		fmt.Fprintf(&b, "%s\x00%s\x00%s\x00%s\n", f.Pipeline, f.Alert.Rule, f.Alert.Series, f.Alert.Since)
+	}
+	return b.String()
+}
+
+func firingViews(firing []console.Firing) []alertView {
+	views := make([]alertView, len(firing))
+	for i, f := range firing {
+		a := f.Alert
+		views[i] = alertView{Pipeline: f.Pipeline, Rule: a.Rule, Severity: a.Severity, Status: a.Status, Device: a.Device,
+			Series: a.Series, Value: a.Value, Message: a.Message, Time: a.Time, Since: a.Since}
+	}
+	return views
 }
 
 // demoServices are what the demo's sinks write to.
@@ -253,20 +289,23 @@ func writeExamples(dir string) error {
 	})
 }
 
-func sinkKinds(cfg *pipelines.Config) map[string]string {
-	kinds := map[string]string{}
+// sinkKind is what a sink is and what it writes.
+type sinkKind struct{ typ, stream string }
+
+func sinkKinds(cfg *pipelines.Config) map[string]sinkKind {
+	kinds := map[string]sinkKind{}
 	for i := range cfg.Sinks {
-		kinds[cfg.Sinks[i].Name] = cfg.Sinks[i].Type()
+		kinds[cfg.Sinks[i].Name] = sinkKind{cfg.Sinks[i].Type(), cfg.Sinks[i].Stream}
 	}
 	return kinds
 }
 
 type summary struct {
-	in, points, records, firing, resolved, deadLetters float64
+	in, points, alertPoints, records, alertRecords, firing, resolved, deadLetters float64
 }
 
 // summarize reads the demo's live numbers off the metrics registry.
-func summarize(m *metrics.Metrics, kinds map[string]string) summary {
+func summarize(m *metrics.Metrics, kinds map[string]sinkKind) summary {
 	var s summary
 	families, err := m.Registry.Gather()
 	if err != nil {
@@ -279,10 +318,15 @@ func summarize(m *metrics.Metrics, kinds map[string]string) summary {
 			case "sluice_messages_received_total":
 				s.in += v
 			case "sluice_sink_events_written_total":
-				switch kinds[label(mt, "sink")] {
-				case "influxdb":
+				k := kinds[label(mt, "sink")]
+				switch {
+				case k.typ == "influxdb" && k.stream == "alerts":
+					s.alertPoints += v
+				case k.typ == "influxdb":
 					s.points += v
-				case "kafka":
+				case k.typ == "kafka" && k.stream == "alerts":
+					s.alertRecords += v
+				case k.typ == "kafka":
 					s.records += v
 				}
 			case "sluice_alert_transitions_total":
