@@ -104,6 +104,9 @@ func New(cfg Config, h Handler, log *slog.Logger, m *metrics.Metrics) *Broker {
 	for _, l := range b.cfg.Listeners {
 		m.SubDropped.WithLabelValues(l.Name)
 		m.AuthDelayed.WithLabelValues(l.Name)
+		for _, reason := range protocolReasonList() {
+			m.ProtocolErrors.WithLabelValues(l.Name, reason)
+		}
 	}
 	if fb := &b.cfg.Auth.FailureBackoff; fb.IsEnabled() {
 		b.backoff = auth.NewBackoff(fb.schedule(), nil)

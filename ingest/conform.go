@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -126,6 +127,8 @@ func (h *conformHook) readPublish(cl *mqtt.Client, pk packets.Packet) (packets.P
 		if cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, "") == "" {
 			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
 				ReasonCode: packets.ErrProtocolViolationInvalidTopic.Code})
+			h.b.protocolError(cl.Net.Listener, cl.ID, cl.Net.Remote, "topic_alias_invalid",
+				errors.New("a PUBLISH with a topic alias the client never set"))
 			return pk, packets.ErrRejectPacket
 		}
 	}

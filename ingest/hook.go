@@ -43,6 +43,7 @@ func (h *hook) Provides(b byte) bool {
 // OnSessionEstablished counts a connection accepted: its CONNACK is sent.
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.b.metrics.Accepted.WithLabelValues(cl.Net.Listener).Inc()
+	markEstablished(cl)
 }
 
 // OnConnect authenticates the client and bounds its keep-alive. A client

@@ -194,8 +194,24 @@ func (l *listener) handOver(c *clientConn, establish listeners.EstablishFn) {
 		return
 	}
 	c.served.Store(true)
-	if err := establish(l.cfg.Name, c); err != nil && !isClosedErr(err) {
-		l.b.log.Debug("client connection ended", "listener", l.cfg.Name, "remote", c.RemoteAddr().String(), "error", err)
+	l.ended(c, establish(l.cfg.Name, c))
+}
+
+// ended counts and logs how a connection mochi served ended, when the
+// client broke the protocol (see protocol.go).
+func (l *listener) ended(c *clientConn, err error) {
+	if err == nil || isClosedErr(err) {
+		return
+	}
+	remote := c.RemoteAddr().String()
+	reason := protocolReason(err)
+	switch id := c.clientID.Load(); {
+	case reason == "":
+		l.b.log.Debug("client connection ended", "listener", l.cfg.Name, "remote", remote, "error", err)
+	case id != nil:
+		l.b.protocolError(l.cfg.Name, *id, remote, reason, err)
+	default: // the CONNECT, which mochi refused
+		l.refused(c, "protocol", err)
 	}
 }
 
@@ -359,9 +375,10 @@ type clientConn struct {
 	window   *sendWindow // the client's Receive Maximum (see sendWindow)
 	once     sync.Once
 
-	served  atomic.Bool // handed to mochi: closed gracefully (see Close)
-	readMu  sync.Mutex  // held by Read; the linger reads after it
-	closing atomic.Bool // Close was called
+	served   atomic.Bool            // handed to mochi: closed gracefully (see Close)
+	clientID atomic.Pointer[string] // once its session is established (markEstablished)
+	readMu   sync.Mutex             // held by Read; the linger reads after it
+	closing  atomic.Bool            // Close was called
 }
 
 // Closing a connection the broker ends (a client over a limit, one whose
@@ -588,7 +605,7 @@ func (r *packetReader) next() error {
 	remaining, n := 0, 1
 	for shift := 0; ; shift += 7 {
 		if n == len(head) {
-			return errors.New("malformed remaining length")
+			return errMalformedLength
 		}
 		b, err := r.src.ReadByte()
 		if err != nil {

@@ -14,18 +14,19 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	// ingest
-	MessagesIn  *prometheus.CounterVec // listener, qos
-	BytesIn     *prometheus.CounterVec // listener
-	Rejected    *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full, journal_write_error)
-	Connections *prometheus.GaugeVec   // listener: open connections
-	Accepted    *prometheus.CounterVec // listener: connections accepted (CONNACK success)
-	Refused     *prometheus.CounterVec // listener, reason: connections refused
-	Denied      *prometheus.CounterVec // action (publish, subscribe), reason: acl, quota, rate
-	NotRetained *prometheus.CounterVec // reason (size, count): retained messages not kept
-	SubDropped  *prometheus.CounterVec // listener: messages dropped for a subscriber that does not keep up
-	AuthDelayed *prometheus.CounterVec // listener: failed logins whose refusal waited (failure backoff)
-	AuthWaiting prometheus.Gauge       // failed logins whose refusal is waiting now
-	CertExpiry  *prometheus.GaugeVec   // listener: when the served certificate expires
+	MessagesIn     *prometheus.CounterVec // listener, qos
+	BytesIn        *prometheus.CounterVec // listener
+	Rejected       *prometheus.CounterVec // reason: publishes not accepted (shutting_down, journal_full, journal_write_error)
+	Connections    *prometheus.GaugeVec   // listener: open connections
+	Accepted       *prometheus.CounterVec // listener: connections accepted (CONNACK success)
+	Refused        *prometheus.CounterVec // listener, reason: connections refused
+	Denied         *prometheus.CounterVec // action (publish, subscribe), reason: acl, quota, rate
+	NotRetained    *prometheus.CounterVec // reason (size, count): retained messages not kept
+	SubDropped     *prometheus.CounterVec // listener: messages dropped for a subscriber that does not keep up
+	AuthDelayed    *prometheus.CounterVec // listener: failed logins whose refusal waited (failure backoff)
+	AuthWaiting    prometheus.Gauge       // failed logins whose refusal is waiting now
+	ProtocolErrors *prometheus.CounterVec // listener, reason: connections closed for a protocol error
+	CertExpiry     *prometheus.GaugeVec   // listener: when the served certificate expires
 
 	// pipelines
 	Routed         *prometheus.CounterVec   // pipeline
@@ -114,6 +115,10 @@ func New() *Metrics {
 	m.AuthWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "sluice_broker_auth_delaying", Help: "Failed password logins whose refusal is waiting now.",
 	})
+	m.ProtocolErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_broker_protocol_errors_total",
+		Help: "Connections closed because the client broke the MQTT protocol, by listener and reason (malformed_packet, protocol_error, receive_maximum_exceeded, ...).",
+	}, []string{"listener", "reason"})
 	m.CertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_tls_certificate_expiry_timestamp_seconds", Help: "When the certificate a TLS listener serves expires (Unix time).",
 	}, []string{"listener"})
@@ -239,7 +244,7 @@ func New() *Metrics {
 	}
 
 	for _, c := range []prometheus.Collector{
-		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.AuthDelayed, m.AuthWaiting, m.CertExpiry,
+		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.AuthDelayed, m.AuthWaiting, m.ProtocolErrors, m.CertExpiry,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency, m.TailDropped,
 		m.JournalBytes, m.JournalDropped, m.JournalDroppedMessages, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
