@@ -55,6 +55,11 @@ fuzz:
 chaos: tools
 	SLUICE_CHAOS=long $(GO) test -count=1 -timeout 30m -v ./internal/chaos
 
+# Screenshots of each view of the console for docs/console.md, taken by its
+# browser test (headless chromium) against a sluice with a minute of traffic.
+console-shots:
+	SLUICE_CONSOLE_SHOTS=$(CURDIR)/docs/img $(GO) test -count=1 -run TestConsoleInABrowser ./cmd/sluice
+
 # Regenerate the Grafana dashboards' JSON from their Go code (a test fails
 # when the committed JSON differs).
 generate:

@@ -152,6 +152,7 @@ Watch it:
   Kafka:     topics sluice.records and sluice.alerts on %[7]s
   metrics:   curl -s http://%[8]s/metrics | grep ^sluice_     (health: /readyz)
   status:    sluice status -admin %[8]s
+  console:   http://%[8]s/console/   (or sluice tail / alerts / deadletters -admin %[8]s)
 
 `, o.devices, mqttAddr, mqttHost, mqttPort, filepath.Join(confDir, "rules"), services.influxURL, services.kafkaAddr, adminAddr)
 

@@ -128,7 +128,9 @@ Usage:
   sluice keygen FILE               write a new key (mode 0600) for encryption at rest
   sluice version                   print the version
 
-Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md.
+Run "sluice <command> -h" for a command's flags. Docs: docs/configuration.md;
+the console (/console/ on the admin listener, and tail, alerts, deadletters,
+replay): docs/console.md.
 Exit codes: 0 success; 1 a failure (while running, a failing rule test, sluice
 status not ready); 2 wrong input (the command line, or a config, rule or test
 file that is missing or has problems), nothing started.

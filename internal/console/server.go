@@ -49,6 +49,8 @@ func New(o Options) *Server {
 // token itself and shows nothing without it), the API on private (behind
 // the admin token).
 func (s *Server) Mount(public, private *http.ServeMux) {
+	public.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+	public.Handle("GET /console/", pageHandler())
 	private.HandleFunc("GET /api/v1/alerts", s.alerts)
 	private.HandleFunc("GET /api/v1/tail", s.tail)
 	private.HandleFunc("GET /api/v1/deadletters", s.deadLetters)
