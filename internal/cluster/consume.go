@@ -43,6 +43,7 @@ func NewConsumer(conn Conn, topic, group string, kind byte) (*Consumer, error) {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.SessionTimeout(10*time.Second),
+		kgo.HeartbeatInterval(time.Second),
 		kgo.AutoCommitMarks(),
 		kgo.AutoCommitInterval(500*time.Millisecond),
 	)...)
@@ -56,9 +57,6 @@ func NewConsumer(conn Conn, topic, group string, kind byte) (*Consumer, error) {
 func (c *Consumer) Next(ctx context.Context) (journal.Entry, error) {
 	for len(c.buf) == 0 {
 		fetches := c.cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return journal.Entry{}, err
-		}
 		if fetches.IsClientClosed() {
 			return journal.Entry{}, journal.ErrClosed
 		}
@@ -69,7 +67,15 @@ func (c *Consumer) Next(ctx context.Context) (journal.Entry, error) {
 			}
 		})
 		c.mu.Unlock()
+		// A poll cut short by ctx may still return records: the client
+		// counts them as consumed, so they are served, never dropped (a
+		// dropped one would be committed past, unwritten).
 		c.buf = fetches.Records()
+		if len(c.buf) == 0 {
+			if err := ctx.Err(); err != nil {
+				return journal.Entry{}, err
+			}
+		}
 	}
 	r := c.buf[0]
 	c.buf[0] = nil

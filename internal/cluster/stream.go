@@ -155,8 +155,10 @@ func (s *Stream) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(s.cfg.Topics.Ingest),
 		kgo.TransactionalID(s.cfg.TransactionalID),
 		// A node that dies mid-transaction holds its partitions back until
-		// the transaction times out (or the node restarts).
-		kgo.TransactionTimeout(max(10*time.Second, 20*s.cfg.CommitInterval)),
+		// the transaction times out (or the node restarts): shorter than
+		// the session, so it is gone by the time the group moves them.
+		kgo.TransactionTimeout(max(5*s.cfg.CommitInterval, s.cfg.SessionTimeout-time.Second)),
+		kgo.HeartbeatInterval(time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
