@@ -7,8 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Tmpfs mounts a tmpfs of size bytes on a new temporary directory (mount -t
@@ -38,7 +40,11 @@ func Tmpfs(t testing.TB, size int64) string {
 }
 
 // Fill fills the file system dir is on with a file in dir, to the last
-// byte it takes, and returns a function that removes it again.
+// byte it takes, and keeps it full until the returned function is called,
+// which removes the file. Keeping it full matters: space something else
+// frees meanwhile (a file the program under test rewrites and renames,
+// the rest of a page a file already holds) would otherwise let writes
+// succeed on what the test takes for a full disk.
 func Fill(t testing.TB, dir string) (free func()) {
 	t.Helper()
 	path := filepath.Join(dir, "ballast")
@@ -46,22 +52,50 @@ func Fill(t testing.TB, dir string) (free func()) {
 	if err != nil {
 		t.Fatalf("fill %s: %v", dir, err)
 	}
-	defer f.Close()
 	chunk := make([]byte, 64<<10)
-	for n := len(chunk); n > 0; n /= 2 {
+	fill := func() error {
+		for n := len(chunk); n > 0; n /= 2 {
+			for {
+				_, err := f.Write(chunk[:n])
+				if errors.Is(err, syscall.ENOSPC) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := fill(); err != nil {
+		f.Close()
+		t.Fatalf("fill %s: %v", dir, err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
 		for {
-			_, err := f.Write(chunk[:n])
-			if errors.Is(err, syscall.ENOSPC) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("fill %s: %v", dir, err)
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				fill()
 			}
 		}
+	}()
+	var once sync.Once
+	free = func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			f.Close()
+			if err := os.Remove(path); err != nil {
+				t.Errorf("free %s: %v", dir, err)
+			}
+		})
 	}
-	return func() {
-		if err := os.Remove(path); err != nil {
-			t.Errorf("free %s: %v", dir, err)
-		}
-	}
+	t.Cleanup(free)
+	return free
 }
