@@ -289,6 +289,11 @@ func runCase(set *Set, tc *TestCase, res *TestResult) error {
 	return nil
 }
 
+// Message is the message m describes, received at now: what a test step
+// publishes, and what `sluice rules try` and `rules lint --sample` read
+// from a file of payloads.
+func (m *TestMessage) Message(now time.Time) (*sluice.Message, error) { return m.message(now) }
+
 func (m *TestMessage) message(now time.Time) (*sluice.Message, error) {
 	if m.Topic == "" {
 		return nil, errors.New("publish: missing topic")

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/pipelines"
@@ -21,15 +22,18 @@ func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	sub, rest := args[0], args[1:]
+	var samples fileList
 	var run func(paths []string, stdout, stderr io.Writer) int
 	switch sub {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, rulesUsage)
 		return exitOK
 	case "lint":
-		run = rulesLint
+		run = func(paths []string, stdout, stderr io.Writer) int { return rulesLint(paths, samples, stdout, stderr) }
 	case "test":
 		run = rulesTest
+	case "try":
+		return cmdRulesTry(rest, os.Stdin, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "sluice rules: unknown command %q\n\n%s", sub, rulesUsage)
 		return exitUsage
@@ -41,6 +45,9 @@ func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	config := configFlag(fs)
 	fs.Lookup("c").Usage = "without a PATH, take the rule paths of this configuration `file` (default sluice.yaml)"
+	if sub == "lint" {
+		fs.Var(&samples, "sample", "check the payload names the rules read against sample payloads in this `file`\n(TOPIC PAYLOAD lines, as mosquitto_sub -v prints them, or a YAML list of messages; repeatable)")
+	}
 	paths, code, ok := parseFlags(fs, rest)
 	if !ok {
 		return code
@@ -59,8 +66,12 @@ func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 const rulesUsage = `Usage:
-  sluice rules lint [PATH...]   compile rule files (files, folders, globs); print every error as file:line:col
+  sluice rules lint [-sample FILE] [PATH...]
+                                compile rule files (files, folders, globs); print every error as file:line:col;
+                                with -sample, also each payload name a rule reads that no sample has
   sluice rules test [PATH...]   run the rule tests (*_test.yaml) found in PATHs on a simulated clock
+  sluice rules try -topic TOPIC PAYLOAD | -file FILE
+                                run payloads through a config's rules: records, alerts, dead letters
 
 Without a PATH, the rule paths of the pipelines in sluice.yaml (or -c FILE).
 Exit codes: 0 ok, 1 a rule test failed, 2 a file is missing or has problems.
@@ -96,9 +107,16 @@ func configRulePaths(path string) ([]string, error) {
 	return paths, nil
 }
 
+// fileList is a repeatable flag of file names.
+type fileList []string
+
+func (l *fileList) String() string     { return strings.Join(*l, ",") }
+func (l *fileList) Set(s string) error { *l = append(*l, s); return nil }
+
 // rulesLint compiles every rule file and checks every test file's format,
-// printing all problems.
-func rulesLint(paths []string, stdout, stderr io.Writer) int {
+// and with samples, the payload names the rules read; it prints all
+// problems.
+func rulesLint(paths, sampleFiles []string, stdout, stderr io.Writer) int {
 	files, err := rules.Expand(paths...)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -109,13 +127,20 @@ func rulesLint(paths []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sluice rules lint: no rule files (*.yaml) in %s\n", strings.Join(paths, ", "))
 		return exitUsage
 	}
+	samples, err := readSamples(sampleFiles)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice rules lint:", err)
+		return exitUsage
+	}
 	var problems conf.ErrorList
 	if len(files) > 0 {
-		if _, err := rules.Load(files...); err != nil {
-			if !errors.As(err, &problems) {
-				fmt.Fprintln(stderr, err)
-				return exitUsage
-			}
+		set, err := rules.Load(files...)
+		if err != nil && !errors.As(err, &problems) {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+		if err == nil && len(samples) > 0 {
+			problems = append(problems, set.CheckSamples(samples)...)
 		}
 	}
 	for _, f := range tests {
@@ -137,8 +162,31 @@ func rulesLint(paths []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s in %s\n", count(len(problems), "problem"), count(len(files), "rule file"))
 		return exitUsage
 	}
-	fmt.Fprintf(stdout, "%s, %s: ok\n", count(len(files), "rule file"), count(len(tests), "test file"))
+	fmt.Fprintf(stdout, "%s, %s", count(len(files), "rule file"), count(len(tests), "test file"))
+	if len(samples) > 0 {
+		fmt.Fprintf(stdout, ", %s", count(len(samples), "sample"))
+	}
+	fmt.Fprintln(stdout, ": ok")
 	return exitOK
+}
+
+// readSamples reads the sample payloads of lint --sample files.
+func readSamples(files []string) ([]rules.Sample, error) {
+	var samples []rules.Sample
+	for _, f := range files {
+		msgs, err := readPayloads(f, "", os.Stdin)
+		if err != nil {
+			return nil, err
+		}
+		for i := range msgs {
+			msg, err := msgs[i].Message(time.Now())
+			if err != nil {
+				return nil, fmt.Errorf("%s: message %d: %w", f, i+1, err)
+			}
+			samples = append(samples, rules.Sample{Topic: msg.Topic, Payload: msg.Payload, ContentType: msg.ContentType})
+		}
+	}
+	return samples, nil
 }
 
 // rulesTest runs rule tests and prints a line per case, the differences of
