@@ -65,7 +65,8 @@ func TestHelpExitsZero(t *testing.T) {
 		{"-h"}, {"help"}, {"--help"},
 		{"run", "-h"}, {"validate", "-h"}, {"validate", "--help"}, {"demo", "-h"}, {"simulate", "-h"},
 		{"bench", "-h"}, {"status", "-h"}, {"passwd", "-h"}, {"keygen", "-h"}, {"version", "-h"},
-		{"rules", "-h"}, {"rules", "help"}, {"rules", "lint", "-h"}, {"rules", "test", "-h"},
+		{"rules", "-h"}, {"rules", "help"}, {"rules", "lint", "-h"}, {"rules", "test", "-h"}, {"rules", "try", "-h"},
+		{"alerts", "-h"}, {"tail", "-h"}, {"deadletters", "-h"}, {"replay", "-h"},
 	} {
 		code, stdout, stderr := runMain(args...)
 		if code != exitOK || !strings.Contains(stdout+stderr, "Usage") {
