@@ -69,15 +69,20 @@ generate:
 # broker and sluice in the same run: QoS 1 as fast as acknowledged for 60s
 # (with a CPU profile of sluice), the same at 40,000 msg/s offered (does
 # sluice sustain it: do the sinks keep up?), at 20,000 msg/s for latency,
-# and 19,000 idle connections; and one node against a cluster of two at
-# 10,000 msg/s (the cost of the Kafka hop). Reports in reports/bench/.
+# the simplest job (one rule, InfluxDB) as fast as acknowledged and at
+# 20,000 msg/s, 19,000 idle connections, 200,000 series that appear once
+# and expire (memory), and one node against a cluster of two at 10,000
+# msg/s (the cost of the Kafka hop). Reports in reports/bench/.
 BENCH_OUT   ?= $(CURDIR)/reports/bench
 BENCH_FLAGS ?=
 bench: build tools
 	$(SLUICE) bench $(BENCH_FLAGS) -out $(BENCH_OUT)/throughput -cpuprofile $(BENCH_OUT)/throughput/cpu.prof
 	$(SLUICE) bench $(BENCH_FLAGS) -rate 40000 -out $(BENCH_OUT)/sustained
 	$(SLUICE) bench $(BENCH_FLAGS) -rate 20000 -out $(BENCH_OUT)/latency
+	$(SLUICE) bench $(BENCH_FLAGS) -job influx -out $(BENCH_OUT)/influx
+	$(SLUICE) bench $(BENCH_FLAGS) -job influx -rate 20000 -out $(BENCH_OUT)/influx-latency
 	$(SLUICE) bench $(BENCH_FLAGS) -scale -devices 19000 -out $(BENCH_OUT)/connections
+	$(SLUICE) bench $(BENCH_FLAGS) -scale -series 200000 -out $(BENCH_OUT)/series
 	$(SLUICE) bench $(BENCH_FLAGS) -cluster -baseline=false -rate 10000 -duration 30s -out $(BENCH_OUT)/cluster
 
 clean:

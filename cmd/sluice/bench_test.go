@@ -20,6 +20,10 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"-inflight", "2000"},
 		{"-broker", "127.0.0.1:1883", "-c", "sluice.yaml"},
 		{"-sources", "not-an-ip"},
+		{"-job", "telegraf"},
+		{"-job", "influx", "-cluster"},
+		{"-series", "1000"},
+		{"-scale", "-series", "1000", "-client", "paho"},
 		{"stray"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

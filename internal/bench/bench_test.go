@@ -75,6 +75,82 @@ func TestBenchShort(t *testing.T) {
 	}
 }
 
+// TestBenchShortInfluxJob is the short form of `sluice bench -job influx`,
+// the simplest job: no Kafka; every acknowledged reading is counted in
+// InfluxDB.
+func TestBenchShortInfluxJob(t *testing.T) {
+	var out testsvc.LogBuffer
+	cfg := Config{
+		Job:     JobInflux,
+		Load:    Load{Devices: 6, QoS: 1, Rate: 300, Duration: 2 * time.Second, Inflight: 8},
+		Out:     t.TempDir(),
+		DataDir: t.TempDir(),
+		Drain:   3 * time.Minute,
+		Spawn:   func() *exec.Cmd { return exec.Command(os.Args[0], "-test.run=^$") },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	report, err := Run(ctx, cfg, &out, &out)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	if len(report.Runs) != 1 {
+		t.Fatalf("got %d runs, want sluice alone\n%s", len(report.Runs), out.String())
+	}
+	s := report.Runs[0]
+	if s.Load.Fleet.Acked == 0 || !s.Counted || s.KafkaCounted {
+		t.Fatalf("sluice: %d acknowledged, counted %v, in Kafka %v: want a load counted in InfluxDB alone\n%s",
+			s.Load.Fleet.Acked, s.Counted, s.KafkaCounted, out.String())
+	}
+	if n := report.Lost(s); n != 0 || s.InfluxCount < s.Load.Fleet.AckedReadings {
+		t.Errorf("sluice: %d readings acknowledged, InfluxDB has %d (lost %d)\n%s", s.Load.Fleet.AckedReadings, s.InfluxCount, n, out.String())
+	}
+	var md strings.Builder
+	report.markdown(&md)
+	if strings.Contains(md.String(), "Kafka (consumer)") {
+		t.Errorf("the report has a Kafka latency without Kafka:\n%s", md.String())
+	}
+}
+
+// TestSeriesShort is the short form of `sluice bench -scale -series`:
+// series appear once each, sluice holds their state, then forgets it after
+// the rules' ttl, and the report says what memory that took.
+func TestSeriesShort(t *testing.T) {
+	var out testsvc.LogBuffer
+	cfg := Config{
+		Baseline: true, Scale: true, Job: JobInflux, SeriesTTL: 2 * time.Second,
+		Load:    Load{Devices: 4, QoS: 1, Series: 2000, Inflight: 8},
+		Out:     t.TempDir(),
+		DataDir: t.TempDir(),
+		Drain:   3 * time.Minute,
+		Spawn:   func() *exec.Cmd { return exec.Command(os.Args[0], "-test.run=^$") },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	report, err := Run(ctx, cfg, &out, &out)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	if len(report.Runs) != 0 || len(report.Series) != 1 {
+		t.Fatalf("%d runs, %d series checks: want the series check alone (no baseline)\n%s", len(report.Runs), len(report.Series), out.String())
+	}
+	s := report.Series[0]
+	// Both rules hold each series (the first may expire before the last
+	// appear).
+	if s.Series != 2000 || s.Held <= 2000 || s.Held > 2*2000 || len(s.Problems) > 0 {
+		t.Errorf("%d series acknowledged, at most %d held by the two rules, problems %q: want 2000, up to 4000, none\n%s",
+			s.Series, s.Held, s.Problems, out.String())
+	}
+	if s.IdleRSS == 0 || s.HeldRSS == 0 || s.AfterRSS == 0 || s.PeakRSS < s.HeldRSS {
+		t.Errorf("RSS before %d, held %d, after %d, peak %d: not measured", s.IdleRSS, s.HeldRSS, s.AfterRSS, s.PeakRSS)
+	}
+	var md strings.Builder
+	report.markdown(&md)
+	if !strings.Contains(md.String(), "## Series") {
+		t.Errorf("no series table:\n%s", md.String())
+	}
+}
+
 // TestClients publishes a counted load with each client, QoS and protocol
 // version to the bare broker and checks that every message is acknowledged
 // once and counted by the broker's hook.

@@ -50,6 +50,11 @@ type Load struct {
 	KeepAlive time.Duration
 	// Idle devices connect and publish nothing until told to stop.
 	Idle bool
+	// Series, when set, makes every message a series of its own: the
+	// devices publish Series messages in all, each to the topic of a
+	// device level never used before (see device.seriesTopic), so that
+	// sluice sees Series series appear once each. Lean client only.
+	Series int64
 }
 
 func (l *Load) spec() payloadSpec { return payloadSpec{size: l.Size, readings: l.Readings} }
@@ -116,6 +121,9 @@ func newFleet(cfg Load, addr string) *fleet {
 	f.remaining.Store(math.MaxInt64)
 	if cfg.Messages > 0 {
 		f.remaining.Store(cfg.Messages)
+	}
+	if cfg.Series > 0 {
+		f.remaining.Store(cfg.Series)
 	}
 	for i := range cfg.Devices {
 		f.devs = append(f.devs, newDevice(i, cfg.Shape))
@@ -432,8 +440,12 @@ func (p *leanPub) publish(ctx context.Context) {
 			s.seq.Store(first)
 			s.n.Store(int32(n))
 		}
+		topic := p.d.topic
+		if f.cfg.Series > 0 {
+			topic = p.d.seriesTopic(f.cfg.Devices)
+		}
 		p.wmu.Lock()
-		pkt := appendPublish(p.w.AvailableBuffer(), f.cfg.version(), qos, id, p.d.topic, p.buf)
+		pkt := appendPublish(p.w.AvailableBuffer(), f.cfg.version(), qos, id, topic, p.buf)
 		_, err := p.w.Write(pkt)
 		if err == nil && sched.interval > 0 {
 			err = p.w.Flush() // paced: each message goes when it is due

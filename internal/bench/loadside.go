@@ -32,7 +32,7 @@ type (
 		// InfluxURL is influxd's; the proxy forwards to it.
 		InfluxURL string
 		// RecordsTopic and AlertsTopic are created in the Kafka stand-in
-		// and tailed.
+		// and tailed; without them, no Kafka stand-in is started.
 		RecordsTopic, AlertsTopic string
 		Devices                   int
 	}
@@ -88,31 +88,36 @@ func NewLoadSide(ctx context.Context, log *slog.Logger) *LoadSide {
 	return &LoadSide{ctx: ctx, log: log}
 }
 
-// Services starts the Kafka stand-in (with the two topics), a consumer
-// tailing them and the InfluxDB proxy.
+// Services starts the Kafka stand-in (with the two topics) and a consumer
+// tailing them, when the job has Kafka sinks, and the InfluxDB proxy.
 func (s *LoadSide) Services(a ServicesArgs, r *ServicesReply) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.kafka != nil {
+	if s.proxy != nil {
 		return errors.New("services already running")
-	}
-	k, err := devkafka.Start(devkafka.Options{Topics: []string{a.RecordsTopic, a.AlertsTopic}})
-	if err != nil {
-		return err
-	}
-	tail, err := startKafkaTail(s.ctx, k.Addrs(), a.RecordsTopic, a.AlertsTopic, a.Devices)
-	if err != nil {
-		k.Close()
-		return err
 	}
 	proxy, err := startInfluxProxy(a.InfluxURL)
 	if err != nil {
-		tail.close()
-		k.Close()
 		return err
 	}
-	s.kafka, s.tail, s.proxy, s.devices = k, tail, proxy, a.Devices
-	r.KafkaBrokers, r.InfluxURL = k.Addrs(), proxy.url()
+	s.proxy, s.devices = proxy, a.Devices
+	r.InfluxURL = proxy.url()
+	if a.RecordsTopic == "" {
+		return nil
+	}
+	k, err := devkafka.Start(devkafka.Options{Topics: []string{a.RecordsTopic, a.AlertsTopic}})
+	if err != nil {
+		s.closeServices()
+		return err
+	}
+	s.kafka = k
+	tail, err := startKafkaTail(s.ctx, k.Addrs(), a.RecordsTopic, a.AlertsTopic, a.Devices)
+	if err != nil {
+		s.closeServices()
+		return err
+	}
+	s.tail = tail
+	r.KafkaBrokers = k.Addrs()
 	return nil
 }
 

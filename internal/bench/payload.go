@@ -40,6 +40,8 @@ type device struct {
 
 	seq    uint64 // next reading's sequence number
 	lastUS int64  // sent_us of the last reading: readings get distinct, rising times
+	prefix string // the topic up to the device level
+	series int64  // series topics given so far (seriesTopic)
 
 	gz  *gzip.Writer
 	gzb bytes.Buffer
@@ -67,8 +69,19 @@ func newDevice(i int, shape string) *device {
 	}
 	site := sites[(i/len(kinds))%len(sites)]
 	line := "line" + strconv.Itoa(1+(i/(len(kinds)*len(sites)))%4)
-	d.topic = "plant/" + site + "/" + line + "/" + d.id + "/telemetry"
+	d.prefix = "plant/" + site + "/" + line + "/"
+	d.topic = d.prefix + d.id + "/telemetry"
 	return d
+}
+
+// seriesTopic returns the topic of the device's next series (Load.Series):
+// its k-th is series number index + k*devices, unique in the fleet, named
+// s<number>-<device id> so that the device (and its sequence numbers) can
+// be told from the series' name, as from a device's own (deviceIndex).
+func (d *device) seriesTopic(devices int) string {
+	n := int64(d.index) + d.series*int64(devices)
+	d.series++
+	return d.prefix + "s" + strconv.FormatInt(n, 10) + "-" + d.id + "/telemetry"
 }
 
 // deviceIndex reads the index back from a device id ("boiler-00042" → 42).

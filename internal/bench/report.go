@@ -23,6 +23,7 @@ type Report struct {
 	Separate bool
 	Runs     []*RunResult
 	Scale    []*ScaleResult
+	Series   []*SeriesResult
 	samples  []sample
 	qos      byte
 }
@@ -34,13 +35,13 @@ type RunResult struct {
 	// BrokerIn is what the broker took in (the baseline's hook, sluice's
 	// sluice_messages_received_total).
 	BrokerIn int64
-	// Counted: arrivals were counted in Kafka (a consumer) and InfluxDB (a
-	// count query).
-	Counted      bool
-	InfluxCount  int64
-	AlertsSluice int64
-	DeadLetters  int64
-	SinkWritten  map[string]float64
+	// Counted: arrivals were counted in InfluxDB (a count query) and, with
+	// KafkaCounted, in Kafka (a consumer).
+	Counted, KafkaCounted bool
+	InfluxCount           int64
+	AlertsSluice          int64
+	DeadLetters           int64
+	SinkWritten           map[string]float64
 	// SluiceAck is sluice's own sluice_ack_latency_seconds (receipt to
 	// sink acknowledgement): p50, p95, p99 and the top of the highest
 	// bucket used, interpolated within its coarse buckets.
@@ -99,12 +100,15 @@ type sample struct {
 	Extra     string
 }
 
-func (s sample) line(devices int, sinks bool) string {
+func (s sample) line(devices int, influx, kafka bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-8s %4.0fs %-11s dev %s/%s  sent %s/s  acked %s/s", s.Run, s.T.Seconds(), s.Phase,
 		count(s.Connected), count(int64(devices)), count(s.Sent), count(s.Acked))
-	if sinks {
-		fmt.Fprintf(&b, "  kafka %s/s  influx %s/s", count(s.Kafka), count(s.Influx))
+	if kafka {
+		fmt.Fprintf(&b, "  kafka %s/s", count(s.Kafka))
+	}
+	if influx {
+		fmt.Fprintf(&b, "  influx %s/s", count(s.Influx))
 	}
 	if s.Extra != "" {
 		fmt.Fprintf(&b, " | %s", s.Extra)
@@ -134,6 +138,9 @@ func newReport(c *Config, nofile uint64) *Report {
 	loadavg, _ := os.ReadFile("/proc/loadavg")
 	if c.Scale {
 		length = fmt.Sprintf("held %v once connected", c.Settle)
+	}
+	if l.Series > 0 {
+		length = count(l.Series) + " series, one message each"
 	}
 	r := &Report{
 		Started: time.Now(),
@@ -188,6 +195,9 @@ func (r *RunResult) expected(qos byte) int64 {
 // kafkaLost is the acknowledged readings the consumer never saw (at QoS 0:
 // those sent, less those seen).
 func (r *RunResult) kafkaLost(qos byte) int64 {
+	if !r.KafkaCounted {
+		return 0
+	}
 	if qos == 0 {
 		return max(0, r.expected(qos)-r.Load.Kafka.Unique)
 	}
@@ -244,12 +254,20 @@ func (r *Report) markdown(w io.Writer) {
 	if len(r.Scale) > 0 {
 		r.scaleTable(w)
 	}
+	if len(r.Series) > 0 {
+		r.seriesTable(w)
+	}
 	for _, run := range r.Runs {
 		for _, p := range run.Problems {
 			fmt.Fprintf(w, "- **%s**: %s\n", run.Name, p)
 		}
 	}
 	for _, s := range r.Scale {
+		for _, p := range s.Problems {
+			fmt.Fprintf(w, "- **%s**: %s\n", s.Name, p)
+		}
+	}
+	for _, s := range r.Series {
 		for _, p := range s.Problems {
 			fmt.Fprintf(w, "- **%s**: %s\n", s.Name, p)
 		}
@@ -276,7 +294,7 @@ func (r *Report) runTables(w io.Writer) {
 			acked, count(f.AckedReadings), round(f.Window), round(f.ConnectTime))
 	}
 	if len(r.Runs) > 0 && r.Runs[len(r.Runs)-1].Counted {
-		fmt.Fprintln(w, "\nacked: what the broker acknowledged in the steady window (every device connected). delivered: readings in both sinks per second from the first publish until the sinks had caught up; below acked, the sinks fall behind and the journal absorbs the difference.")
+		fmt.Fprintln(w, "\nacked: what the broker acknowledged in the steady window (every device connected). delivered: readings in every record sink per second from the first publish until the sinks had caught up; below acked, the sinks fall behind and the journal absorbs the difference.")
 	}
 
 	fmt.Fprint(w, "\n## Delivery (counted in the sinks, not assumed)\n\n")
@@ -286,10 +304,12 @@ func (r *Report) runTables(w io.Writer) {
 		f := &run.Load.Fleet
 		kRec, kUni, kLost, iCount, iLost, alerts, dl := "—", "—", "—", "—", "—", "—", "—"
 		if run.Counted {
-			kRec, kUni, kLost = count(run.Load.Kafka.Records), count(run.Load.Kafka.Unique), count(run.kafkaLost(q))
 			iCount, iLost = count(run.InfluxCount), count(run.influxLost(q))
-			alerts = fmt.Sprintf("%s / %s / %s", count(run.AlertsSluice), count(run.Load.Kafka.Alerts), count(run.Load.InfluxAlerts))
 			dl = count(run.DeadLetters)
+		}
+		if run.KafkaCounted {
+			kRec, kUni, kLost = count(run.Load.Kafka.Records), count(run.Load.Kafka.Unique), count(run.kafkaLost(q))
+			alerts = fmt.Sprintf("%s / %s / %s", count(run.AlertsSluice), count(run.Load.Kafka.Alerts), count(run.Load.InfluxAlerts))
 		}
 		var written []string
 		for _, kind := range []string{"kafka", "influxdb", "mqtt", "file"} {
@@ -306,19 +326,21 @@ func (r *Report) runTables(w io.Writer) {
 	}
 
 	fmt.Fprint(w, "\n## Latency\n\n")
-	fmt.Fprintln(w, "| run | from → to | samples | p50 | p95 | p99 | max |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| run | from → to | samples | p50 | p90 | p95 | p99 | max |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|")
 	for _, run := range r.Runs {
 		if q > 0 {
 			latRow(w, run.Name, "publish → PUBACK/PUBCOMP (device)", run.Load.Fleet.AckLatency)
 		}
-		if run.Counted {
+		if run.KafkaCounted {
 			latRow(w, run.Name, "publish → record read from Kafka (consumer)", run.Load.KafkaLatency)
+		}
+		if run.Counted {
 			latRow(w, run.Name, "publish → InfluxDB acknowledges the write", run.Load.InfluxLatency)
 		}
 		if run.Name == "sluice" {
 			a := run.SluiceAck
-			fmt.Fprintf(w, "| %s | receipt → each sink ack (sluice_ack_latency_seconds, interpolated in its buckets) | | %s | %s | %s | %s |\n",
+			fmt.Fprintf(w, "| %s | receipt → each sink ack (sluice_ack_latency_seconds, interpolated in its buckets) | | %s | | %s | %s | %s |\n",
 				run.Name, a[0], a[1], a[2], a[3])
 		}
 	}
@@ -384,11 +406,11 @@ func (r *Report) clusterTable(w io.Writer) {
 
 func latRow(w io.Writer, run, path string, h Hist) {
 	if h.N == 0 {
-		fmt.Fprintf(w, "| %s | %s | 0 | | | | |\n", run, path)
+		fmt.Fprintf(w, "| %s | %s | 0 | | | | | |\n", run, path)
 		return
 	}
-	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", run, path, count(int64(h.N)),
-		ms(h.Quantile(0.5)), ms(h.Quantile(0.95)), ms(h.Quantile(0.99)), ms(h.Max))
+	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", run, path, count(int64(h.N)),
+		ms(h.Quantile(0.5)), ms(h.Quantile(0.9)), ms(h.Quantile(0.95)), ms(h.Quantile(0.99)), ms(h.Max))
 }
 
 func (r *Report) scaleTable(w io.Writer) {
@@ -432,7 +454,7 @@ func (r *Report) csvRows() [][]string {
 		"influx_count", "influx_lost", "alerts_sluice", "alerts_kafka", "dead_letters", "drain_s",
 		"ack_p50_ms", "ack_p95_ms", "ack_p99_ms", "ack_max_ms",
 		"kafka_p50_ms", "kafka_p95_ms", "kafka_p99_ms", "kafka_max_ms",
-		"influx_p50_ms", "influx_p95_ms", "influx_p99_ms", "influx_max_ms",
+		"influx_p50_ms", "influx_p95_ms", "influx_p99_ms", "influx_max_ms", "influx_p90_ms",
 		"sluice_ack_p50_ms", "sluice_ack_p95_ms", "sluice_ack_p99_ms",
 		"cpu_s", "cpu_us_per_msg", "peak_rss_bytes", "load_cpu_s", "load_peak_rss_bytes", "influxd_cpu_s", "others_cpu_s", "separate_process",
 		"connect_s", "idle_rss_bytes", "rss_bytes", "rss_per_conn_bytes", "heap_per_conn_bytes", "goroutines_per_conn", "connects_per_s"}
@@ -459,6 +481,7 @@ func (r *Report) csvRows() [][]string {
 		row = append(row, lat(f.AckLatency)...)
 		row = append(row, lat(run.Load.KafkaLatency)...)
 		row = append(row, lat(run.Load.InfluxLatency)...)
+		row = append(row, msf(run.Load.InfluxLatency.Quantile(0.9)))
 		row = append(row, msf(run.SluiceAck[0].D), msf(run.SluiceAck[1].D), msf(run.SluiceAck[2].D))
 		row = append(row, ftoa(run.CPU.Seconds()), per, itoa(run.PeakRSS), ftoa(run.Load.CPU.Seconds()), itoa(run.Load.PeakRSS),
 			ftoa(run.InfluxdCPU.Seconds()), ftoa(run.OthersCPU.Seconds()), strconv.FormatBool(r.Separate))

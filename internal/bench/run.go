@@ -33,6 +33,9 @@ type Config struct {
 	// influxd).
 	Broker     string
 	ConfigFile string
+	// Job is the built-in configuration run: JobFull (default) or
+	// JobInflux, the simplest job.
+	Job string
 	// Baseline runs the same load against the bare embedded broker first,
 	// so that the report gives sluice as a ratio of it.
 	Baseline bool
@@ -43,6 +46,9 @@ type Config struct {
 	// Settle is how long connected devices are left before memory is
 	// measured (scale).
 	Settle time.Duration
+	// SeriesTTL is how long the series check's rules keep a series after
+	// its last reading (default 15s).
+	SeriesTTL time.Duration
 	Load   Load
 	// Out is the folder for report.md, report.csv, progress.csv, the
 	// configuration used and profiles.
@@ -119,7 +125,7 @@ func (c *Config) SetDefaults() {
 		l.KeepAlive = 60 * time.Second
 	}
 	if c.Scale {
-		l.Idle = l.Rate == 0
+		l.Idle = l.Rate == 0 && l.Series == 0
 		if len(l.Sources) == 0 && l.Devices > 5000 {
 			// Two runs of tens of thousands of connections outrun one
 			// address's ephemeral ports (the first run's wait in TIME_WAIT).
@@ -129,11 +135,17 @@ func (c *Config) SetDefaults() {
 	if c.Settle == 0 {
 		c.Settle = 10 * time.Second
 	}
+	if c.SeriesTTL == 0 {
+		c.SeriesTTL = 15 * time.Second
+	}
 	if c.Out == "" {
 		c.Out = filepath.Join("reports", "bench")
 	}
 	if c.Durability == "" {
 		c.Durability = "process"
+	}
+	if c.Job == "" {
+		c.Job = JobFull
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "warn"
@@ -187,6 +199,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch < 0 {
 		bad("batch must not be negative")
+	}
+	if _, ok := jobs[c.Job]; !ok {
+		bad("job %q: want full or influx", c.Job)
+	}
+	if c.Cluster && c.Job != JobFull {
+		bad("-cluster runs the full job only")
+	}
+	if l.Series < 0 {
+		bad("series must not be negative")
+	}
+	if l.Series > 0 && (!c.Scale || c.Broker != "" || l.Client != "lean" || c.Cluster) {
+		bad("-series is a check of sluice's memory: with -scale, the lean client, and neither -broker nor -cluster")
 	}
 	switch c.Durability {
 	case "process", "fsync", "none":
@@ -274,7 +298,8 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (*Report, er
 }
 
 func (b *bench) runAll(ctx context.Context) error {
-	if b.cfg.Baseline {
+	// The bare broker holds nothing per series: no baseline for -series.
+	if b.cfg.Baseline && b.cfg.Load.Series == 0 {
 		if err := b.runBaseline(ctx); err != nil {
 			return fmt.Errorf("baseline: %w", err)
 		}
@@ -341,7 +366,10 @@ func (b *bench) runSluice(ctx context.Context) error {
 			return err
 		}
 		defer b.side.CloseServices(Empty{}, &Empty{})
-		target = "sluice, built-in config (10 rules; Kafka, InfluxDB, alerts; durability " + b.cfg.Durability
+		target = "sluice, " + jobs[b.cfg.Job].describe + "; durability " + b.cfg.Durability
+		if b.cfg.Load.Series > 0 {
+			target += "; the series check's 2 rules in place of the job's"
+		}
 		if b.cfg.Batch > 0 {
 			target += fmt.Sprintf("; record batches of %d", b.cfg.Batch)
 		}
@@ -358,10 +386,14 @@ func (b *bench) runSluice(ctx context.Context) error {
 			b.log.Warn("sluice stopped with an error", "error", err)
 		}
 	}()
+	if b.cfg.Scale && b.cfg.Load.Series > 0 {
+		return b.series(ctx, stack, target)
+	}
 	if b.cfg.Scale {
 		return b.scale(ctx, "sluice", target, stack.addr)
 	}
 	r := &RunResult{Name: "sluice", Target: target}
+	kafka := builtIn && jobs[b.cfg.Job].kafka
 	var caught time.Time
 	p := probe{
 		line: func() string {
@@ -380,14 +412,21 @@ func (b *bench) runSluice(ctx context.Context) error {
 				caught = time.Now()
 			}
 			// The sinks have acknowledged everything; give the Kafka
-			// consumer until it has read as much, or 10s without news.
+			// consumer until it has read as much (without Kafka, the
+			// InfluxDB proxy until it has seen as many points), or 10s
+			// without news.
 			want := lp.Fleet.AckedReadings
 			if b.cfg.Load.QoS == 0 {
 				want = lp.Fleet.SentReadings
 			}
-			return lp.Kafka.Unique >= want || time.Since(caught) > 10*time.Second
+			arrived := lp.InfluxPoints
+			if kafka {
+				arrived = lp.Kafka.Unique
+			}
+			return arrived >= want || time.Since(caught) > 10*time.Second
 		},
 		influxd:      builtIn,
+		kafka:        kafka,
 		profile:      b.cfg.CPUProfile,
 		memProfile:   b.cfg.MemProfile,
 		trace:        b.cfg.Trace,
@@ -403,7 +442,7 @@ func (b *bench) runSluice(ctx context.Context) error {
 	r.SluiceAck = n.ack
 	r.SinkWritten = n.written
 	if builtIn {
-		r.Counted = true
+		r.Counted, r.KafkaCounted = true, kafka
 		if r.InfluxCount, err = b.influxCount(); err != nil {
 			r.Problems = append(r.Problems, "InfluxDB count: "+err.Error())
 		}
@@ -496,6 +535,7 @@ func (b *bench) runCluster(ctx context.Context) error {
 			return lp.Kafka.Unique >= want && lp.InfluxPoints >= want
 		},
 		influxd: true,
+		kafka:   true,
 		peer:    peer.Process.Pid,
 	}
 	if err := b.drive(ctx, r, stack.addr, p); err != nil {
@@ -503,7 +543,7 @@ func (b *bench) runCluster(ctx context.Context) error {
 	}
 	n := stack.numbers()
 	r.BrokerIn = int64(n.received)
-	r.Counted = true
+	r.Counted, r.KafkaCounted = true, true
 	if r.InfluxCount, err = b.influxCount(); err != nil {
 		r.Problems = append(r.Problems, "InfluxDB count: "+err.Error())
 	}
@@ -517,7 +557,8 @@ func (b *bench) runCluster(ctx context.Context) error {
 func (b *bench) startServices(ctx context.Context) (string, error) {
 	if b.influx == nil {
 		fmt.Fprintln(b.out, "Starting influxd ...")
-		s, err := influxd.Start(ctx, influxd.Options{Binary: b.cfg.Influxd, Dir: filepath.Join(b.work, "influxdb")})
+		s, err := influxd.Start(ctx, influxd.Options{Binary: b.cfg.Influxd, Dir: filepath.Join(b.work, "influxdb"),
+			UnlimitedTags: b.cfg.Load.Series > 0})
 		if err != nil {
 			return "", fmt.Errorf("influxd: %w", err)
 		}
@@ -529,17 +570,21 @@ func (b *bench) startServices(ctx context.Context) (string, error) {
 	if err := b.influx.CreateDatabase(database); err != nil {
 		return "", err
 	}
+	args := ServicesArgs{InfluxURL: b.influx.URL, Devices: b.cfg.Load.Devices}
+	if jobs[b.cfg.Job].kafka {
+		args.RecordsTopic, args.AlertsTopic = recordsTopic, alertsTopic
+	}
 	var svc ServicesReply
-	if err := b.side.Services(ServicesArgs{InfluxURL: b.influx.URL, RecordsTopic: recordsTopic, AlertsTopic: alertsTopic, Devices: b.cfg.Load.Devices}, &svc); err != nil {
+	if err := b.side.Services(args, &svc); err != nil {
 		return "", err
 	}
 	b.kafka = svc.KafkaBrokers
 	path, err := writeBenchConfig(filepath.Join(b.work, "config"), benchConfig{
-		LogLevel: b.cfg.LogLevel, DataDir: filepath.Join(b.work, "sluice-data"), Durability: b.cfg.Durability,
+		Job: b.cfg.Job, LogLevel: b.cfg.LogLevel, DataDir: filepath.Join(b.work, "sluice-data"), Durability: b.cfg.Durability,
 		MaxConnections: max(10000, b.cfg.Load.Devices+1000),
 		InfluxURL:      svc.InfluxURL, Database: database,
 		KafkaBrokers: strings.Join(svc.KafkaBrokers, ", "), RecordsTopic: recordsTopic, AlertsTopic: alertsTopic,
-		Batch: b.cfg.Batch,
+		Batch: b.cfg.Batch, Series: b.cfg.Scale && b.cfg.Load.Series > 0, SeriesTTL: b.cfg.SeriesTTL,
 	})
 	if err != nil {
 		return "", err
@@ -592,8 +637,9 @@ type probe struct {
 	// done says, once the load is over, whether the run is complete (the
 	// sinks have caught up); nil: at once.
 	done func(LoadProgress) bool
-	// influxd: measure influxd's CPU too.
-	influxd bool
+	// influxd: measure influxd's CPU too (and show the InfluxDB rate);
+	// kafka: show the Kafka consumer's rate.
+	influxd, kafka bool
 	// profile is a CPU profile file.
 	profile string
 	// memProfile is a heap profile file, written when the run ends.
@@ -691,7 +737,7 @@ loop:
 			s.Extra = p.line()
 		}
 		b.report.samples = append(b.report.samples, s)
-		fmt.Fprintln(b.out, s.line(b.cfg.Load.Devices, p.influxd))
+		fmt.Fprintln(b.out, s.line(b.cfg.Load.Devices, p.influxd, p.kafka))
 		last, lastCPU, lastAt = lp, cpu, now
 		if loadEnd.IsZero() {
 			continue

@@ -22,12 +22,30 @@ import (
 	"github.com/sluicehq/sluice/pipelines"
 )
 
-// The built-in bench configuration (config/sluice.yaml.tmpl) and its tenth
-// rule; the other nine are the example rules (examples/rules), as the demo
-// runs them.
+// The built-in bench configurations, one per job (config/<job>.yaml.tmpl,
+// with the rules of config/<job>/): the full job runs the example rules
+// (examples/rules), as the demo does, and a tenth for the whole fleet;
+// the influx job its one rule.
 //
 //go:embed config
 var configFiles embed.FS
+
+// Jobs of the built-in configuration (Config.Job).
+const (
+	JobFull   = "full"   // 10 rules; InfluxDB, Kafka, alerts to Kafka, InfluxDB and MQTT
+	JobInflux = "influx" // 1 rule naming the topic levels; InfluxDB (3 fields, 3 tags)
+)
+
+// jobs describes each job: what the report calls it and which sinks it
+// has, so the bench knows where to count the readings.
+var jobs = map[string]struct {
+	describe string
+	kafka    bool // a Kafka sink of records (and alerts): counted by a consumer
+	examples bool // the example rules run too
+}{
+	JobFull:   {"built-in config (10 rules; Kafka, InfluxDB, alerts", true, true},
+	JobInflux: {"influx job (1 rule naming the topic levels; InfluxDB, 3 fields and 3 tags", false, false},
+}
 
 // Kafka topics and InfluxDB database of the built-in configuration.
 const (
@@ -38,6 +56,7 @@ const (
 
 // benchConfig is what the template is filled with.
 type benchConfig struct {
+	Job                           string
 	LogLevel, DataDir, Durability string
 	MaxConnections                int
 	InfluxURL, Database           string
@@ -46,17 +65,22 @@ type benchConfig struct {
 	// Batch, when set, is the batch size of the record sinks (InfluxDB and
 	// Kafka); otherwise sluice's default.
 	Batch int
+	// Series: the rules are the series check's (config/series), in place
+	// of the job's (-scale -series), forgetting a series SeriesTTL after
+	// its last reading.
+	Series    bool
+	SeriesTTL time.Duration
 }
 
-// writeBenchConfig writes the built-in configuration and its rules to dir
-// and returns the configuration file's path.
+// writeBenchConfig writes the built-in configuration of c.Job and its rules
+// to dir and returns the configuration file's path.
 func writeBenchConfig(dir string, c benchConfig) (string, error) {
 	rulesDir := filepath.Join(dir, "rules")
 	if err := os.MkdirAll(rulesDir, 0o755); err != nil {
 		return "", err
 	}
 	copyRules := func(fsys fs.FS, from string) error {
-		names, err := fs.Glob(fsys, from+"/*.yaml")
+		names, err := fs.Glob(fsys, from+"/*.yaml*")
 		if err != nil {
 			return err
 		}
@@ -68,19 +92,40 @@ func writeBenchConfig(dir string, c benchConfig) (string, error) {
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(filepath.Join(rulesDir, filepath.Base(n)), b, 0o644); err != nil {
+			name := filepath.Base(n)
+			if base, ok := strings.CutSuffix(name, ".tmpl"); ok {
+				// A rules template, with [[ ]] (rules use {{ }} themselves).
+				t, err := template.New(name).Delims("[[", "]]").Parse(string(b))
+				if err != nil {
+					return err
+				}
+				var out bytes.Buffer
+				err = t.Execute(&out, map[string]string{
+					"TTL": c.SeriesTTL.String(), "Window": (c.SeriesTTL * 2 / 3).String(),
+				})
+				if err != nil {
+					return err
+				}
+				name, b = base, out.Bytes()
+			}
+			if err := os.WriteFile(filepath.Join(rulesDir, name), b, 0o644); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if err := copyRules(examples.Files, "rules"); err != nil {
-		return "", fmt.Errorf("example rules: %w", err)
+	rules := "config/" + c.Job
+	if c.Series {
+		rules = "config/series"
+	} else if jobs[c.Job].examples {
+		if err := copyRules(examples.Files, "rules"); err != nil {
+			return "", fmt.Errorf("example rules: %w", err)
+		}
 	}
-	if err := copyRules(configFiles, "config/rules"); err != nil {
+	if err := copyRules(configFiles, rules); err != nil {
 		return "", fmt.Errorf("bench rules: %w", err)
 	}
-	tmpl, err := template.ParseFS(configFiles, "config/sluice.yaml.tmpl")
+	tmpl, err := template.ParseFS(configFiles, "config/"+c.Job+".yaml.tmpl")
 	if err != nil {
 		return "", err
 	}
@@ -151,6 +196,7 @@ type sluiceNumbers struct {
 	alerts      float64            // alert transitions
 	deadLetters float64
 	backlog     float64     // the largest reader backlog (records)
+	series      float64     // series the rules hold state for, all rules
 	ack         [4]bucketed // p50, p95, p99, and the highest bucket used
 }
 
@@ -185,6 +231,8 @@ func (s *sluiceStack) numbers() sluiceNumbers {
 				n.alerts += m.GetCounter().GetValue()
 			case "sluice_dead_letters_total":
 				n.deadLetters += m.GetCounter().GetValue()
+			case "sluice_rule_active_series":
+				n.series += m.GetGauge().GetValue()
 			case "sluice_backlog_records":
 				n.backlog = math.Max(n.backlog, m.GetGauge().GetValue())
 			case "sluice_ack_latency_seconds":

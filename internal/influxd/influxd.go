@@ -51,6 +51,10 @@ type Options struct {
 	Addr string
 	// Log receives influxd's log lines (default: kept only for errors).
 	Log io.Writer
+	// UnlimitedTags lifts influxd's bounds on the values of one tag
+	// (100,000) and the series of a database (1,000,000), for a fleet of
+	// more devices than that (sluice bench -scale -series).
+	UnlimitedTags bool
 }
 
 // Binary finds influxd: $SLUICE_INFLUXD, else .tools/bin/influxd in the
@@ -122,6 +126,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	cfg := filepath.Join(opts.Dir, "influxdb.conf")
 	text := fmt.Sprintf(configTemplate, filepath.Join(opts.Dir, "meta"), filepath.Join(opts.Dir, "data"),
 		filepath.Join(opts.Dir, "wal"), opts.Addr)
+	if opts.UnlimitedTags {
+		text = strings.Replace(text, "  query-log-enabled = false\n",
+			"  query-log-enabled = false\n  max-values-per-tag = 0\n  max-series-per-database = 0\n", 1)
+	}
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
