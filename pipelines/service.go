@@ -213,6 +213,7 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		Retain:       pc.Journal.Retention,
 		Key:          key,
 		MessageKind:  kindMessage,
+		ValueSize:    journalValueSize,
 		Logger:       log.With("component", "journal"),
 	}
 	switch c := s.cfg.Cluster; {

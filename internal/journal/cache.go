@@ -6,6 +6,7 @@ type centry struct {
 	data  []byte
 	value any
 	time  int64
+	vsize int32 // bytes the value holds (Options.ValueSize)
 	kind  byte
 }
 
@@ -47,13 +48,17 @@ func (c *cache) push(seq uint64, e centry) {
 	}
 	c.ents[(c.head+c.n)&(len(c.ents)-1)] = e
 	c.n++
-	c.bytes += int64(len(e.data)) + centryOverhead
+	c.bytes += e.size()
 }
+
+// size is what a cached record costs: its data, its value and the
+// entry.
+func (e *centry) size() int64 { return int64(len(e.data)) + int64(e.vsize) + centryOverhead }
 
 // pop drops the oldest record.
 func (c *cache) pop() {
 	e := &c.ents[c.head]
-	c.bytes -= int64(len(e.data)) + centryOverhead
+	c.bytes -= e.size()
 	*e = centry{} // let the data chunk and the value be collected
 	c.head = (c.head + 1) & (len(c.ents) - 1)
 	c.n--

@@ -295,8 +295,8 @@
 //	Append, Fsync, 64 appenders, Key   unchanged (fsync dominates)
 //	Next from files, with a Key        ~0.19 µs/record against ~0.10 without, in one run
 //
-// Memory use: the cache (CacheBytes of data plus 64 bytes a record, values
-// not counted), the sparse index (24 bytes per 8 KiB of segment or per
+// Memory use: the cache (CacheBytes: records' data, the values Options.ValueSize
+// sizes, and 64 bytes a record), the sparse index (24 bytes per 8 KiB of segment or per
 // second of records, whichever comes first), a 64 KiB
 // read buffer per reader reading files, and, with Options.MessageKind, a
 // bit per record held.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -65,7 +66,7 @@ type Options struct {
 	MaxAge       time.Duration    // bound on the age of the oldest record some reader still needs; 0: none
 	Retain       time.Duration    // keep segments every reader has passed until their newest record is this old (a look back: a replay), within MaxBytes: they go first when room is needed; 0: none
 	Overflow     Overflow         // default Block
-	CacheBytes   int64            // recent records kept in memory, with their values, for readers at the tail; default 32 MiB; negative: none. (Memory mode keeps everything in memory regardless.)
+	CacheBytes   int64            // recent records kept in memory, with their values, for readers at the tail; default 32 MiB, counting their data, their values (ValueSize) and 64 bytes each; negative: none. (Memory mode keeps everything in memory regardless.)
 	Logger       *slog.Logger     // may be nil
 	Now          func() time.Time // clock for record times and MaxAge; default time.Now (tests inject a fake)
 	// Key, when set, encrypts the segments at rest: a KeySize-byte (AES-256)
@@ -79,6 +80,11 @@ type Options struct {
 	// to records derived from them): DropOldest counts those it deletes
 	// apart (Stats.DroppedMessages) as well as all records. 0: none.
 	MessageKind byte
+	// ValueSize, when set, says how many bytes a value given to Append
+	// (or Write) holds beyond the record's data: the cache counts them
+	// against CacheBytes. Nil: values count nothing (they must be small,
+	// or shared with what is held anyway).
+	ValueSize func(value any) int
 
 	syncFile func(*os.File) error // fsync; tests count the calls
 }
@@ -625,7 +631,11 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 	j.bytes += size
 	j.last = seq
 	if !j.files || j.opts.CacheBytes > 0 {
-		j.cache.push(seq, centry{data: j.cache.copyData(data), value: value, time: t, kind: kind})
+		e := centry{data: j.cache.copyData(data), value: value, time: t, kind: kind}
+		if value != nil && j.opts.ValueSize != nil {
+			e.vsize = int32(min(j.opts.ValueSize(value), math.MaxInt32))
+		}
+		j.cache.push(seq, e)
 		if j.files {
 			j.cache.trim(j.opts.CacheBytes)
 		}

@@ -599,6 +599,29 @@ func TestReaderDiskThenCache(t *testing.T) {
 	<-done
 }
 
+// The cache's budget counts the values it keeps (Options.ValueSize), not
+// only the records' data: records whose values are large are cached
+// fewer, and the others are read from the files.
+func TestCacheCountsValues(t *testing.T) {
+	o := optsFor(t, Process)
+	o.CacheBytes = 64 << 10
+	o.ValueSize = func(v any) int { return 1 << 10 } // a decoded record of 1 KiB
+	j := open(t, o)
+	r := j.Reader("sink")
+	appendN(t, j, 1, 1000)
+	cached := 0
+	for _, e := range readN(t, r, 1, 1000) {
+		if e.Value != nil {
+			cached++
+		}
+	}
+	// Each record costs its data, 1 KiB of value and 64 bytes: 64 KiB
+	// hold about 55.
+	if cached == 0 || cached > 64 {
+		t.Fatalf("%d of 1000 records were read with their values from the cache; want no more than its 64 KiB hold", cached)
+	}
+}
+
 func TestNextWaitsAndClose(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.String(), func(t *testing.T) {
