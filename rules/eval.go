@@ -74,6 +74,11 @@ type ruleState struct {
 	evaluated   uint64 // readings evaluated (the topic matched)
 	passed      uint64 // of those, readings that passed the where
 	firing      int    // series whose alert is firing, as of the last Tick
+
+	// most is the most series the map has held since it was made: a Go
+	// map keeps the room of its most entries, so a map that held many
+	// more than it does is made again (Tick).
+	most int
 }
 
 // series is the state of one series (by default one device) for one rule.
@@ -498,6 +503,7 @@ func (ev *Evaluator) series(i int, r *rule, key string, now int64) *series {
 	if s == nil {
 		s = &series{slots: make([]any, len(r.sites)), lastSeen: now}
 		st.series[key] = s
+		st.most = max(st.most, len(st.series))
 	}
 	ev.ctx.series = s
 	ev.touch(i, key)
@@ -704,8 +710,23 @@ func (ev *Evaluator) Tick(now time.Time, out []sluice.Event) []sluice.Event {
 				st.firing++
 			}
 		}
+		st.shrink()
 	}
 	return out
+}
+
+// shrink makes the series map again once it holds under a quarter of the
+// most it held (at least 1,024): a fleet that came and went must not keep
+// the map's room for it.
+func (st *ruleState) shrink() {
+	if st.most < 1024 || len(st.series) >= st.most/4 {
+		return
+	}
+	m := make(map[string]*series, len(st.series))
+	for k, s := range st.series {
+		m[k] = s
+	}
+	st.series, st.most = m, len(m)
 }
 
 func (ev *Evaluator) tickAlert(i int, r *rule, key string, s *series, t int64, out []sluice.Event) []sluice.Event {

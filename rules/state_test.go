@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 
@@ -189,4 +190,49 @@ func FuzzRestore(f *testing.F) {
 	f.Fuzz(func(t *testing.T, k, v []byte) {
 		set.NewEvaluator(nil, rules.Limits{}).Restore(k, v)
 	})
+}
+
+// A fleet that came and went gives back the memory of its series: once
+// their ttl has passed and they are evicted, the state map does not keep
+// the room it had for them (a Go map never shrinks by itself).
+func TestEvictedSeriesGiveTheirMemoryBack(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - name: gap
+    match: plant/+device
+    ttl: 1m
+    records: false
+    alert:
+      when: delta(seq) > 1
+`)
+	ev := set.NewEvaluator(nil, rules.Limits{})
+	heap := func() float64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return float64(ms.HeapAlloc)
+	}
+	before := heap()
+	const fleet = 100_000
+	for i := range fleet {
+		ev.Eval(msg(fmt.Sprintf("plant/d%d", i), `{"seq": 1}`, t0), nil)
+	}
+	if s := ev.Stats()[0].Series; s != fleet {
+		t.Fatalf("%d series held, want %d", s, fleet)
+	}
+	held := heap()
+	ev.Tick(t0.Add(2*time.Minute), nil)
+	if s := ev.Stats()[0].Series; s != 0 {
+		t.Fatalf("%d series held after their ttl, want none", s)
+	}
+	after := heap()
+	perSeries := (held - before) / fleet
+	if left := (after - before) / fleet; left > perSeries/20 {
+		t.Errorf("%.0f bytes per series left once they all expired (%.0f while held): want under a twentieth", left, perSeries)
+	}
+	// The evaluator goes on as before.
+	if out, _ := ev.Eval(msg("plant/d1", `{"seq": 5}`, t0.Add(3*time.Minute)), nil); len(out) != 0 {
+		t.Errorf("a returning series fired at once: %+v", out)
+	}
+	runtime.KeepAlive(ev)
 }
