@@ -454,11 +454,6 @@ func (c *clientConn) Close() error {
 	}
 	_ = c.Conn.SetWriteDeadline(time.Now()) // ends a write blocked on a slow client
 	c.stop()
-	if tc, ok := c.Conn.(*tls.Conn); ok {
-		// TLS's end of the stream (close_notify), unless a write was cut.
-		_ = tc.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = tc.CloseWrite()
-	}
 	_ = tcp.CloseWrite()                // the end of the stream, after what was written
 	_ = tcp.SetReadDeadline(time.Now()) // ends mochi's read
 	tracked := c.l.startLinger()
