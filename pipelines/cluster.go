@@ -369,6 +369,16 @@ func (cp *clusterPipeline) run(ctx context.Context) {
 			TransactionalID: cp.cfg.Group + "." + cp.p.name + "." + cp.cfg.Node,
 			CommitInterval:  cp.cfg.CommitInterval, TickEvery: tickEvery,
 			Workers: len(cp.p.shards), SessionTimeout: cp.cfg.SessionTimeout, MaxRecordBytes: cp.spec.MaxMessageBytes,
+			Transaction: func(committed bool) {
+				result := "committed"
+				if !committed {
+					result = "aborted"
+				}
+				cp.p.metrics.ClusterTransactions.WithLabelValues(cp.p.name, result).Inc()
+			},
+			Restored: func(_ int, took time.Duration) {
+				cp.p.metrics.ClusterRestore.WithLabelValues(cp.p.name).Observe(took.Seconds())
+			},
 			Events: func(assigned, revoked []int32) {
 				if len(assigned) > 0 {
 					cp.log.Info("cluster: partitions taken over", "partitions", assigned)

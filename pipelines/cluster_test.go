@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/sluicehq/sluice/internal/metrics"
 	"github.com/sluicehq/sluice/internal/testsvc"
 	"github.com/sluicehq/sluice/pipelines"
 )
@@ -55,6 +56,7 @@ func TestClusterOfTwoNodes(t *testing.T) {
 	defer kc.Close()
 	brokers := `"` + strings.Join(kc.ListenAddrs(), `", "`) + `"`
 
+	reg := map[string]*metrics.Metrics{}
 	start := func(node string) *pipelines.Service {
 		dir := filepath.Join(t.TempDir(), node)
 		must(t, os.MkdirAll(dir, 0o755))
@@ -63,7 +65,8 @@ func TestClusterOfTwoNodes(t *testing.T) {
 		must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(clusterConfig, dir, node, brokers)), 0o644))
 		cfg, err := pipelines.Load(cfgPath)
 		must(t, err)
-		svc, err := pipelines.New(cfg, pipelines.Options{})
+		reg[node] = metrics.New()
+		svc, err := pipelines.New(cfg, pipelines.Options{Metrics: reg[node]})
 		must(t, err)
 		must(t, svc.Start(context.Background()))
 		t.Cleanup(func() { svc.Close(context.Background()) })
@@ -123,6 +126,16 @@ func TestClusterOfTwoNodes(t *testing.T) {
 				t.Errorf("rule %s, message %d: %d records in Kafka, want 1", rule, i, n)
 			}
 		}
+	}
+	// The metrics say who does what: the two nodes own the 6 partitions
+	// between them, and both committed transactions.
+	waitFor(t, "the partitions gauges", func() bool {
+		return gauge(t, reg["a"], "sluice_cluster_partitions")+gauge(t, reg["b"], "sluice_cluster_partitions") == 6
+	})
+	for node, m := range reg {
+		waitFor(t, "node "+node+"'s first counted transaction", func() bool {
+			return counter(t, m, "sluice_cluster_transactions_total") > 0
+		})
 	}
 	// The site average crosses 60 once: one firing transition, on both
 	// nodes' brokers.
@@ -197,4 +210,21 @@ func TestClusterRolesSplit(t *testing.T) {
 	if h := rulesNode.Health(time.Now()).Pipelines[0].Cluster; len(h.Partitions) != 6 {
 		t.Errorf("the rules node evaluates partitions %v, want all 6", h.Partitions)
 	}
+}
+
+func gauge(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, mt := range f.GetMetric() {
+				total += mt.GetGauge().GetValue()
+			}
+		}
+	}
+	return total
 }

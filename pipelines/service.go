@@ -597,6 +597,12 @@ func (s *Service) reportJournals(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		for _, p := range s.pipelines {
+			if p.cluster != nil {
+				h := p.cluster.health()
+				s.metrics.ClusterPartitions.WithLabelValues(p.name).Set(float64(len(h.Partitions)))
+				s.metrics.ClusterUnforwarded.WithLabelValues(p.name).Set(float64(h.Journal - min(h.Forwarded, h.Journal)))
+				s.metrics.ClusterSinkLag.WithLabelValues(p.name).Set(float64(h.Lag))
+			}
 			st := p.journal.Stats()
 			s.metrics.JournalBytes.WithLabelValues(p.name).Set(float64(st.Bytes))
 			if st.Dropped > dropped[p.name] {

@@ -74,8 +74,12 @@ type StreamConfig struct {
 	// MaxRecordBytes is the largest record written (the topics'
 	// max.message.bytes; default 1MiB).
 	MaxRecordBytes int
-	// Events is told about ownership changes, for the log and status.
-	Events func(assigned, revoked []int32)
+	// Events is told about ownership changes, for the log and status;
+	// Transaction about each transaction's end; Restored about each
+	// restore of taken-over partitions (for metrics). Each may be nil.
+	Events      func(assigned, revoked []int32)
+	Transaction func(committed bool)
+	Restored    func(partitions int, took time.Duration)
 }
 
 // Stream is a pipeline's rule workers on one node: a member of the
@@ -215,7 +219,11 @@ func (s *Stream) Run(ctx context.Context) error {
 			sess.AllowRebalance()
 			continue
 		}
-		if err := s.transact(ctx, sess, fetches, tick); err != nil {
+		err = s.transact(ctx, sess, fetches, tick)
+		if s.cfg.Transaction != nil {
+			s.cfg.Transaction(err == nil)
+		}
+		if err != nil {
 			// A rebalance that changed the group's generation under the
 			// transaction is routine; anything else is worth a warning.
 			level := slog.LevelWarn
@@ -408,9 +416,13 @@ func (s *Stream) applyOwnership(ctx context.Context) (bool, error) {
 		}
 		return len(revoked) > 0, nil
 	}
+	began := time.Now()
 	states, err := readState(ctx, s.cfg.Conn, s.cfg.Topics.State, ready)
 	if err != nil {
 		return len(revoked) > 0, err
+	}
+	if s.cfg.Restored != nil {
+		s.cfg.Restored(len(ready), time.Since(began))
 	}
 	ends, err := endOffsets(ctx, s.cfg.Conn, s.cfg.Topics.Ingest, ready)
 	if err != nil {

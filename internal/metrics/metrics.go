@@ -28,6 +28,13 @@ type Metrics struct {
 	ProtocolErrors *prometheus.CounterVec // listener, reason: connections closed for a protocol error
 	CertExpiry     *prometheus.GaugeVec   // listener: when the served certificate expires
 
+	// cluster (docs/scaling.md)
+	ClusterPartitions   *prometheus.GaugeVec     // pipeline: partitions this node evaluates
+	ClusterUnforwarded  *prometheus.GaugeVec     // pipeline: journal records not yet in Kafka
+	ClusterTransactions *prometheus.CounterVec   // pipeline, result (committed, aborted)
+	ClusterRestore      *prometheus.HistogramVec // pipeline: time to restore taken-over partitions' state
+	ClusterSinkLag      *prometheus.GaugeVec     // pipeline: events in Kafka this node's sinks have not read
+
 	// pipelines
 	Routed         *prometheus.CounterVec   // pipeline
 	Unrouted       prometheus.Counter       // messages no pipeline subscribed to
@@ -170,6 +177,23 @@ func New() *Metrics {
 	m.RuleEvicted = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_rule_series_evicted_total", Help: "Series whose state was evicted after the rule's TTL without data.",
 	}, []string{"rule"})
+	m.ClusterPartitions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_cluster_partitions", Help: "Partitions of a pipeline's ingest topic this node evaluates (a cluster node with the rules role).",
+	}, []string{"pipeline"})
+	m.ClusterUnforwarded = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_cluster_unforwarded_records", Help: "Journal records of a pipeline not yet in Kafka (a cluster node with the ingest role).",
+	}, []string{"pipeline"})
+	m.ClusterTransactions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_cluster_transactions_total", Help: "Rule transactions (outputs, state and input offsets committed together), by result: committed, aborted (the partitions restart from their last commit).",
+	}, []string{"pipeline", "result"})
+	m.ClusterRestore = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sluice_cluster_restore_seconds",
+		Help:    "Time to read the state of partitions this node took over, from the state topic.",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"pipeline"})
+	m.ClusterSinkLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_cluster_sink_lag_records", Help: "Events in a pipeline's events topic this node's sinks have not read yet.",
+	}, []string{"pipeline"})
 	m.JournalBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_journal_bytes", Help: "Bytes a pipeline's journal holds.",
 	}, []string{"pipeline"})
@@ -245,6 +269,7 @@ func New() *Metrics {
 
 	for _, c := range []prometheus.Collector{
 		m.MessagesIn, m.BytesIn, m.Rejected, m.Connections, m.Accepted, m.Refused, m.Denied, m.NotRetained, m.SubDropped, m.AuthDelayed, m.AuthWaiting, m.ProtocolErrors, m.CertExpiry,
+		m.ClusterPartitions, m.ClusterUnforwarded, m.ClusterTransactions, m.ClusterRestore, m.ClusterSinkLag,
 		m.Routed, m.Unrouted, m.Dropped, m.Decoded, m.DeadLetters, m.Records, m.Alerts, m.RuleErrors,
 		m.RuleEvals, m.RulePassed, m.RuleSeconds, m.AlertsFiring, m.RuleReloads, m.RuleSeries, m.RuleEvicted, m.AckLatency, m.TailDropped,
 		m.JournalBytes, m.JournalDropped, m.JournalDroppedMessages, m.JournalCorrupt, m.Expired, m.Backlog, m.BacklogBytes, m.BacklogAge,
