@@ -44,7 +44,7 @@ type listener struct {
 	tls *tlsFiles // nil without TLS
 
 	ln   net.Listener
-	http *http.Server // ws and wss
+	http *http.Server // ws and wss; guarded by mu
 
 	open      atomic.Int64
 	end       atomic.Bool
@@ -245,9 +245,12 @@ func (l *listener) untrack(c *clientConn) {
 // mochi close its clients on this listener.
 func (l *listener) Close(closeClients listeners.CloseFn) {
 	if l.end.CompareAndSwap(false, true) {
-		if l.http != nil {
+		l.mu.Lock()
+		srv := l.http
+		l.mu.Unlock()
+		if srv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			l.http.Shutdown(ctx)
+			srv.Shutdown(ctx)
 			cancel()
 		}
 		if l.ln != nil {
@@ -305,18 +308,27 @@ func (l *listener) serveWebSocket(establish listeners.EstablishFn) {
 		c.SetDeadline(time.Now().Add(limits.ConnectTimeout))
 		l.handOver(c, establish)
 	})
-	l.http = &http.Server{
+	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: limits.ConnectTimeout,
 		MaxHeaderBytes:    16 << 10,
 		// net/http logs each failed TLS handshake; the metrics count them.
 		ErrorLog: slog.NewLogLogger(l.b.log.Handler(), slog.LevelDebug),
 	}
+	// Close reads l.http under l.mu after it sets l.end: either it sees the
+	// server and shuts it down, or this sees the end and does not serve.
+	l.mu.Lock()
+	l.http = srv
+	ended := l.end.Load()
+	l.mu.Unlock()
+	if ended {
+		return
+	}
 	var ln net.Listener = &admitListener{l: l}
 	if l.tls != nil {
 		ln = tls.NewListener(ln, l.tls.serverConfig())
 	}
-	if err := l.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.end.Load() {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !l.end.Load() {
 		l.b.log.Error("WebSocket listener stopped", "listener", l.cfg.Name, "error", err)
 	}
 }
