@@ -135,6 +135,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		// One bbolt file, encrypted with a key (see stateStore).
 		store := newStateStore(b.cfg.StatePath, b.cfg.StateKey, b.log.With("component", "broker-state"))
 		store.fsync = b.cfg.StateSync
+		store.current = b.server.Clients.Get
 		if err := b.server.AddHook(store, nil); err != nil {
 			return fmt.Errorf("broker: open state %s: %w", b.cfg.StatePath, err)
 		}

@@ -105,6 +105,11 @@ type stateStore struct {
 
 	db *bbolt.DB
 
+	// current returns the client that holds a client id now (the broker's
+	// client list), so that the end of a connection does not remove the
+	// session a newer connection of the same id stored; nil: not known.
+	current func(id string) (*mqtt.Client, bool)
+
 	// flights counts the in-flight records stored per client id (an
 	// over-estimate at worst), so that completing a flight that was never
 	// stored costs no transaction: mochi reports the PUBACK of every QoS 1

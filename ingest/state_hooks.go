@@ -75,10 +75,18 @@ func (h *stateStore) putClient(cl *mqtt.Client) {
 
 // OnDisconnect removes a session that ends with its connection, with its
 // subscriptions and messages in flight; not when another connection took
-// the session over.
+// the session over, nor when a newer connection of the client id already
+// holds it (a client that ended a clean session and at once connected
+// with a persistent one: its hooks may run before this one, and the
+// session it stored must stay).
 func (h *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if !expire || cl.StopCause() == packets.ErrSessionTakenOver {
 		return
+	}
+	if h.current != nil {
+		if now, ok := h.current(cl.ID); ok && now != cl {
+			return
+		}
 	}
 	h.forget(cl.ID)
 }

@@ -508,3 +508,29 @@ func BenchmarkState(b *testing.B) {
 		}
 	}
 }
+
+// TestStateKeepsANewerSessionOfTheSameID: a client ends a clean session
+// and at once connects again with a persistent one; the hooks of the new
+// connection may run before the end of the old one. The persistent
+// session stored must stay (the old connection's end removed it).
+func TestStateKeepsANewerSessionOfTheSameID(t *testing.T) {
+	h, err := openStore(t, filepath.Join(t.TempDir(), "broker.db"), nil)
+	must(t, err)
+	srv := mqtt.New(nil)
+	old, now := client(srv, "dev", true), client(srv, "dev", false)
+	srv.Clients.Add(now)
+	h.current = srv.Clients.Get
+	h.OnSessionEstablished(old, packets.Packet{})
+	h.OnSessionEstablished(now, packets.Packet{})
+	h.OnSubscribed(now, packets.Packet{Filters: packets.Subscriptions{{Filter: "cmd/#"}}}, []byte{1})
+	h.OnDisconnect(old, nil, true)
+	if clients, subs, _ := stored(t, h); clients != "dev" || subs != "dev cmd/#" {
+		t.Fatalf("after the old connection ended: stored clients %q, subscriptions %q; want the new session", clients, subs)
+	}
+	// The new connection's own end (clean) removes it.
+	srv.Clients.Delete("dev")
+	h.OnDisconnect(now, nil, true)
+	if clients, _, _ := stored(t, h); clients != "" {
+		t.Fatalf("after the session ended: stored clients %q", clients)
+	}
+}
