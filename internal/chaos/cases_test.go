@@ -104,8 +104,8 @@ func sigkill(t *testing.T, sc scale) {
 	svcs := startServices(t)
 	dir := t.TempDir()
 	path := config(t, svcs, dir, "", "influx", "kafka")
-	proc := startProcess(t, path)
-	st := newStream(proc.addr)
+	proc := testsvc.StartSluice(t, sluiceBin, path)
+	st := newStream(proc.Addr)
 	half := sc.messages / 2
 	st.run(t, 0, half, nil)
 	// Kill while the stream runs: the publisher's message in flight is
@@ -113,9 +113,9 @@ func sigkill(t *testing.T, sc scale) {
 	killed := make(chan struct{})
 	go func() {
 		defer close(killed)
-		proc.stop(syscall.SIGKILL)
-		next := startProcess(t, path)
-		st.setAddr(next.addr)
+		proc.Stop(syscall.SIGKILL)
+		next := testsvc.StartSluice(t, sluiceBin, path)
+		st.setAddr(next.Addr)
 	}()
 	st.run(t, half, sc.messages, nil)
 	<-killed
@@ -270,11 +270,11 @@ func tornTail(t *testing.T, sc scale) {
 	svcs := startServices(t)
 	dir := t.TempDir()
 	path := config(t, svcs, dir, "", "influx", "kafka")
-	proc := startProcess(t, path)
-	st := newStream(proc.addr)
+	proc := testsvc.StartSluice(t, sluiceBin, path)
+	st := newStream(proc.Addr)
 	half := sc.messages / 2
 	st.run(t, 0, half, nil)
-	proc.stop(syscall.SIGKILL)
+	proc.Stop(syscall.SIGKILL)
 
 	segs, _ := filepath.Glob(filepath.Join(dir, "data", "journal", "chaos", "*.seg"))
 	if len(segs) == 0 {
@@ -291,12 +291,12 @@ func tornTail(t *testing.T, sc scale) {
 	f.Write(make([]byte, 20))
 	f.Close()
 
-	next := startProcess(t, path)
-	st.setAddr(next.addr)
+	next := testsvc.StartSluice(t, sluiceBin, path)
+	st.setAddr(next.Addr)
 	st.run(t, half, sc.messages, nil)
-	recovered := waitFor(10*time.Second, func() bool { return listeningAfterRecovery.MatchString(next.logs()) })
+	recovered := waitFor(10*time.Second, func() bool { return listeningAfterRecovery.MatchString(next.Logs()) })
 	if !recovered {
-		t.Errorf("sluice did not report cutting the torn tail:\n%s", next.logs())
+		t.Errorf("sluice did not report cutting the torn tail:\n%s", next.Logs())
 	}
 	verify(t, svcs, st, "torn tail cut on restart")
 }
@@ -331,23 +331,23 @@ func silentKafkaAtStart(t *testing.T, sc scale) {
 	fmt.Fprintln(f, "shutdown_timeout: 2s")
 	f.Close()
 
-	proc := startProcess(t, path)
-	st := newStream(proc.addr)
+	proc := testsvc.StartSluice(t, sluiceBin, path)
+	st := newStream(proc.Addr)
 	third := sc.messages / 3
 	st.run(t, 0, third, nil)
 	stopped := make(chan struct{})
-	go func() { proc.stop(syscall.SIGTERM); close(stopped) }()
+	go func() { proc.Stop(syscall.SIGTERM); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(90 * time.Second):
-		t.Fatalf("sluice did not stop on SIGTERM while Kafka was silent:\n%s", proc.logs())
+		t.Fatalf("sluice did not stop on SIGTERM while Kafka was silent:\n%s", proc.Logs())
 	}
-	if code := proc.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("exit code %d on SIGTERM:\n%s", code, proc.logs())
+	if code := proc.ExitCode(); code != 0 {
+		t.Errorf("exit code %d on SIGTERM:\n%s", code, proc.Logs())
 	}
 
-	next := startProcess(t, path)
-	st.setAddr(next.addr)
+	next := testsvc.StartSluice(t, sluiceBin, path)
+	st.setAddr(next.Addr)
 	st.run(t, third, 2*third, nil)
 	silent.Close()
 	svcs.startKafka()

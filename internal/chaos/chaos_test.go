@@ -1,19 +1,15 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/devkafka"
 	"github.com/sluicehq/sluice/internal/influxd"
+	"github.com/sluicehq/sluice/internal/testsvc"
 	"github.com/sluicehq/sluice/pipelines"
 )
 
@@ -53,11 +50,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sluiceBin = filepath.Join(dir, "sluice")
-	build := exec.Command("go", "build", "-o", sluiceBin, "../../cmd/sluice")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build sluice:", err)
+	if sluiceBin, err = testsvc.BuildSluice(dir, "../../cmd/sluice"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -379,68 +373,4 @@ func inProcess(t *testing.T, path string) *pipelines.Service {
 	}
 	t.Cleanup(func() { svc.Close(context.Background()) })
 	return svc
-}
-
-// process runs sluice as a child process and returns it with its MQTT
-// address (read from its log).
-type process struct {
-	cmd  *exec.Cmd
-	addr string
-	log  *strings.Builder
-	mu   sync.Mutex
-	done chan struct{}
-}
-
-var listening = regexp.MustCompile(`listening for MQTT.* address=(\S+)`)
-
-func startProcess(t *testing.T, path string) *process {
-	t.Helper()
-	p := &process{log: &strings.Builder{}, done: make(chan struct{})}
-	p.cmd = exec.Command(sluiceBin, "run", "-c", path)
-	out, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		p.cmd.Wait()
-	}()
-	select {
-	case p.addr = <-addr:
-	case <-p.done:
-		t.Fatalf("sluice exited:\n%s", p.logs())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("sluice did not start:\n%s", p.logs())
-	}
-	t.Cleanup(func() { p.stop(syscall.SIGKILL) })
-	return p
-}
-
-func (p *process) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-func (p *process) stop(sig syscall.Signal) {
-	if p.cmd.ProcessState == nil {
-		p.cmd.Process.Signal(sig)
-	}
-	<-p.done
 }

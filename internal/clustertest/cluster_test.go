@@ -1,12 +1,10 @@
 package clustertest
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -33,11 +31,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sluiceBin = filepath.Join(dir, "sluice")
-	build := exec.Command("go", "build", "-o", sluiceBin, "../../cmd/sluice")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build sluice:", err)
+	if sluiceBin, err = testsvc.BuildSluice(dir, "../../cmd/sluice"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -142,7 +137,7 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			for name, n := range nodes {
-				t.Logf("--- log of %s ---\n%s", name, n.logs())
+				t.Logf("--- log of %s ---\n%s", name, n.Logs())
 			}
 		}
 	}()
@@ -151,13 +146,13 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 		defer nodesMu.Unlock()
 		var addrs []string
 		for _, name := range []string{"n1", "n2", "n3", "n4"} {
-			if n := nodes[name]; n != nil && n.running() {
-				addrs = append(addrs, n.addr)
+			if n := nodes[name]; n != nil && n.Running() {
+				addrs = append(addrs, n.Addr)
 			}
 		}
 		return addrs
 	}
-	watcher := testsvc.MQTT(t, n1.addr, "watcher")
+	watcher := testsvc.MQTT(t, n1.Addr, "watcher")
 	watcher.Subscribe(t, "alerts/#")
 
 	fl := newFleet(alive)
@@ -171,10 +166,10 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	time.Sleep(1 * time.Second)
 	owned := nodes["n2"].owned()
 	if len(owned) == 0 {
-		t.Fatalf("n2 owns no partition before it is killed: the kill would prove nothing\n%s", nodes["n2"].logs())
+		t.Fatalf("n2 owns no partition before it is killed: the kill would prove nothing\n%s", nodes["n2"].Logs())
 	}
 	t.Logf("SIGKILL n2, owner of partitions %v", owned)
-	nodes["n2"].kill()
+	nodes["n2"].Stop(syscall.SIGKILL)
 	waitFor(t, "n2's partitions to move to n1 and n3", 60*time.Second, func() bool {
 		have := map[string]bool{}
 		for _, p := range append(nodes["n1"].owned(), nodes["n3"].owned()...) {
@@ -262,9 +257,9 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	// The same input on one node gives the same transitions.
 	t.Run("one node gives the same transitions", func(t *testing.T) {
 		one := startNode(t, t.TempDir(), "single", fmt.Sprintf(configYAML, "", influx.URL, brokers))
-		w := testsvc.MQTT(t, one.addr, "watcher-single")
+		w := testsvc.MQTT(t, one.Addr, "watcher-single")
 		w.Subscribe(t, "alerts/#")
-		f := newFleet(func() []string { return []string{one.addr} })
+		f := newFleet(func() []string { return []string{one.Addr} })
 		f.start()
 		time.Sleep(4 * time.Second)
 		f.silence()
@@ -287,17 +282,11 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	})
 }
 
-// node is a `sluice run` process.
+// node is a `sluice run` process of the cluster.
 type node struct {
-	name, dir string
-	cmd       *exec.Cmd
-	addr      string
-	mu        sync.Mutex
-	log       strings.Builder
-	done      chan struct{}
+	*testsvc.Sluice
+	name string
 }
-
-var listening = regexp.MustCompile(`listening for MQTT.* address=(\S+)`)
 
 // startNode runs a node in its own folder under base (the same folder when
 // it is started again).
@@ -312,50 +301,11 @@ func startNode(t *testing.T, base, name, config string) *node {
 			t.Fatal(err)
 		}
 	}
-	n := &node{name: name, dir: dir, done: make(chan struct{})}
-	n.cmd = exec.Command(sluiceBin, "run", "-c", filepath.Join(dir, "sluice.yaml"))
-	n.cmd.Dir = dir
-	out, err := n.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.cmd.Stdout = n.cmd.Stderr
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		defer close(n.done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			n.mu.Lock()
-			n.log.WriteString(sc.Text() + "\n")
-			n.mu.Unlock()
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		n.cmd.Wait()
-	}()
-	select {
-	case n.addr = <-addr:
-	case <-n.done:
-		t.Fatalf("node %s exited:\n%s", name, n.logs())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("node %s did not start:\n%s", name, n.logs())
-	}
-	t.Cleanup(n.stop)
+	n := &node{Sluice: testsvc.StartSluice(t, sluiceBin, filepath.Join(dir, "sluice.yaml")), name: name}
+	// Stopped as an operator would at the end (the kill of StartSluice's
+	// cleanup comes after, for one that does not stop).
+	t.Cleanup(func() { n.stop() })
 	return n
-}
-
-func (n *node) logs() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.log.String()
 }
 
 var ownership = regexp.MustCompile(`cluster: partitions (taken over|handed over).* partitions="?\[([0-9 ]*)\]`)
@@ -363,7 +313,7 @@ var ownership = regexp.MustCompile(`cluster: partitions (taken over|handed over)
 // owned returns the partitions the node evaluates, as its log says.
 func (n *node) owned() []string {
 	own := map[string]bool{}
-	for _, line := range strings.Split(n.logs(), "\n") {
+	for _, line := range strings.Split(n.Logs(), "\n") {
 		m := ownership.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -381,28 +331,17 @@ func (n *node) owned() []string {
 	return out
 }
 
-func (n *node) running() bool {
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (n *node) kill() {
-	n.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.done
-}
-
+// stop stops the node with SIGTERM, and kills it if it takes too long.
 func (n *node) stop() {
-	if n.running() {
-		n.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-n.done:
-		case <-time.After(30 * time.Second):
-			n.kill()
-		}
+	if !n.Running() {
+		return
+	}
+	stopped := make(chan struct{})
+	go func() { n.Stop(syscall.SIGTERM); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		n.Stop(syscall.SIGKILL)
 	}
 }
 
