@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/admin"
+	"github.com/sluicehq/sluice/internal/childproc"
 	"github.com/sluicehq/sluice/internal/simulator"
 )
 
@@ -223,14 +224,14 @@ func (n *demoNode) start() error {
 	cmd := exec.Command(n.exe, "run", "-c", n.cfgPath)
 	cmd.Stdout, cmd.Stderr = log, log
 	// The node dies with the demo, however the demo ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	waited, err := childproc.Start(cmd, syscall.SIGKILL)
+	if err != nil {
 		log.Close()
 		return fmt.Errorf("node %s: %w", n.name, err)
 	}
 	done := make(chan struct{})
 	go func() {
-		cmd.Wait()
+		<-waited
 		log.Close()
 		close(done)
 	}()

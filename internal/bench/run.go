@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/childproc"
 	"github.com/sluicehq/sluice/internal/influxd"
 )
 
@@ -493,12 +494,10 @@ func (b *bench) runCluster(ctx context.Context) error {
 	defer logf.Close()
 	peer := exec.Command(bin, "run", "-c", rulesPath)
 	peer.Stdout, peer.Stderr = logf, logf
-	peer.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := peer.Start(); err != nil {
+	peerDone, err := childproc.Start(peer, syscall.SIGKILL) // it dies with the bench
+	if err != nil {
 		return fmt.Errorf("cluster: rules node: %w", err)
 	}
-	peerDone := make(chan error, 1)
-	go func() { peerDone <- peer.Wait() }()
 	defer func() {
 		peer.Process.Signal(syscall.SIGTERM)
 		select {
