@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +39,15 @@ const consoleRules = `rules:
 // a token), the rules above, a file sink of records and an hour of journal
 // retention; it returns the config's path, the broker's and the admin
 // listener's addresses.
-func consoleSluice(t *testing.T) (dir, cfgPath, mqttAddr, adminAddr string) {
+func consoleSluice(t *testing.T, adminKeys ...string) (dir, cfgPath, mqttAddr, adminAddr string) {
+	t.Helper()
+	dir, cfgPath, mqttAddr, adminAddr, _ = startConsoleSluice(t, adminKeys...)
+	return dir, cfgPath, mqttAddr, adminAddr
+}
+
+// startConsoleSluice is consoleSluice that also returns how to stop sluice
+// (stop returns its exit code).
+func startConsoleSluice(t *testing.T, adminKeys ...string) (dir, cfgPath, mqttAddr, adminAddr string, stop func() int) {
 	t.Helper()
 	dir = t.TempDir()
 	writeFile(t, dir, "rules/rules.yaml", consoleRules)
@@ -46,7 +56,7 @@ data_dir: `+filepath.Join(dir, "data")+`
 admin:
   address: 127.0.0.1:0
   token: console-s3cret
-broker:
+`+strings.Join(adminKeys, "")+`broker:
   listeners: [{name: tcp, address: "127.0.0.1:0", allow_anonymous: true}]
 pipelines:
   - name: telemetry
@@ -64,17 +74,23 @@ sinks:
 	var stdout, stderr testsvc.LogBuffer
 	exited := make(chan int)
 	go func() { exited <- Main(ctx, []string{"run", "-c", cfgPath}, &stdout, &stderr) }()
-	t.Cleanup(func() {
+	code := -1
+	stop = func() int {
+		if code >= 0 {
+			return code
+		}
 		cancel()
 		select {
-		case <-exited:
+		case code = <-exited:
 		case <-time.After(60 * time.Second):
 			t.Errorf("sluice run did not stop:\n%s", stderr.String())
 		}
-	})
+		return code
+	}
+	t.Cleanup(func() { stop() })
 	mqttAddr = waitForListener(t, &stderr)
 	adminAddr = waitForLog(t, &stderr, regexp.MustCompile(`admin listener.* address=(\S+)`))
-	return dir, cfgPath, mqttAddr, adminAddr
+	return dir, cfgPath, mqttAddr, adminAddr, stop
 }
 
 // TestConsoleWithRealTraffic sends telemetry through a real pipeline over
@@ -281,4 +297,66 @@ func sameOutcomes(got, want []console.RuleOutcome) bool {
 		}
 	}
 	return true
+}
+
+// TestPlaygroundSavesOnlyWhatItMay: with admin.write_rules, the playground
+// saves a rule file the pipeline loads, and the rules reload; it refuses a
+// file that does not compile, and any other path. And a tail still
+// watching when sluice stops ends, without holding the stop up.
+func TestPlaygroundSavesOnlyWhatItMay(t *testing.T) {
+	dir, cfgPath, mqttAddr, adminAddr, stop := startConsoleSluice(t, "  write_rules: true\n")
+	c := adminClient{base: "http://" + adminAddr, token: "console-s3cret"}
+	ruleFile := filepath.Join(dir, "rules", "rules.yaml")
+	save := func(path, content string) (int, string) {
+		t.Helper()
+		resp, err := c.do(context.Background(), http.MethodPut, "/api/v1/rules/file", console.SaveRuleFile{Pipeline: "telemetry", Path: path, Content: content})
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		io.Copy(&b, resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	if code, out := save(ruleFile, consoleRules+"  - name: hot\n    alert: {when: temperature > 100}\n"); code != http.StatusOK || !strings.Contains(out, `"hot"`) {
+		t.Fatalf("save: %d %s", code, out)
+	}
+	if b, _ := os.ReadFile(ruleFile); !strings.Contains(string(b), "name: hot") {
+		t.Fatalf("the file was not written:\n%s", b)
+	}
+	var rules console.RulesView
+	if err := c.call(context.Background(), http.MethodGet, "/api/v1/rules", nil, &rules); err != nil || !slices.Contains(rules.Pipelines[0].Rules, "hot") {
+		t.Fatalf("the rules did not reload: %+v %v", rules, err)
+	}
+	if _, out := save(ruleFile, "rules:\n  - name: broken\n    alert: {when: temperature >}\n"); !strings.Contains(out, "rules.yaml:3:") {
+		t.Errorf("a broken file: %s", out)
+	}
+	if b, _ := os.ReadFile(ruleFile); !strings.Contains(string(b), "name: hot") {
+		t.Errorf("a broken file was written:\n%s", b)
+	}
+	if _, out := save(filepath.Join(dir, "sluice.yaml"), consoleRules); !strings.Contains(out, "not a rule file of pipeline") {
+		t.Errorf("another path: %s", out)
+	}
+
+	var tailOut, tailErr testsvc.LogBuffer
+	tailDone := make(chan int)
+	go func() {
+		tailDone <- Main(context.Background(), []string{"tail", "-c", cfgPath, "-admin", adminAddr}, &tailOut, &tailErr)
+	}()
+	dev := testsvc.MQTT(t, mqttAddr, "gateway")
+	waitUntil(t, 30*time.Second, func() bool {
+		dev.Publish(t, "plant/north/b1/telemetry", 1, []byte(`{"kind":"boiler","temperature":20}`))
+		return strings.Contains(tailOut.String(), "plant/north/b1/telemetry")
+	}, func() string { return "sluice tail showed nothing: " + tailErr.String() })
+	if code := stop(); code != exitOK {
+		t.Errorf("sluice run exited %d with a tail watching", code)
+	}
+	select {
+	case code := <-tailDone:
+		if code != exitFailure || !strings.Contains(tailErr.String(), "the stream ended") {
+			t.Errorf("sluice tail when sluice stopped: exit %d, %s", code, tailErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sluice tail did not end when sluice stopped")
+	}
 }
