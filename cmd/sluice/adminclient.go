@@ -38,32 +38,33 @@ func adminFlags(fs *flag.FlagSet) *adminTarget {
 // client returns a client of the listener the flags name; call it after
 // parsing. Flags given on the command line win over the config's values.
 func (a *adminTarget) client() (adminClient, error) {
-	addr, token := *a.addr, *a.token
-	if *a.config != "" {
-		set := map[string]bool{}
-		a.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		fromAddr, fromToken, err := adminFromConfig(*a.config)
-		if err != nil {
-			return adminClient{}, err
-		}
-		if !set["admin"] {
-			addr = fromAddr
-		}
-		if !set["token"] && fromToken != "" {
-			token = fromToken
-		}
+	if *a.config == "" {
+		return adminClient{base: admin.BaseURL(*a.addr), token: *a.token}, nil
 	}
-	return adminClient{base: admin.BaseURL(addr), token: token}, nil
+	cfg, err := pipelines.Load(*a.config)
+	if err != nil {
+		return adminClient{}, err
+	}
+	return a.clientOf(cfg, *a.config)
 }
 
-// adminFromConfig returns the address (a wildcard host made loopback) and
-// token of a config's admin listener.
-func adminFromConfig(path string) (addr, token string, err error) {
-	cfg, err := pipelines.Load(path)
-	if err != nil {
-		return "", "", err
+// clientOf returns a client of the admin listener of cfg (read from path),
+// or of the one -admin and -token name.
+func (a *adminTarget) clientOf(cfg *pipelines.Config, path string) (adminClient, error) {
+	set := map[string]bool{}
+	a.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	addr, token := *a.addr, *a.token
+	fromAddr, fromToken, err := adminOf(cfg, path)
+	if err != nil && !set["admin"] {
+		return adminClient{}, err
 	}
-	return adminOf(cfg, path)
+	if !set["admin"] {
+		addr = fromAddr
+	}
+	if !set["token"] && fromToken != "" {
+		token = fromToken
+	}
+	return adminClient{base: admin.BaseURL(addr), token: token}, nil
 }
 
 func adminOf(cfg *pipelines.Config, path string) (addr, token string, err error) {

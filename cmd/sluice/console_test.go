@@ -360,3 +360,26 @@ func TestPlaygroundSavesOnlyWhatItMay(t *testing.T) {
 		t.Fatal("sluice tail did not end when sluice stopped")
 	}
 }
+
+// TestReplayRefusesBadInput: replay checks what it is given before it asks
+// sluice anything: exit code 2 and where the problem is.
+func TestReplayRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "rules/rules.yaml", consoleRules)
+	cfg := writeFile(t, dir, "sluice.yaml", "admin: {address: 127.0.0.1:1}\npipelines:\n  - name: telemetry\n    topics: [\"plant/#\"]\n    rules: [rules]\n    sinks: [out]\nsinks:\n  - {name: out, file: {path: out.jsonl}}\n")
+	broken := writeFile(t, dir, "candidate/rules.yaml", "rules:\n  - name: hot\n    alert: {when: temperature >}\n")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-c", cfg}, "-rules PATH"},
+		{[]string{"-c", cfg, "-rules", filepath.Dir(broken)}, "rules.yaml:3:"},
+		{[]string{"-c", cfg, "-rules", filepath.Dir(broken), "-pipeline", "other"}, `no pipeline "other"`},
+		{[]string{"-c", cfg, "-rules", filepath.Join(dir, "rules"), "-since", "-1h"}, "want a duration"},
+	} {
+		code, out, errOut := runMain(append([]string{"replay"}, c.args...)...)
+		if code != exitUsage || !strings.Contains(errOut, c.want) {
+			t.Errorf("sluice replay %s: exit %d, want 2 and %q:\n%s%s", strings.Join(c.args, " "), code, c.want, out, errOut)
+		}
+	}
+}

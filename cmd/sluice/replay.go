@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice"
-	"github.com/sluicehq/sluice/internal/admin"
 	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/internal/console"
 	"github.com/sluicehq/sluice/pipelines"
@@ -60,42 +58,14 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(exitUsage, "-since %v: want a duration such as 1h", *since)
 	}
 	path, _ := configPath(*target.config, nil)
-	cfg, err := pipelines.Load(path)
+	cfg, pc, running, cand, err := replayRules(path, *pipeline, candidate)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	pc, err := pickPipeline(cfg, *pipeline)
+	c, err := target.clientOf(cfg, path)
 	if err != nil {
-		return fail(exitUsage, "%s: %v", path, err)
-	}
-	running, err := rules.Load(cfg.RulePaths(pc)...)
-	if err != nil {
-		return fail(exitUsage, "the rules of %s, pipeline %q:\n%v", path, pc.Name, err)
-	}
-	cand, err := rules.Load(candidate...)
-	if err != nil {
-		var list conf.ErrorList
-		if errors.As(err, &list) {
-			fmt.Fprintln(stderr, err)
-			return exitUsage
-		}
 		return fail(exitUsage, "%v", err)
-	}
-	c := adminClient{}
-	if addr, token, err := adminOf(cfg, path); err == nil {
-		c = adminClient{base: "http://" + addr, token: token}
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	switch {
-	case set["admin"]:
-		c.base = admin.BaseURL(*target.addr)
-	case c.base == "":
-		return fail(exitUsage, "%s has no admin.address: replay reads the journal through the running sluice's admin listener", path)
-	}
-	if set["token"] {
-		c.token = *target.token
 	}
 	var sink *json.Encoder
 	if *out != "" {
@@ -134,6 +104,33 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	d.report.print(stdout)
 	return exitOK
+}
+
+// replayRules loads the config at path, picks its pipeline, and compiles
+// that pipeline's rules and the candidate ones. Problems in rule files are
+// file:line:col.
+func replayRules(path, pipeline string, candidate []string) (*pipelines.Config, *pipelines.PipelineConfig, *rules.Set, *rules.Set, error) {
+	cfg, err := pipelines.Load(path)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	pc, err := pickPipeline(cfg, pipeline)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("sluice replay: %s: %w", path, err)
+	}
+	running, err := rules.Load(cfg.RulePaths(pc)...)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("sluice replay: the rules of %s, pipeline %q:\n%w", path, pc.Name, err)
+	}
+	cand, err := rules.Load(candidate...)
+	if err != nil {
+		var list conf.ErrorList
+		if !errors.As(err, &list) {
+			err = fmt.Errorf("sluice replay: %w", err)
+		}
+		return nil, nil, nil, nil, err
+	}
+	return cfg, pc, running, cand, nil
 }
 
 // ruleArgs is -rules, repeatable and comma-separated.
