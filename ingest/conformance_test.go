@@ -819,10 +819,12 @@ func TestConformanceWillDelay(t *testing.T) {
 
 	// Reconnecting within the delay cancels it. A second will, delayed
 	// two seconds longer, is the mark: once it is here, the first would be.
-	dropWithWill("back", "will/back", 3, 600)
+	// The delay leaves a loaded machine ample time to reconnect (with 3s, a
+	// reconnect slowed past it sent the will: a test of the machine).
+	dropWithWill("back", "will/back", 10, 600)
 	b.connect(t, wireConnect{version: v5, clientID: "back", clean: false,
 		props: packets.Properties{SessionExpiryInterval: 600, SessionExpiryIntervalFlag: true}})
-	dropWithWill("mark", "will/mark", 5, 600)
+	dropWithWill("mark", "will/mark", 12, 600)
 	if got := obs.receiveUntil("will/mark"); len(got) != 0 {
 		t.Errorf("a client that reconnected within the will delay had its will sent: %q", topicsOf(got))
 	}
