@@ -153,6 +153,7 @@ type ClientState struct {
 	outbound        chan *packets.Packet // queue for pending outbound packets
 	endOnce         sync.Once            // only end once
 	isTakenOver     atomic.Bool          // used to identify orphaned clients
+	isResumed       atomic.Bool          // sluice: taken over by a connection that resumed the session
 	packetID        uint32               // the current highest packetID
 	packetIDMu      sync.Mutex           // sluice: held while a packet id is chosen
 	open            context.Context      // indicate that the client is open for packet exchange

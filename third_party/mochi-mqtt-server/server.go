@@ -569,6 +569,7 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 			return false                           // [MQTT-3.2.2-3]
 		}
 
+		existing.State.isResumed.Store(true) // before isTakenOver: sendLWT reads them in the other order
 		existing.State.isTakenOver.Store(true)
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
@@ -1543,9 +1544,21 @@ func (s *Server) sendLWT(cl *Client) {
 	}
 
 	if cl.Properties.Will.WillDelayInterval > 0 {
+		// sluice: a connection that resumed the session before this one's
+		// end was handled is a new connection within the delay: the will
+		// is not sent [MQTT-3.1.3-9]. Queued now, it would outlive the
+		// Delete the new connection already made.
+		if cl.State.isTakenOver.Load() && cl.State.isResumed.Load() {
+			return
+		}
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
 		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
 		s.loop.willDelayed.Add(cl.ID, pk)
+		// sluice: the session may have been resumed between the check
+		// above and the Add, and its Delete come before it: look again.
+		if cl.State.isTakenOver.Load() && cl.State.isResumed.Load() {
+			s.loop.willDelayed.Delete(cl.ID)
+		}
 		return
 	}
 
