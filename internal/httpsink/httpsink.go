@@ -5,6 +5,7 @@
 package httpsink
 
 import (
+	"sync"
 	"bytes"
 	"context"
 	"errors"
@@ -19,6 +20,45 @@ import (
 
 	"github.com/sluicehq/sluice/internal/secret"
 )
+
+// Client is a sink's HTTP client, made on first use: its TLS files are read
+// then, and read again on the next use while that fails, so a file fixed
+// while sluice runs is picked up without a restart.
+type Client struct {
+	TLS *secret.TLS
+
+	mu     sync.Mutex
+	client *http.Client
+	closed bool
+}
+
+// Get returns the client, making it if it is not made yet.
+func (c *Client) Get() (*http.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("sink closed")
+	}
+	if c.client == nil {
+		hc, err := NewClient(c.TLS)
+		if err != nil {
+			return nil, err
+		}
+		c.client = hc
+	}
+	return c.client, nil
+}
+
+// Close ends the client's idle connections; Get fails from then on. It is
+// idempotent.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed && c.client != nil {
+		c.client.CloseIdleConnections()
+	}
+	c.closed = true
+}
 
 // NewClient returns the client a sink sends with: Go's default transport
 // (which honours HTTPS_PROXY and NO_PROXY) with the TLS settings given, if

@@ -66,9 +66,7 @@ type Sink struct {
 	annotations  []namedTemplate
 	generatorURL *tmpl.Template
 
-	mu     sync.Mutex // guards client, closed
-	client *http.Client
-	closed bool
+	client httpsink.Client // made on first use, with the TLS settings
 
 	// sending is held while alerts are built and posted, by Write and by
 	// the re-send alike: a re-send never overtakes a later transition of
@@ -117,7 +115,7 @@ func New(cfg Config, o Options) *Sink {
 		o.Now = time.Now
 	}
 	s := &Sink{cfg: cfg, name: o.Name, log: o.Logger, rlog: ratelog.New(o.Logger, 10*time.Second, nil), metrics: o.Metrics,
-		now: o.Now, alerts: map[alertKey]*tracked{}}
+		now: o.Now, alerts: map[alertKey]*tracked{}, client: httpsink.Client{TLS: cfg.TLS}}
 	for _, raw := range cfg.URLs {
 		u, _ := url.Parse(raw)
 		api := u.JoinPath("api", "v2", "alerts")
@@ -142,28 +140,11 @@ func New(cfg Config, o Options) *Sink {
 	return s
 }
 
-// setup makes the client (reading the TLS files) once that succeeds: until
-// then every call tries again, so a fixed file is picked up.
-func (s *Sink) setup() (*http.Client, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("sink closed")
-	}
-	if s.client == nil {
-		c, err := httpsink.NewClient(s.cfg.TLS)
-		if err != nil {
-			return nil, err
-		}
-		s.client = c
-	}
-	return s.client, nil
-}
 
 // Connect checks that the Alertmanagers answer (GET /api/v2/status, with
 // the credentials): it returns an error only when none does.
 func (s *Sink) Connect(ctx context.Context) error {
-	client, err := s.setup()
+	client, err := s.client.Get()
 	if err != nil {
 		return err
 	}
@@ -218,7 +199,7 @@ func (s *Sink) auth(h http.Header) {
 // refuses it as invalid (400, 413, 422); any other failure (down, 5xx,
 // 401/403 while credentials are fixed) is retried.
 func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
-	client, err := s.setup()
+	client, err := s.client.Get()
 	if err != nil {
 		return sluice.Retryable(fmt.Errorf("alertmanager: %w", err), 0)
 	}
@@ -406,7 +387,7 @@ func (s *Sink) Run(ctx context.Context) {
 // resend sends every alert kept to every Alertmanager, firing ones with a
 // new endsAt, and lets go of resolved ones after four intervals.
 func (s *Sink) resend(ctx context.Context) {
-	client, err := s.setup()
+	client, err := s.client.Get()
 	if err != nil {
 		s.rlog.Warn("resend", "cannot re-send the firing alerts", "error", err)
 		return
@@ -448,12 +429,7 @@ func (s *Sink) resend(ctx context.Context) {
 
 // Close ends the client's idle connections. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed && s.client != nil {
-		s.client.CloseIdleConnections()
-	}
-	s.closed = true
+	s.client.Close()
 	return nil
 }
 

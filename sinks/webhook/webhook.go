@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice"
@@ -179,45 +178,25 @@ type Sink struct {
 	host string // what logs and errors show of url
 	now  func() time.Time
 
-	mu     sync.Mutex
-	closed bool
-	client *http.Client // nil until set up
+	client httpsink.Client // made on first use, with the TLS settings
 }
 
 // New returns a sink for cfg (validated). It does no I/O: the TLS files
 // are read by Connect or the first Write.
 func New(cfg Config) *Sink {
 	cfg.SetDefaults()
-	s := &Sink{cfg: cfg, url: cfg.URL.Reveal(), now: time.Now}
+	s := &Sink{cfg: cfg, url: cfg.URL.Reveal(), now: time.Now, client: httpsink.Client{TLS: cfg.TLS}}
 	if u, err := url.Parse(s.url); err == nil {
 		s.host = httpsink.Host(u)
 	}
 	return s
 }
 
-// setup reads the TLS files and makes the client, once that succeeds:
-// until then every Connect and Write tries again, so a fixed file is
-// picked up without a restart.
-func (s *Sink) setup() (*http.Client, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("sink closed")
-	}
-	if s.client == nil {
-		c, err := httpsink.NewClient(s.cfg.TLS)
-		if err != nil {
-			return nil, err
-		}
-		s.client = c
-	}
-	return s.client, nil
-}
 
 // Connect sets the client up. It sends nothing: any request to a webhook
 // is a delivery.
 func (s *Sink) Connect(ctx context.Context) error {
-	_, err := s.setup()
+	_, err := s.client.Get()
 	return err
 }
 
@@ -227,7 +206,7 @@ func (s *Sink) Connect(ctx context.Context) error {
 // *sluice.BatchError; after a retryable failure, the events not yet sent
 // wait with it.
 func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
-	client, err := s.setup()
+	client, err := s.client.Get()
 	if err != nil {
 		return sluice.Retryable(fmt.Errorf("webhook %s: %w", s.host, err), 0)
 	}
@@ -385,11 +364,6 @@ func (s *Sink) classify(err error) error {
 
 // Close releases idle connections. It is idempotent.
 func (s *Sink) Close(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed && s.client != nil {
-		s.client.CloseIdleConnections()
-	}
-	s.closed = true
+	s.client.Close()
 	return nil
 }
