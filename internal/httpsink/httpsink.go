@@ -5,7 +5,6 @@
 package httpsink
 
 import (
-	"sync"
 	"bytes"
 	"context"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	neturl "net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 

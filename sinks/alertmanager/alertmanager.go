@@ -140,7 +140,6 @@ func New(cfg Config, o Options) *Sink {
 	return s
 }
 
-
 // Connect checks that the Alertmanagers answer (GET /api/v2/status, with
 // the credentials): it returns an error only when none does.
 func (s *Sink) Connect(ctx context.Context) error {

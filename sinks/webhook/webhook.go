@@ -192,7 +192,6 @@ func New(cfg Config) *Sink {
 	return s
 }
 
-
 // Connect sets the client up. It sends nothing: any request to a webhook
 // is a delivery.
 func (s *Sink) Connect(ctx context.Context) error {
