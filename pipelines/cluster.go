@@ -498,23 +498,6 @@ func (cp *clusterPipeline) drained() bool {
 	return true
 }
 
-// ClusterHealth is a node's part of a cluster pipeline, for status.
-type ClusterHealth struct {
-	Node  string   `json:"node"`
-	Roles []string `json:"roles"`
-	// Ready is false until the topics are checked and the clients started.
-	Ready     bool   `json:"ready"`
-	LastError string `json:"last_error,omitempty"`
-	// Partitions this node evaluates (rules role).
-	Partitions []int32 `json:"partitions"`
-	// Forwarded is the journal seq up to which messages are in Kafka;
-	// Journal the last seq in the journal (ingest role).
-	Forwarded uint64 `json:"forwarded_seq"`
-	Journal   uint64 `json:"journal_seq"`
-	// Lag is the events waiting in Kafka for this node's sinks.
-	Lag int64 `json:"sink_lag"`
-}
-
 func (cp *clusterPipeline) health() *ClusterHealth {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()

@@ -11,9 +11,9 @@ import (
 
 	"github.com/sluicehq/sluice"
 	"github.com/sluicehq/sluice/ingest"
+	"github.com/sluicehq/sluice/internal/admin"
 	"github.com/sluicehq/sluice/internal/conf"
 	"github.com/sluicehq/sluice/internal/keyfile"
-	"github.com/sluicehq/sluice/internal/secret"
 	"github.com/sluicehq/sluice/rules"
 	"github.com/sluicehq/sluice/sinks/alertmanager"
 	"github.com/sluicehq/sluice/sinks/file"
@@ -68,29 +68,8 @@ type EncryptionConfig struct {
 	KeyFile string `yaml:"key_file"`
 }
 
-// AdminConfig configures the admin HTTP listener: /metrics (Prometheus),
-// /healthz, /readyz, /api/v1/status (what `sluice status` reads) and,
-// opt-in, /debug/pprof.
-type AdminConfig struct {
-	// Address is host:port; the listener is off without one. Keep it on
-	// loopback or a management network, or set a token.
-	Address string `yaml:"address"`
-	// Token, when set, is required as "Authorization: Bearer <token>" on
-	// every path but /healthz and /readyz (probes carry no credentials).
-	Token secret.String `yaml:"token"`
-	// Pprof serves Go's profiler at /debug/pprof/ (default false).
-	Pprof bool `yaml:"pprof"`
-	// SinkDownAfter is how long a sink may fail every write before
-	// /readyz reports it (default 30s).
-	SinkDownAfter time.Duration `yaml:"sink_down_after"`
-	// JournalFullRatio is how full a pipeline's journal (of its max_bytes)
-	// may get before /readyz reports it (default 0.9).
-	JournalFullRatio float64 `yaml:"journal_full_ratio"`
-	// WriteRules lets the console's playground save a rule file it edited
-	// (one of the files the pipelines load; default false: the console
-	// writes nothing).
-	WriteRules bool `yaml:"write_rules"`
-}
+// AdminConfig is the admin listener's configuration (internal/admin).
+type AdminConfig = admin.Config
 
 // LogConfig sets up logging.
 type LogConfig struct {

@@ -3,58 +3,19 @@ package pipelines
 import (
 	"fmt"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/admin"
 )
 
-// Health is the state /readyz and `sluice status` report.
-type Health struct {
-	// Ready is true when the broker is listening and every sink is writing
-	// or buffering within its bounds; Problems says what is not, when not.
-	Ready    bool
-	Problems []string
-	// Notes are what an operator should know that does not stop sluice
-	// from working: damage found in a journal (the records lost are
-	// skipped), whether ready or not.
-	Notes     []string
-	Listeners []ListenerHealth
-	Pipelines []PipelineHealth
-}
-
-// ListenerHealth is one broker listener.
-type ListenerHealth struct {
-	Name, Address string
-}
-
-// PipelineHealth is one pipeline: its journal and its sinks.
-type PipelineHealth struct {
-	Name         string
-	JournalBytes int64
-	MaxBytes     int64
-	// Full is true when the journal is at its bound: publishers wait
-	// (overflow block) or old records go (drop_oldest).
-	Full bool
-	// WriteError is why the journal cannot write, while it cannot (a full
-	// disk): publishes are refused until a write succeeds again.
-	WriteError string
-	// Damaged is how many records the journal lost to damage on disk since
-	// start (skipped; see Health.Notes).
-	Damaged uint64
-	Sinks   []SinkHealth
-	// Cluster is this node's part of the pipeline, in a cluster.
-	Cluster *ClusterHealth
-}
-
-// SinkHealth is one sink as one pipeline feeds it.
-type SinkHealth struct {
-	Name  string
-	Ready bool
-	// FailingFor is how long every write has failed (0 while they succeed);
-	// LastError is the latest failure.
-	FailingFor   time.Duration
-	LastError    string
-	Backlog      uint64 // journal records not yet written
-	BacklogBytes int64
-	BacklogAge   time.Duration // age of the oldest of them
-}
+// The health sluice reports is the admin listener's model (internal/admin):
+// Service.Health fills it in.
+type (
+	Health         = admin.Health
+	ListenerHealth = admin.ListenerHealth
+	PipelineHealth = admin.PipelineHealth
+	SinkHealth     = admin.SinkHealth
+	ClusterHealth  = admin.ClusterHealth
+)
 
 // Health reports readiness at now. A sink is not ready once its writes
 // have failed for admin.sink_down_after; a pipeline is not ready once its

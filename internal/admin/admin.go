@@ -23,16 +23,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/internal/secret"
-	"github.com/sluicehq/sluice/pipelines"
 )
 
 // Options is what the admin listener serves.
 type Options struct {
-	Config pipelines.AdminConfig
+	Config Config
 	// Gatherer is the service's metrics registry.
 	Gatherer prometheus.Gatherer
-	// Health reports the service's readiness (pipelines.Service.Health).
-	Health  func(now time.Time) pipelines.Health
+	// Health reports the service's readiness (pipelines.Service.Health fills it in).
+	Health  func(now time.Time) Health
 	Version string
 	Logger  *slog.Logger
 	// Redactor takes the configured secrets out of what /readyz and

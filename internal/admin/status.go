@@ -6,8 +6,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/sluicehq/sluice/pipelines"
 )
 
 // Status is what /api/v1/status returns and `sluice status` shows. Counters
@@ -44,7 +42,7 @@ type Pipeline struct {
 	Full         bool    `json:"journal_full"`
 	Sinks        []Sink  `json:"sinks"`
 	// Cluster is this node's part of the pipeline, in a cluster.
-	Cluster *pipelines.ClusterHealth `json:"cluster,omitempty"`
+	Cluster *ClusterHealth `json:"cluster,omitempty"`
 }
 
 // Sink is one sink of a pipeline.
