@@ -15,12 +15,16 @@ import (
 //	message: version(1) topic payload qos(1) retain(1) client_id username
 //	         content_type props(n × key value) received(varint unix ns)
 //	         expires(varint unix ns, 0 for never; from version 2)
-//	events:  version(1) message-without-or-with-payload n × event
+//	events:  version(1) flags(1) message-without-or-with-payload n × event
 //	event:   stream(1) then a record, an alert or a dead letter (raw: nothing)
 //
 // Strings and byte slices are uvarint length + bytes; times are varint unix
 // nanoseconds; values are a type byte ('f' float64, 'i' int64, 'b' bool,
-// 's' string, 'n' nil) and the value.
+// 's' string, 'n' nil) and the value. The flags of events say whether the
+// message's payload was kept (bit 0) and, when bit 7 is set, which streams
+// the events are of (bit s for Stream s), so that a reader can pass over
+// events of other streams without decoding them (EventStreams); records
+// written before the streams were noted have bit 7 clear.
 
 // codecVersion is what is written; version 1 records (before message
 // expiry) and version 2 (before event ids and alert episodes) are still
@@ -81,12 +85,16 @@ func DecodeMessage(b []byte) (*Message, error) {
 func AppendEvents(b []byte, msg *Message, events []Event) []byte {
 	b = append(b, codecVersion)
 	payload := false
+	flags := byte(streamsNoted)
 	for i := range events {
 		if events[i].Stream == StreamRaw || events[i].Stream == StreamDeadLetters {
 			payload = true
 		}
+		if s := events[i].Stream; s > 0 && s < 7 {
+			flags |= 1 << s
+		}
 	}
-	b = append(b, boolByte(payload))
+	b = append(b, flags|boolByte(payload))
 	b = msg.appendBody(b, payload)
 	b = binary.AppendUvarint(b, uint64(len(events)))
 	for i := range events {
@@ -130,6 +138,21 @@ func appendEvent(b []byte, e *Event) []byte {
 	return b
 }
 
+// streamsNoted is set in an events record's flags when they list its
+// streams.
+const streamsNoted = 0x80
+
+// EventStreams returns the streams of the events in b (written by
+// AppendEvents) as a set of bits, bit s for Stream s, without decoding
+// them; ok is false when b does not say (written before the streams were
+// noted, or not events at all): decode it to know.
+func EventStreams(b []byte) (streams uint8, ok bool) {
+	if len(b) < 2 || b[0] < 1 || b[0] > codecVersion || b[1]&streamsNoted == 0 {
+		return 0, false
+	}
+	return b[1] &^ (streamsNoted | 1), true
+}
+
 // DecodeEvents decodes events written by AppendEvents. They share one
 // *Message.
 func DecodeEvents(b []byte) ([]Event, error) {
@@ -138,7 +161,7 @@ func DecodeEvents(b []byte) ([]Event, error) {
 	if (v < 1 || v > codecVersion) && d.err == nil {
 		return nil, fmt.Errorf("%w: events version %d", ErrCorrupt, v)
 	}
-	d.byte() // whether the payload was kept
+	d.byte() // flags: whether the payload was kept, the streams
 	msg := d.message(v)
 	n := d.count()
 	events := make([]Event, 0, n)

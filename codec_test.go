@@ -94,6 +94,43 @@ func TestEventsRoundTrip(t *testing.T) {
 	}
 }
 
+// An events record says which streams it holds, so a sink of another
+// stream passes over it without decoding it; a record written before
+// that (no streams noted) says it cannot tell.
+func TestEventStreams(t *testing.T) {
+	m := sampleMessage()
+	rec := sluice.Event{Stream: sluice.StreamRecords, Message: m, Record: &sluice.Record{Rule: "r"}}
+	alert := sluice.Event{Stream: sluice.StreamAlerts, Message: m, Alert: &sluice.Alert{Rule: "r"}}
+	dead := sluice.Event{Stream: sluice.StreamDeadLetters, Message: m, DeadLetter: &sluice.DeadLetter{Stage: "decode"}}
+	for _, c := range []struct {
+		events []sluice.Event
+		want   uint8
+	}{
+		{[]sluice.Event{rec}, 1 << sluice.StreamRecords},
+		{[]sluice.Event{rec, alert}, 1<<sluice.StreamRecords | 1<<sluice.StreamAlerts},
+		{[]sluice.Event{dead}, 1 << sluice.StreamDeadLetters},
+		{nil, 0},
+	} {
+		b := sluice.AppendEvents(nil, m, c.events)
+		got, ok := sluice.EventStreams(b)
+		if !ok || got != c.want {
+			t.Errorf("%d events: streams %08b (%v), want %08b", len(c.events), got, ok, c.want)
+		}
+		if _, err := sluice.DecodeEvents(b); err != nil {
+			t.Errorf("%d events: %v", len(c.events), err)
+		}
+		// As written before: the flags byte held the payload bit alone.
+		old := append([]byte(nil), b...)
+		old[1] &= 1
+		if _, ok := sluice.EventStreams(old); ok {
+			t.Errorf("%d events: a record without its streams noted says it knows them", len(c.events))
+		}
+		if _, err := sluice.DecodeEvents(old); err != nil {
+			t.Errorf("%d events, as written before: %v", len(c.events), err)
+		}
+	}
+}
+
 func TestDecodeCorrupt(t *testing.T) {
 	m := sampleMessage()
 	full := sluice.AppendEvents(nil, m, []sluice.Event{{Stream: sluice.StreamRecords, Message: m,

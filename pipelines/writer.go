@@ -97,20 +97,41 @@ func (s *sinkReader) events(e journal.Entry) ([]sluice.Event, error) {
 	case e.Kind == kindEvents && s.stream != sluice.StreamRaw:
 		all, ok := e.Value.([]sluice.Event)
 		if !ok {
+			// Read back from the files: a record without events of this
+			// sink's stream is passed over undecoded (most records, for
+			// an alerts sink).
+			if streams, known := sluice.EventStreams(e.Data); known && streams&(1<<s.stream) == 0 {
+				return nil, nil
+			}
 			var err error
 			if all, err = sluice.DecodeEvents(e.Data); err != nil {
 				return nil, err
 			}
 		}
-		var mine []sluice.Event
-		for _, ev := range all {
-			if ev.Stream == s.stream {
-				mine = append(mine, ev)
-			}
-		}
-		return mine, nil
+		return s.mine(all), nil
 	}
 	return nil, nil
+}
+
+// mine returns the events of the sink's stream: all of them (nearly
+// always, records being one stream), or a copy of those.
+func (s *sinkReader) mine(all []sluice.Event) []sluice.Event {
+	n := 0
+	for i := range all {
+		if all[i].Stream == s.stream {
+			n++
+		}
+	}
+	if n == len(all) || n == 0 {
+		return all[:n]
+	}
+	mine := make([]sluice.Event, 0, n)
+	for _, ev := range all {
+		if ev.Stream == s.stream {
+			mine = append(mine, ev)
+		}
+	}
+	return mine
 }
 
 // run reads, batches and writes until ctx ends. What was read but not
