@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,9 @@ type pipeline struct {
 	// mode but none, for QoS 1 and 2).
 	waitDurable bool
 
+	// recordFields, when set, is the only record fields the sinks read
+	// (see recordFields); a cluster's records carry every field.
+	recordFields []string
 	// origin names the journal in event ids (identify): where a message
 	// was accepted.
 	origin  string
@@ -379,7 +383,37 @@ func (p *pipeline) evaluator(set *rules.Set, from *rules.Evaluator) *rules.Evalu
 		obs[i] = p.metrics.RuleSeconds.WithLabelValues(r)
 	}
 	ev.TimeRules(func(rule int, d time.Duration) { obs[rule].Observe(d.Seconds()) })
+	ev.KeepFields(p.recordFields)
 	return ev
+}
+
+// recordFields returns the record fields the sinks of a pipeline read,
+// when they read only some: every sink of its records is an InfluxDB sink
+// with a fields list. Records then carry those fields alone, into the
+// journal and to the sinks: a reading of twenty fields of which the sinks
+// write three is not journaled, decoded and filtered whole (sluice bench
+// -job influx). Nil: every field.
+func recordFields(cfg *Config, pc *PipelineConfig) []string {
+	var names []string
+	for _, name := range pc.Sinks {
+		sc := cfg.sink(name)
+		if sc.Stream != sluice.StreamRecords.String() {
+			continue
+		}
+		if sc.InfluxDB == nil {
+			return nil
+		}
+		some, all := sc.InfluxDB.RecordFields()
+		if all {
+			return nil
+		}
+		names = append(names, some...)
+	}
+	if names == nil {
+		return nil // no sink of records: nothing to save
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 func (p *pipeline) count(o rules.Outcome) {

@@ -261,6 +261,9 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		stream, _ := sluice.ParseStream(s.cfg.sink(name).Stream)
 		p.streams[stream] = true
 	}
+	if s.cfg.Cluster == nil {
+		p.recordFields = recordFields(s.cfg, pc)
+	}
 	node := "sluice"
 	if s.cfg.Cluster != nil {
 		node = s.cfg.Cluster.Node

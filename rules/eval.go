@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,46 @@ type Evaluator struct {
 	// changed lists the series changed since Changes last ran; nil unless
 	// TrackChanges was called (a cluster checkpoints them).
 	changed map[seriesRef]struct{}
+	// only, when set, is the fields records carry (KeepFields).
+	only *projection
+}
+
+// KeepFields makes the records carry only the fields named (after the
+// rule's own keep, drop and rename), for sinks that write no others: a
+// reading's other fields are not copied into its records. Alerts, the
+// expressions and the state see every field as before. Nil: every field.
+func (ev *Evaluator) KeepFields(names []string) {
+	ev.only = nil
+	if names != nil {
+		ev.only = &projection{names: slices.Clone(names)}
+	}
+}
+
+// projection is the fields records keep (Evaluator.KeepFields). Readings
+// of a stream of same-shaped payloads have their fields in the same order,
+// with interned names: whether the field at a place is wanted is kept from
+// one reading to the next, so most fields cost a string comparison that
+// ends at their pointers.
+type projection struct {
+	names []string
+	at    []string // the name last seen at each place of a reading
+	want  []bool   // whether it is wanted
+}
+
+// wants reports whether the field name, at place i of its reading (-1: not
+// from a reading), is wanted.
+func (p *projection) wants(i int, name string) bool {
+	if i >= 0 && i < len(p.at) && p.at[i] == name {
+		return p.want[i]
+	}
+	w := slices.Contains(p.names, name)
+	switch {
+	case i >= 0 && i < len(p.at):
+		p.at[i], p.want[i] = name, w
+	case i == len(p.at) && i < 1024:
+		p.at, p.want = append(p.at, name), append(p.want, w)
+	}
+	return w
 }
 
 // timingSample is how often a rule's evaluation is timed: one message in
@@ -513,11 +554,18 @@ func (ev *Evaluator) series(i int, r *rule, key string, now int64) *series {
 // recordFields builds a record's fields: the reading's fields (kept or
 // dropped, converted and renamed as the rule says) and the derived fields.
 func (ev *Evaluator) recordFields(r *rule, reading decode.Reading) []sluice.Field {
-	fields := make([]sluice.Field, 0, len(reading)+len(r.fields))
+	only := ev.only
+	n := len(reading) + len(r.fields)
+	if only != nil {
+		n = min(n, len(only.names))
+	}
+	fields := make([]sluice.Field, 0, n)
 	plain := r.keep == nil && r.drop == nil && r.units == nil && r.rename == nil
-	for _, f := range reading {
+	for i, f := range reading {
 		if plain {
-			fields = append(fields, sluice.Field{Name: f.Name, Value: f.Value})
+			if only == nil || only.wants(i, f.Name) {
+				fields = append(fields, sluice.Field{Name: f.Name, Value: f.Value})
+			}
 			continue
 		}
 		if (r.keep != nil && !r.keep[f.Name]) || r.drop[f.Name] {
@@ -532,10 +580,16 @@ func (ev *Evaluator) recordFields(r *rule, reading decode.Reading) []sluice.Fiel
 		if to, ok := r.rename[name]; ok {
 			name = to
 		}
+		if only != nil && !only.wants(-1, name) {
+			continue
+		}
 		fields = append(fields, sluice.Field{Name: name, Value: v})
 	}
 next:
 	for _, d := range r.fields {
+		if only != nil && !only.wants(-1, d.name) {
+			continue
+		}
 		v := ev.env[d.key]
 		if missing(v) {
 			continue

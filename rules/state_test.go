@@ -236,3 +236,42 @@ rules:
 	}
 	runtime.KeepAlive(ev)
 }
+
+// An evaluator told which fields its sinks write (KeepFields) records
+// those alone, after the rule's renames, derived fields included; its
+// expressions and alerts still see every field.
+func TestKeepFields(t *testing.T) {
+	set := mustParse(t, `
+rules:
+  - name: boiler
+    match: plant/+device
+    rename: {temperature: temp_c}
+    fields:
+      temp_f: temperature * 9 / 5 + 32
+      double: pressure * 2
+    alert:
+      when: pressure > 3
+      value: pressure
+`)
+	ev := set.NewEvaluator(nil, rules.Limits{})
+	ev.KeepFields([]string{"seq", "temp_c", "temp_f"})
+	for i, payload := range []string{`{"seq":1,"temperature":20,"pressure":2}`, `{"pressure":4,"seq":2,"temperature":30,"x":1}`} {
+		out, _ := ev.Eval(msg("plant/b1", payload, t0.Add(time.Duration(i)*time.Second)), nil)
+		var got []string
+		for _, f := range out[0].Record.Fields {
+			got = append(got, fmt.Sprintf("%s=%v", f.Name, f.Value))
+		}
+		want := [][]string{{"seq=1", "temp_c=20", "temp_f=68"}, {"seq=2", "temp_c=30", "temp_f=86"}}[i]
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("reading %d: record fields %v, want %v", i, got, want)
+		}
+		if i == 1 && (len(out) != 2 || out[1].Alert == nil || out[1].Alert.Value != 4.0) {
+			t.Errorf("reading %d: %d events, want the record and an alert on pressure 4", i, len(out))
+		}
+	}
+	ev.KeepFields(nil)
+	out, _ := ev.Eval(msg("plant/b1", `{"seq":3,"temperature":20,"pressure":2}`, t0.Add(3*time.Second)), nil)
+	if n := len(out[0].Record.Fields); n != 5 {
+		t.Errorf("with every field kept: %d fields, want 5 (seq, temp_c, pressure, temp_f, double)", n)
+	}
+}

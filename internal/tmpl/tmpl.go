@@ -74,6 +74,18 @@ func MustParse(src string) *Template {
 
 func (t *Template) String() string { return t.src }
 
+// Names returns the names the template looks up ({device}; not the
+// topic levels, {3}), in order.
+func (t *Template) Names() []string {
+	var names []string
+	for _, p := range t.parts {
+		if p.name != "" && p.segment < 0 {
+			names = append(names, p.name)
+		}
+	}
+	return names
+}
+
 // Static reports whether the template has no placeholders.
 func (t *Template) Static() bool {
 	for _, p := range t.parts {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -134,6 +135,30 @@ func (c *Config) Validate() error {
 		p.Nest("tls", c.TLS.Validate())
 	}
 	return p.Err()
+}
+
+// RecordFields returns the record fields the sink reads, when it reads
+// only some (fields is set): those it writes, its time field and the names
+// its measurement and tag templates look up. all is true when it reads
+// every field (no fields list). The configuration must be valid.
+func (c *Config) RecordFields() (names []string, all bool) {
+	if len(c.Fields) == 0 {
+		return nil, true
+	}
+	names = append(names, c.Fields...)
+	if c.TimeField != "" {
+		names = append(names, c.TimeField)
+	}
+	measurement := c.Measurement
+	if measurement == "" {
+		measurement = "{rule}"
+	}
+	names = append(names, tmpl.MustParse(measurement).Names()...)
+	for _, t := range c.Tags {
+		names = append(names, tmpl.MustParse(t).Names()...)
+	}
+	slices.Sort(names)
+	return slices.Compact(names), false
 }
 
 // Sink writes points to InfluxDB.
