@@ -66,8 +66,10 @@ func (m *Message) appendBody(b []byte, payload bool) []byte {
 }
 
 // DecodeMessage decodes a message written by AppendBinary.
-func DecodeMessage(b []byte) (*Message, error) {
-	d := decoder{b: b}
+func DecodeMessage(b []byte) (*Message, error) { return decodeMessage(b, nil) }
+
+func decodeMessage(b []byte, names *Names) (*Message, error) {
+	d := decoder{b: b, names: names}
 	v := d.byte()
 	if (v < 1 || v > codecVersion) && d.err == nil {
 		return nil, fmt.Errorf("%w: message version %d", ErrCorrupt, v)
@@ -155,8 +157,46 @@ func EventStreams(b []byte) (streams uint8, ok bool) {
 
 // DecodeEvents decodes events written by AppendEvents. They share one
 // *Message.
-func DecodeEvents(b []byte) ([]Event, error) {
-	d := decoder{b: b}
+func DecodeEvents(b []byte) ([]Event, error) { return decodeEvents(b, nil) }
+
+// Names makes the strings that repeat from one record to the next (topics,
+// client ids, rule and field names, tags, short text values) once, for a
+// reader that decodes many records (a sink reading its backlog from the
+// journal's files): its Message and Events decode as DecodeMessage and
+// DecodeEvents do, sharing those strings. It holds at most 4,096 strings
+// of up to 64 bytes. Not safe for concurrent use; the zero value is ready.
+type Names struct {
+	m map[string]string
+}
+
+// Message decodes a message written by AppendBinary.
+func (n *Names) Message(b []byte) (*Message, error) { return decodeMessage(b, n) }
+
+// Events decodes events written by AppendEvents.
+func (n *Names) Events(b []byte) ([]Event, error) { return decodeEvents(b, n) }
+
+const (
+	maxNames   = 4096
+	maxNameLen = 64
+)
+
+// get returns b as a string, made once.
+func (n *Names) get(b []byte) string {
+	if s, ok := n.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(b) <= maxNameLen {
+		if n.m == nil || len(n.m) >= maxNames {
+			n.m = make(map[string]string, 256)
+		}
+		n.m[s] = s
+	}
+	return s
+}
+
+func decodeEvents(b []byte, names *Names) ([]Event, error) {
+	d := decoder{b: b, names: names}
 	v := d.byte()
 	if (v < 1 || v > codecVersion) && d.err == nil {
 		return nil, fmt.Errorf("%w: events version %d", ErrCorrupt, v)
@@ -172,16 +212,16 @@ func DecodeEvents(b []byte) ([]Event, error) {
 		}
 		switch e.Stream {
 		case StreamRecords:
-			r := &Record{Rule: d.string(), Topic: d.string(), Time: d.time(), Tags: d.tags()}
+			r := &Record{Rule: d.name(), Topic: d.name(), Time: d.time(), Tags: d.tags()}
 			nf := d.count()
 			r.Fields = make([]Field, 0, nf)
 			for j := 0; j < nf && d.err == nil; j++ {
-				r.Fields = append(r.Fields, Field{Name: d.string(), Value: d.value()})
+				r.Fields = append(r.Fields, Field{Name: d.name(), Value: d.value()})
 			}
 			e.Record = r
 		case StreamAlerts:
-			a := &Alert{Rule: d.string(), Severity: d.string(), Status: d.string(), Series: d.string(),
-				Device: d.string(), Message: d.string(), Topic: d.string()}
+			a := &Alert{Rule: d.name(), Severity: d.name(), Status: d.name(), Series: d.name(),
+				Device: d.name(), Message: d.string(), Topic: d.name()}
 			a.Value = d.value()
 			a.Time, a.Since = d.time(), d.time()
 			a.Tags = d.tags()
@@ -260,10 +300,11 @@ func boolByte(v bool) byte {
 }
 
 // decoder reads a record; the first problem sticks in err and every later
-// read returns a zero value.
+// read returns a zero value. With names, strings that repeat are shared.
 type decoder struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	names *Names
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -324,6 +365,19 @@ func (d *decoder) bytes() []byte {
 
 func (d *decoder) string() string { return string(d.bytes()) }
 
+// name reads a string that repeats from record to record (a topic, a field
+// name, a tag).
+func (d *decoder) name() string {
+	if d.names == nil {
+		return d.string()
+	}
+	b := d.bytes()
+	if len(b) == 0 {
+		return ""
+	}
+	return d.names.get(b)
+}
+
 func (d *decoder) varint() int64 {
 	v, n := binary.Varint(d.b)
 	if n <= 0 {
@@ -354,7 +408,7 @@ func (d *decoder) tags() []Tag {
 	}
 	tags := make([]Tag, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		tags = append(tags, Tag{Key: d.string(), Value: d.string()})
+		tags = append(tags, Tag{Key: d.name(), Value: d.name()})
 	}
 	return tags
 }
@@ -380,7 +434,7 @@ func (d *decoder) value() any {
 	case 'b':
 		return d.byte() == 1
 	case 's':
-		return d.string()
+		return d.name()
 	case 'n':
 		return nil
 	default:
@@ -392,17 +446,17 @@ func (d *decoder) value() any {
 }
 
 func (d *decoder) message(version byte) *Message {
-	m := &Message{Topic: d.string()}
+	m := &Message{Topic: d.name()}
 	if p := d.bytes(); len(p) > 0 {
 		m.Payload = append([]byte(nil), p...)
 	}
 	m.QoS = d.byte()
 	m.Retain = d.byte() == 1
-	m.ClientID, m.Username, m.ContentType = d.string(), d.string(), d.string()
+	m.ClientID, m.Username, m.ContentType = d.name(), d.name(), d.name()
 	if n := d.count(); n > 0 {
 		m.UserProperties = make([]Property, 0, n)
 		for i := 0; i < n && d.err == nil; i++ {
-			m.UserProperties = append(m.UserProperties, Property{Key: d.string(), Value: d.string()})
+			m.UserProperties = append(m.UserProperties, Property{Key: d.name(), Value: d.string()})
 		}
 	}
 	m.Received = d.time()

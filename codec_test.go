@@ -164,3 +164,35 @@ func FuzzDecodeEvents(f *testing.F) {
 		sluice.DecodeMessage(b)
 	})
 }
+
+// Names decodes what DecodeMessage and DecodeEvents do, sharing the
+// strings that repeat between records.
+func TestNamesDecode(t *testing.T) {
+	m := sampleMessage()
+	events := []sluice.Event{
+		{Stream: sluice.StreamRecords, ID: "a:1:0", Message: m, Record: &sluice.Record{Rule: "r", Topic: m.Topic, Time: m.Received,
+			Tags: []sluice.Tag{{Key: "device", Value: "b7"}}, Fields: []sluice.Field{{Name: "f", Value: 91.5}, {Name: "s", Value: "on"}}}},
+		{Stream: sluice.StreamAlerts, ID: "a:1:1", Message: m, Alert: &sluice.Alert{Rule: "r", Severity: "critical", Status: "firing",
+			Series: "b7", Device: "b7", Value: 91.5, Message: "hot", Time: m.Received, Since: m.Received, Topic: m.Topic, Notification: 1}},
+		{Stream: sluice.StreamDeadLetters, Message: m, DeadLetter: &sluice.DeadLetter{Stage: "decode", Rule: "r", Reason: "json: bad"}},
+	}
+	var names sluice.Names
+	data := sluice.AppendEvents(nil, m, events)
+	for range 3 {
+		got, err := names.Events(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := sluice.DecodeEvents(data)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %+v\nwant %+v", got, want)
+		}
+		msg, err := names.Message(m.AppendBinary(nil))
+		if err != nil || !reflect.DeepEqual(msg, m) {
+			t.Fatalf("message: got %+v (%v), want %+v", msg, err, m)
+		}
+	}
+	if _, err := names.Events(data[:len(data)-1]); err == nil {
+		t.Error("a truncated record decoded")
+	}
+}

@@ -236,6 +236,7 @@ func (p *pipeline) start(ctx context.Context) {
 // dispatch reads the journal's messages in order and hands each to the
 // worker of its shard. It stops, closing the shards, when ctx ends.
 func (p *pipeline) dispatch(ctx context.Context) {
+	var names sluice.Names // for messages read back from the files
 	defer func() {
 		for _, s := range p.shards {
 			close(s)
@@ -252,7 +253,7 @@ func (p *pipeline) dispatch(ctx context.Context) {
 		}
 		msg, ok := e.Value.(*sluice.Message)
 		if !ok {
-			if msg, err = sluice.DecodeMessage(e.Data); err != nil {
+			if msg, err = names.Message(e.Data); err != nil {
 				p.rlog.Error("journal", "unreadable message in the journal; skipped", "seq", e.Seq, "error", err)
 				p.tracker.skip(e.Seq)
 				continue

@@ -59,6 +59,10 @@ type sinkReader struct {
 	rlog      *ratelog.Logger
 	metrics   *metrics.Metrics
 
+	// names decodes what is read back from the files (run's goroutine),
+	// making the names that repeat from record to record once.
+	names sluice.Names
+
 	// failingSince is when the sink's writes began to fail (Unix ns), 0
 	// while they succeed; lastErr is the latest failure.
 	failingSince atomic.Int64
@@ -89,7 +93,7 @@ func (s *sinkReader) events(e journal.Entry) ([]sluice.Event, error) {
 		msg, ok := e.Value.(*sluice.Message)
 		if !ok {
 			var err error
-			if msg, err = sluice.DecodeMessage(e.Data); err != nil {
+			if msg, err = s.names.Message(e.Data); err != nil {
 				return nil, err
 			}
 		}
@@ -104,7 +108,7 @@ func (s *sinkReader) events(e journal.Entry) ([]sluice.Event, error) {
 				return nil, nil
 			}
 			var err error
-			if all, err = sluice.DecodeEvents(e.Data); err != nil {
+			if all, err = s.names.Events(e.Data); err != nil {
 				return nil, err
 			}
 		}
