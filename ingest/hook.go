@@ -10,6 +10,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/sluicehq/sluice"
@@ -23,6 +24,11 @@ type hook struct {
 
 	limiters    sync.Map // *mqtt.Client → *rate.Limiter
 	subscribing sync.Map // *mqtt.Client → *subscribeState, while a SUBSCRIBE is processed
+
+	// in holds each listener's counters of what is published to it
+	// (*inCounters), looked up once rather than by label values for every
+	// message.
+	in sync.Map
 
 	// retained is the set of topics with a retained message, but for the
 	// broker's own $SYS topics: what max_retained_messages bounds.
@@ -268,9 +274,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 
-	listener := cl.Net.Listener
-	b.metrics.MessagesIn.WithLabelValues(listener, qosLabel[qos]).Inc()
-	b.metrics.BytesIn.WithLabelValues(listener).Add(float64(len(pk.Payload)))
+	in := h.counted(cl.Net.Listener)
+	in.messages[min(qos, 2)].Inc()
+	in.bytes.Add(float64(len(pk.Payload)))
 
 	msg := &sluice.Message{
 		Topic:       pk.TopicName,
@@ -317,6 +323,26 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		b.metrics.Rejected.WithLabelValues("error").Inc()
 		return pk, packets.ErrRejectPacket
 	}
+}
+
+// inCounters count what is published to one listener.
+type inCounters struct {
+	messages [3]prometheus.Counter // by QoS
+	bytes    prometheus.Counter
+}
+
+// counted returns the counters of listener.
+func (h *hook) counted(listener string) *inCounters {
+	if c, ok := h.in.Load(listener); ok {
+		return c.(*inCounters)
+	}
+	m := h.b.metrics
+	c := &inCounters{bytes: m.BytesIn.WithLabelValues(listener)}
+	for q, label := range qosLabel {
+		c.messages[q] = m.MessagesIn.WithLabelValues(listener, label)
+	}
+	v, _ := h.in.LoadOrStore(listener, c)
+	return v.(*inCounters)
 }
 
 // refuseUnstored answers a publish a journal could not store, without
