@@ -287,8 +287,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	_, stopAdmin, err := startAdmin(cfg, svc, m, log)
 	if err != nil {
-		fmt.Fprintln(stderr, "sluice could not start:", svc.Redactor().Redact(err.Error()))
+		// Closed first: its goroutines (a sink connecting) log to stderr
+		// too, and are done once Close returns.
 		svc.Close(context.Background())
+		fmt.Fprintln(stderr, "sluice could not start:", svc.Redactor().Redact(err.Error()))
 		return exitFailure
 	}
 	// The admin listener outlives the shutdown, so /readyz says "not
