@@ -71,6 +71,56 @@ func (ev *Evaluator) KeepFields(names []string) {
 	if names != nil {
 		ev.only = &projection{names: slices.Clone(names)}
 	}
+	ev.wants()
+}
+
+// wants has each decoder keep only the payload fields its rules read: the
+// names their expressions read and, for a rule that makes records, what
+// its records carry (every field, unless KeepFields said which). A
+// payload's other fields are checked as before, but not made into values
+// (sluice bench -job influx: 4 of 21).
+func (ev *Evaluator) wants() {
+	for c := range ev.set.chains {
+		ev.decoders[c].Want(ev.chainWant(c))
+	}
+}
+
+// chainWant says which payload fields the rules decoding with chain c read;
+// nil: every field.
+func (ev *Evaluator) chainWant(c int) func(name string) bool {
+	s := ev.set
+	if s.uses.payload {
+		return nil // the payload map holds every field
+	}
+	var recs []*rule
+	for _, r := range s.rules {
+		if r.chain != c || !r.records {
+			continue
+		}
+		if ev.only == nil {
+			return nil
+		}
+		recs = append(recs, r)
+	}
+	slots, only := s.slots, ev.only
+	return func(name string) bool {
+		if _, ok := slots[name]; ok {
+			return true
+		}
+		for _, r := range recs {
+			if (r.keep != nil && !r.keep[name]) || r.drop[name] {
+				continue
+			}
+			out := name
+			if to, ok := r.rename[name]; ok {
+				out = to
+			}
+			if slices.Contains(only.names, out) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // projection is the fields records keep (Evaluator.KeepFields). Readings
@@ -190,6 +240,7 @@ func (s *Set) NewEvaluator(from *Evaluator, limits Limits) *Evaluator {
 	for i := range s.chains {
 		ev.decoders[i] = decode.NewDecoder(limits)
 	}
+	ev.wants()
 	old := map[string]*ruleState{}
 	if from != nil {
 		for _, st := range from.states {

@@ -471,3 +471,61 @@ func TestZeroValues(t *testing.T) {
 		t.Errorf("zero Decoder has limits %+v", d.limits)
 	}
 }
+
+// A decoder told which fields are wanted keeps those alone, after
+// checking the whole payload as before: a bad value in a field left out
+// is still an error, fields left out count against the limit, and a split
+// payload keeps every field.
+func TestDecodeWant(t *testing.T) {
+	want := func(name string) bool { return name == "temp" || name == "motor_rpm" || name == "s" }
+	for _, c := range []struct {
+		name    string
+		chain   []string
+		payload string
+		opts    Options
+		want    []Reading
+		wantErr string
+	}{
+		{name: "object", chain: []string{"json"}, payload: string(telemetry), want: []Reading{r("temp", 61.5, "motor_rpm", 1480.0)}},
+		{name: "array", chain: []string{"json"}, payload: `[{"temp":1,"x":2},{"y":"z","s":"t"}]`, want: []Reading{r("temp", 1.0), r("s", "t")}},
+		{name: "kv", chain: []string{"kv"}, payload: `temp=21.5 humidity=40 s="a b" note=x`, want: []Reading{r("temp", 21.5, "s", "a b")}},
+		{name: "kv of fields left out only", chain: []string{"kv"}, payload: `humidity=40`, want: []Reading{{}}},
+		{name: "bad string in a field left out", chain: []string{"json"}, payload: "{\"temp\":1,\"x\":\"a\x01\"}", wantErr: "control character"},
+		{name: "number out of range in a field left out", chain: []string{"json"}, payload: `{"temp":1,"x":1e999}`, wantErr: "out of range"},
+		{name: "kv number out of range left out", chain: []string{"kv"}, payload: `temp=1 x=1e999`, wantErr: "out of range"},
+		{name: "split keeps every field", chain: []string{"json"}, payload: `{"site":"n","readings":[{"temp":1,"x":2}]}`,
+			opts: Options{Split: "readings"}, want: []Reading{r("site", "n", "temp", 1.0, "x", 2.0)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := NewDecoder(Limits{})
+			d.Want(want)
+			for range 2 { // the second time from the names it knows
+				got, err := d.Decode(mustChain(t, c.chain...), []byte(c.payload), c.opts)
+				if c.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+						t.Fatalf("error %v, want one containing %q", err, c.wantErr)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if show(got) != show(c.want) {
+					t.Fatalf("got %s, want %s", show(got), show(c.want))
+				}
+			}
+		})
+	}
+	// Fields left out count against the limit.
+	d := NewDecoder(Limits{MaxSize: 4096})
+	d.Want(want)
+	var b strings.Builder
+	b.WriteString(`{"temp":1`)
+	for i := range 1100 {
+		b.WriteString(`,"x` + strings.Repeat("y", i%7) + string(rune('a'+i%26)) + `":1`)
+	}
+	b.WriteString("}")
+	if _, err := d.Decode(mustChain(t, "json"), []byte(b.String()), Options{}); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("a payload of 1,101 fields with a limit of 1,024: %v, want too many", err)
+	}
+}

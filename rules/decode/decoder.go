@@ -130,6 +130,17 @@ func NewDecoder(l Limits) *Decoder {
 	return d
 }
 
+// Want makes the decoder keep only the fields want says yes to (nil: all):
+// the others are parsed and checked as before, and count against the
+// limits, but are left out of the readings, for callers that read some
+// fields of wide payloads. It does not apply to payloads split into
+// readings (Options.Split). want is asked once per name (the answers are
+// kept with the names the decoder has seen).
+func (d *Decoder) Want(want func(name string) bool) {
+	d.out.want = want
+	d.out.names = nameCache{}
+}
+
 // Decode runs the chain over payload and returns the readings. A JSON object
 // gives one reading; a top-level JSON array of objects gives one reading per
 // element; with opts.Split, the named array's elements give one reading

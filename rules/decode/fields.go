@@ -43,6 +43,15 @@ type fieldBuilder struct {
 
 	merged []Field // fields of split readings
 	list   []Reading
+
+	// want, when set, says which fields to keep (Decoder.Want); the
+	// others are parsed and checked, counted against maxFields, and left
+	// out. skippedTop and skippedElems count those left out of top and
+	// of elems.
+	want                     func(name string) bool
+	skippedTop, skippedElems int
+	// filter: want applies to the payload being parsed (not split).
+	filter bool
 }
 
 // pendingString is a field whose value is strs[start:end].
@@ -63,11 +72,47 @@ func (b *fieldBuilder) reset() {
 	b.top, b.elems, b.bounds, b.repeats = b.top[:0], b.elems[:0], b.bounds[:0], b.repeats[:0]
 	b.merged, b.list = b.merged[:0], b.list[:0]
 	b.strs, b.pending = b.strs[:0], b.pending[:0]
+	b.skippedTop, b.skippedElems = 0, 0
 	b.names.rewind()
 }
 
 // count is how many fields and readings the payload has given so far.
-func (b *fieldBuilder) count() int { return len(b.top) + len(b.elems) + len(b.bounds) }
+func (b *fieldBuilder) count() int {
+	return len(b.top) + len(b.elems) + len(b.bounds) + b.skippedTop + b.skippedElems
+}
+
+// field returns the field name raw as a string, and whether the field is
+// kept (see want).
+func (b *fieldBuilder) field(raw []byte) (string, bool) {
+	if !b.filter {
+		return b.names.get(raw), true
+	}
+	name, e := b.names.entry(raw)
+	if e == nil {
+		return name, b.want(name)
+	}
+	if e.want == 0 {
+		e.want = 2
+		if b.want(name) {
+			e.want = 1
+		}
+	}
+	return name, e.want == 1
+}
+
+// skip counts a field of list left out, reporting false if that makes too
+// many.
+func (b *fieldBuilder) skip(list *[]Field) bool {
+	if b.count() >= b.maxFields {
+		return false
+	}
+	if list == &b.elems {
+		b.skippedElems++
+	} else {
+		b.skippedTop++
+	}
+	return true
+}
 
 // tooMany is the error for a payload with more than maxFields fields.
 func (b *fieldBuilder) tooMany(size int) error {
@@ -82,6 +127,14 @@ func (b *fieldBuilder) add(list *[]Field, name string, v any) bool {
 	}
 	*list = append(*list, Field{Name: name, Value: v})
 	return true
+}
+
+// addBool appends a boolean field named raw, or skips it.
+func (b *fieldBuilder) addBool(list *[]Field, raw []byte, v bool) bool {
+	if key, kept := b.field(raw); kept {
+		return b.add(list, key, v)
+	}
+	return b.skip(list)
 }
 
 // addString appends a field whose value is strs[start:].
@@ -108,6 +161,7 @@ func (b *fieldBuilder) dropElements() {
 	b.pending = slices.DeleteFunc(b.pending, func(p pendingString) bool { return p.list == &b.elems })
 	clear(b.elems)
 	b.elems, b.bounds, b.repeats = b.elems[:0], b.bounds[:0], b.repeats[:0]
+	b.skippedElems = 0
 }
 
 // endTop closes the top-level object (or the kv text).
@@ -231,6 +285,7 @@ type nameCache struct {
 type nameEntry struct {
 	name string
 	seen uint64 // the reading the name was last given in
+	want int8   // 0: not asked yet, 1: the field is kept, 2: left out (fieldBuilder.want)
 }
 
 const (
@@ -248,16 +303,23 @@ func (c *nameCache) startReading() {
 
 // get returns b as a string.
 func (c *nameCache) get(b []byte) string {
+	s, _ := c.entry(b)
+	return s
+}
+
+// entry returns b as a string, with its cache entry (nil for a name too
+// long to cache).
+func (c *nameCache) entry(b []byte) (string, *nameEntry) {
 	e := c.lookup(b)
 	if e == nil {
 		c.repeats = true // not cached, so not tracked
-		return string(b)
+		return string(b), nil
 	}
 	if e.seen == c.reading {
 		c.repeats = true
 	}
 	e.seen = c.reading
-	return e.name
+	return e.name, e
 }
 
 // lookup returns the cached entry for b, adding one if there is room; nil

@@ -307,3 +307,41 @@ func referenceDedupe(rd Reading) Reading {
 	}
 	return out
 }
+
+// FuzzDecodeWant checks a decoder that keeps some fields (Want) against one
+// that keeps all: the same payloads fail (with the same error), and the
+// same readings come out, less the fields left out.
+func FuzzDecodeWant(f *testing.F) {
+	f.Add([]byte(`{"a":{"b":[1,{"c":null}]},"d":"\u00e9\ud800","a_b":-1.5e3,"bb":1e999}`))
+	f.Add([]byte(`[{"x":true},{"yy":"z"}]`))
+	f.Add([]byte(`aa=1 b="two" cc=x`))
+	auto := mustChain(f, "auto")
+	even := func(name string) bool { return len(name)%2 == 0 }
+	f.Fuzz(func(t *testing.T, data []byte) {
+		all, some := NewDecoder(Limits{}), NewDecoder(Limits{})
+		some.Want(even)
+		for range 2 {
+			want, errAll := all.Decode(auto, data, Options{})
+			got, errSome := some.Decode(auto, data, Options{})
+			if fmt.Sprint(errAll) != fmt.Sprint(errSome) {
+				t.Fatalf("%q: %v with every field, %v with some", data, errAll, errSome)
+			}
+			if errAll != nil {
+				continue
+			}
+			var kept []Reading
+			for _, rd := range want {
+				var k Reading
+				for _, f := range rd {
+					if even(f.Name) {
+						k = append(k, f)
+					}
+				}
+				kept = append(kept, k)
+			}
+			if show(got) != show(kept) {
+				t.Fatalf("%q: with some fields %s, want %s", data, show(got), show(kept))
+			}
+		}
+	})
+}

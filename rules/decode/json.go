@@ -27,6 +27,7 @@ type jsonParser struct {
 // of objects; with split, the elements of the named top-level array.
 func (b *fieldBuilder) parseJSON(data []byte, split string) error {
 	b.format = stepJSON
+	b.filter = b.want != nil && split == ""
 	p := jsonParser{b: b, data: data, split: split}
 	p.skipSpace()
 	if p.pos == len(data) {
@@ -213,23 +214,33 @@ func (p *jsonParser) member(list *[]Field, name []byte, prefix, keyAt int) error
 		if b.strs, err = p.appendString(b.strs); err != nil {
 			return err
 		}
-		ok = b.addString(list, b.names.get(name), start)
+		if key, kept := b.field(name); kept {
+			ok = b.addString(list, key, start)
+		} else {
+			b.strs = b.strs[:start]
+			ok = b.skip(list)
+		}
 	case c == 't':
 		if err := p.literal("true"); err != nil {
 			return err
 		}
-		ok = b.add(list, b.names.get(name), true)
+		ok = b.addBool(list, name, true)
 	case c == 'f':
 		if err := p.literal("false"); err != nil {
 			return err
 		}
-		ok = b.add(list, b.names.get(name), false)
+		ok = b.addBool(list, name, false)
 	case c == '-' || '0' <= c && c <= '9':
 		v, err := p.number()
 		if err != nil {
 			return err
 		}
-		ok = b.add(list, b.names.get(name), v)
+		// The number is checked either way; only a kept one is boxed.
+		if key, kept := b.field(name); kept {
+			ok = b.add(list, key, v)
+		} else {
+			ok = b.skip(list)
+		}
 	default:
 		return p.unexpected("a value")
 	}
@@ -537,7 +548,8 @@ func kindOf(c byte) string {
 // end, or -1 if there is none. It also returns the number's value if it is
 // exact: up to 15 significant digits and no exponent (the digits and the
 // power of ten are then exact in a float64, so the one division is
-// correctly rounded). Otherwise the caller converts it with parseFloat.
+// correctly rounded), or a whole number up to 2^53. Otherwise the caller
+// converts it with parseFloat.
 func scanNumber(b []byte, i int) (end int, v float64, exact bool) {
 	neg := false
 	if i < len(b) && b[i] == '-' {
@@ -583,7 +595,9 @@ func scanNumber(b []byte, i int) (end int, v float64, exact bool) {
 		}
 		return i, 0, false
 	}
-	if digits > 15 {
+	if digits > 15 && (decimals > 0 || digits > 19 || mantissa > 1<<53) {
+		// (A whole number up to 2^53 is exact at any length: timestamps in
+		// microseconds have 16 digits.)
 		return i, 0, false
 	}
 	v = float64(mantissa)

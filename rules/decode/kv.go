@@ -15,6 +15,7 @@ import (
 // else is a string. The text must be UTF-8 without control characters.
 func (b *fieldBuilder) parseKV(data []byte) error {
 	b.format = stepKV
+	b.filter = b.want != nil
 	if !utf8.Valid(data) {
 		return fmt.Errorf("kv: invalid UTF-8 at byte %d", invalidUTF8At(data))
 	}
@@ -40,7 +41,7 @@ func (b *fieldBuilder) parseKV(data []byte) error {
 		if i == start {
 			return fmt.Errorf("kv: empty key at byte %d", start)
 		}
-		name := b.names.get(data[start:i])
+		name, kept := b.field(data[start:i])
 		i++ // the '='
 
 		var ok bool
@@ -53,7 +54,12 @@ func (b *fieldBuilder) parseKV(data []byte) error {
 			if i < len(data) && !isKVSeparator(data[i]) {
 				return fmt.Errorf("kv: unexpected %s at byte %d after the quoted value at byte %d", describeByte(data[i]), i, at)
 			}
-			ok = b.addString(&b.top, name, strStart)
+			if kept {
+				ok = b.addString(&b.top, name, strStart)
+			} else {
+				b.strs = b.strs[:strStart]
+				ok = b.skip(&b.top)
+			}
 		} else {
 			valueStart := i
 			for i < len(data) && !isKVSeparator(data[i]) {
@@ -65,6 +71,13 @@ func (b *fieldBuilder) parseKV(data []byte) error {
 			v := data[valueStart:i]
 			end, f, exact := scanNumber(v, 0)
 			switch {
+			case !kept && end == len(v) && !exact:
+				if _, inRange := parseFloat(v); !inRange {
+					return fmt.Errorf("kv: number %s at byte %d is out of range", clip(v), valueStart)
+				}
+				ok = b.skip(&b.top)
+			case !kept:
+				ok = b.skip(&b.top)
 			case string(v) == "true":
 				ok = b.add(&b.top, name, true)
 			case string(v) == "false":
@@ -87,7 +100,7 @@ func (b *fieldBuilder) parseKV(data []byte) error {
 			return b.tooMany(len(data))
 		}
 	}
-	if len(b.top) == 0 {
+	if len(b.top)+b.skippedTop == 0 {
 		return fmt.Errorf("kv: empty payload")
 	}
 	b.endTop()
