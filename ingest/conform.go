@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"slices"
@@ -70,10 +69,12 @@ func isEmptyWillStandIn(p []byte) bool { return len(p) == 1 && &p[0] == &emptyWi
 func (h *conformHook) ID() string { return "sluice-conformance" }
 
 func (h *conformHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnWill,
-		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect, mqtt.OnClientExpired,
-	}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPacketEncode, mqtt.OnWill,
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
 }
 
 // OnPacketRead sees each packet a client sends before mochi validates it.

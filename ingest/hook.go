@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -38,12 +37,17 @@ type hook struct {
 
 func (h *hook) ID() string { return "sluice-ingest" }
 
+// Provides is asked for every hook call of every packet: a switch, not a
+// search of a list (bytes.Contains here and in conformHook was 1.9% of the
+// CPU at full load).
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
 		mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect, mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
-		mqtt.OnSessionEstablished, mqtt.OnPublishDropped,
-	}, []byte{b})
+		mqtt.OnSessionEstablished, mqtt.OnPublishDropped:
+		return true
+	}
+	return false
 }
 
 // OnSessionEstablished counts a connection accepted: its CONNACK is sent.
