@@ -215,6 +215,9 @@ func (s *Service) newPipeline(pc *PipelineConfig, set *rules.Set, limits rules.L
 		MessageKind:  kindMessage,
 		ValueSize:    journalValueSize,
 		Logger:       log.With("component", "journal"),
+		// Every reader uses a record's value when it has one, but a
+		// cluster's forwarder, which sends the bytes on.
+		ValueOnly: s.cfg.Cluster == nil,
 	}
 	switch c := s.cfg.Cluster; {
 	case c != nil && !c.has(roleIngest):

@@ -85,6 +85,12 @@ type Options struct {
 	// against CacheBytes. Nil: values count nothing (they must be small,
 	// or shared with what is held anyway).
 	ValueSize func(value any) int
+	// ValueOnly caches a record appended with a value without its data:
+	// a reader that gets it from the cache has the value, and a nil
+	// Entry.Data. For callers whose readers use the value when there is
+	// one (and encode it again should they need the bytes): the cache
+	// then holds more records in the same bytes, and copies less.
+	ValueOnly bool
 
 	syncFile func(*os.File) error // fsync; tests count the calls
 }
@@ -111,7 +117,7 @@ var (
 type Entry struct {
 	Seq   uint64    // 1, 2, 3, ... gapless per journal, continuing across restarts
 	Kind  byte      // chosen by the caller
-	Data  []byte    // the bytes appended, decrypted if the journal is encrypted (valid until the reader's next Next call)
+	Data  []byte    // the bytes appended, decrypted if the journal is encrypted (valid until the reader's next Next call); nil from the cache for a record with a value, with Options.ValueOnly
 	Value any       // the value given to Append while the record is in the cache; nil when read back from disk
 	Time  time.Time // when it was appended
 }
@@ -631,7 +637,10 @@ func (j *Journal) write(kind byte, data []byte, value any, now bool) (uint64, er
 	j.bytes += size
 	j.last = seq
 	if !j.files || j.opts.CacheBytes > 0 {
-		e := centry{data: j.cache.copyData(data), value: value, time: t, kind: kind}
+		e := centry{value: value, time: t, kind: kind}
+		if value == nil || !j.opts.ValueOnly {
+			e.data = j.cache.copyData(data)
+		}
 		if value != nil && j.opts.ValueSize != nil {
 			e.vsize = int32(min(j.opts.ValueSize(value), math.MaxInt32))
 		}

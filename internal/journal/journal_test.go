@@ -622,6 +622,43 @@ func TestCacheCountsValues(t *testing.T) {
 	}
 }
 
+// With ValueOnly, a record appended with a value is read from the cache
+// as its value alone; one without a value, or read from the files, has its
+// data.
+func TestCacheValueOnly(t *testing.T) {
+	o := optsFor(t, Process)
+	o.ValueOnly = true
+	j := open(t, o)
+	r := j.Reader("sink")
+	ctx := ctxT(t)
+	if _, err := j.Append(ctx, 1, []byte("with a value"), "value", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append(ctx, 1, []byte("without"), nil, false); err != nil {
+		t.Fatal(err)
+	}
+	e, err := r.Next(ctx)
+	if err != nil || e.Value != "value" || e.Data != nil {
+		t.Fatalf("first: value %v, data %q, %v; want its value alone", e.Value, e.Data, err)
+	}
+	e, err = r.Next(ctx)
+	if err != nil || e.Value != nil || string(e.Data) != "without" {
+		t.Fatalf("second: value %v, data %q, %v; want its data", e.Value, e.Data, err)
+	}
+	// From the files, both have their data.
+	o2 := optsFor(t, Process)
+	o2.Dir, o2.ValueOnly, o2.CacheBytes = o.Dir, true, -1
+	j.Close()
+	j2 := open(t, o2)
+	r2 := j2.Reader("sink2")
+	for _, want := range []string{"with a value", "without"} {
+		e, err := r2.Next(ctx)
+		if err != nil || string(e.Data) != want {
+			t.Fatalf("from the files: data %q, %v; want %q", e.Data, err, want)
+		}
+	}
+}
+
 func TestNextWaitsAndClose(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.String(), func(t *testing.T) {
