@@ -71,8 +71,8 @@ generate:
 # sluice sustain it: do the sinks keep up?), at 20,000 msg/s for latency,
 # the simplest job (one rule, InfluxDB) as fast as acknowledged and at
 # 20,000 msg/s, 19,000 idle connections, 200,000 series that appear once
-# and expire (memory), and one node against a cluster of two at 10,000
-# msg/s (the cost of the Kafka hop). Reports in reports/bench/.
+# and expire (memory), and one node against a cluster of three (ingest,
+# rules, sinks) at 10,000 msg/s (the cost of the Kafka hop). Reports in reports/bench/.
 BENCH_OUT   ?= $(CURDIR)/reports/bench
 BENCH_FLAGS ?=
 bench: build tools

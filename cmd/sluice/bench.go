@@ -31,7 +31,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Job, "job", "full", "the built-in configuration's `job`: full (10 rules; Kafka, InfluxDB, alerts) or influx (the simplest: one rule naming the topic levels, InfluxDB with 3 fields and 3 tags)")
 	fs.StringVar(&cfg.ConfigFile, "c", "", "run sluice from this configuration `file` (its sinks must be reachable); default: the built-in bench configuration with the Kafka stand-in and influxd")
 	fs.BoolVar(&cfg.Baseline, "baseline", true, "run the same load against the bare embedded broker first, for the ratio")
-	fs.BoolVar(&cfg.Cluster, "cluster", false, "after the one-node run, run sluice as a cluster of two nodes on the Kafka stand-in (ingest here, rules and sinks in a child process) and report each node's CPU per message: the cost of the Kafka hop")
+	fs.BoolVar(&cfg.Cluster, "cluster", false, "after the one-node run, run sluice as a cluster of three nodes on the Kafka stand-in (ingest here; rules and sinks each in a child process) and report each node's CPU per message: the cost of the Kafka hop")
 	fs.BoolVar(&cfg.Scale, "scale", false, "connection-scale mode: connect -devices idle devices (or slow ones, with -rate) and measure memory per connection and connect rate")
 	fs.Int64Var(&l.Series, "series", 0, "with -scale: publish this many `series`, one message each (a device level never used before), and measure the memory they take and give back once they expire")
 	fs.IntVar(&l.Devices, "devices", 100, "simulated `devices`, one connection each")

@@ -52,10 +52,9 @@ type RunResult struct {
 	// of the load to the end of the drain; InfluxdCPU is influxd's.
 	Wall, CPU, InfluxdCPU time.Duration
 	PeakRSS               int64
-	// PeerCPU and PeerPeakRSS are of a cluster's second node (the rules
-	// and sinks node of the cluster run).
-	PeerCPU     time.Duration
-	PeerPeakRSS int64
+	// Peers are a cluster run's other nodes (rules, sinks), each its own
+	// process.
+	Peers []peer
 	// OthersCPU is the CPU time other processes of the machine used
 	// meanwhile: on a shared machine, the noise in the figures.
 	OthersCPU time.Duration
@@ -364,6 +363,14 @@ func (r *Report) runTables(w io.Writer) {
 	fmt.Fprintln(w, "\nOther processes: CPU the rest of the machine used during the run (/proc/stat less the processes above); high values mean the figures are noisy.")
 }
 
+// peer is another process under test: a cluster's node.
+type peer struct {
+	Name, Roles string
+	CPU         time.Duration
+	PeakRSS     int64
+	pid         int
+}
+
 // clusterTable compares one node with a cluster's two (the Kafka hop):
 // CPU per acknowledged message of each process, in the same invocation.
 func (r *Report) clusterTable(w io.Writer) {
@@ -385,7 +392,7 @@ func (r *Report) clusterTable(w io.Writer) {
 		}
 		return float64(d.Microseconds()) / float64(run.Load.Fleet.Acked)
 	}
-	fmt.Fprint(w, "\n## The Kafka hop: one node against a cluster of two\n\n")
+	fmt.Fprint(w, "\n## The Kafka hop: one node against a cluster of three, one role each\n\n")
 	fmt.Fprintln(w, "| process | roles | CPU s | CPU µs per acked message | vs one node | peak RSS |")
 	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|")
 	base := per(one.CPU, one)
@@ -399,9 +406,13 @@ func (r *Report) clusterTable(w io.Writer) {
 	}
 	row("one node, no cluster", "all", one.CPU, one, one.PeakRSS)
 	row("cluster: ingest node", "ingest", cl.CPU, cl, cl.PeakRSS)
-	row("cluster: rules node", "rules, sinks", cl.PeerCPU, cl, cl.PeerPeakRSS)
-	row("cluster: both", "", cl.CPU+cl.PeerCPU, cl, cl.PeakRSS+cl.PeerPeakRSS)
-	fmt.Fprintln(w, "\nThe cluster's nodes talk through Kafka (the stand-in, in the load side's process: its CPU is not in these figures): the ingest node journals and forwards each message, the rules node consumes it in a transaction with its state and outputs, and its sinks read the outputs back from Kafka.")
+	cpu, rss := cl.CPU, cl.PeakRSS
+	for _, pr := range cl.Peers {
+		row("cluster: "+pr.Name+" node", pr.Roles, pr.CPU, cl, pr.PeakRSS)
+		cpu, rss = cpu+pr.CPU, rss+pr.PeakRSS
+	}
+	row("cluster: all nodes", "", cpu, cl, rss)
+	fmt.Fprintln(w, "\nThe cluster's nodes talk through Kafka (the stand-in, in the load side's process: its CPU is not in these figures): the ingest node journals and forwards each message, the rules node consumes it and writes its outputs and state in a transaction, and the sinks node reads the outputs back from Kafka.")
 }
 
 func latRow(w io.Writer, run, path string, h Hist) {

@@ -50,7 +50,7 @@ type Config struct {
 	// SeriesTTL is how long the series check's rules keep a series after
 	// its last reading (default 15s).
 	SeriesTTL time.Duration
-	Load   Load
+	Load      Load
 	// Out is the folder for report.md, report.csv, progress.csv, the
 	// configuration used and profiles.
 	Out string
@@ -80,10 +80,11 @@ type Config struct {
 	// (go tool trace; -pprof=sched shows where goroutines waited to run).
 	Trace        string
 	TraceSeconds int
-	// Cluster adds a run of sluice as a cluster of two nodes on the Kafka
-	// stand-in, after the one-node run: an ingest node (this process) and a
-	// node for the rules and the sinks (a child process, SluiceBinary), so
-	// the report gives each node's CPU per message next to one node's.
+	// Cluster adds a run of sluice as a cluster of three nodes on the
+	// Kafka stand-in, after the one-node run: an ingest node (this
+	// process), a rules node and a sinks node (child processes running
+	// SluiceBinary), so the report gives each node's CPU per message next
+	// to one node's.
 	Cluster      bool
 	SluiceBinary string
 	// Spawn makes the command that runs the load side in a child process
@@ -477,36 +478,42 @@ func (b *bench) runCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rulesPath, err := node("rules", "rules, sinks")
-	if err != nil {
-		return err
-	}
 	bin := b.cfg.SluiceBinary
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
 			return err
 		}
 	}
-	logf, err := os.Create(filepath.Join(b.cfg.Out, "cluster-rules-node.log"))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	peer := exec.Command(bin, "run", "-c", rulesPath)
-	peer.Stdout, peer.Stderr = logf, logf
-	peerDone, err := childproc.Start(peer, syscall.SIGKILL) // it dies with the bench
-	if err != nil {
-		return fmt.Errorf("cluster: rules node: %w", err)
-	}
-	defer func() {
-		peer.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-peerDone:
-		case <-time.After(time.Minute):
-			peer.Process.Kill()
-			<-peerDone
+	// The rules node and the sinks node run as child processes, each
+	// measured on its own.
+	var peers []peer
+	for _, pr := range []struct{ name, roles string }{{"rules", "rules"}, {"sinks", "sinks"}} {
+		path, err := node(pr.name, pr.roles)
+		if err != nil {
+			return err
 		}
-	}()
+		logf, err := os.Create(filepath.Join(b.cfg.Out, "cluster-"+pr.name+"-node.log"))
+		if err != nil {
+			return err
+		}
+		defer logf.Close()
+		cmd := exec.Command(bin, "run", "-c", path)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		done, err := childproc.Start(cmd, syscall.SIGKILL) // it dies with the bench
+		if err != nil {
+			return fmt.Errorf("cluster: %s node: %w", pr.name, err)
+		}
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(time.Minute):
+				cmd.Process.Kill()
+				<-done
+			}
+		}()
+		peers = append(peers, peer{Name: pr.name, Roles: pr.roles, pid: cmd.Process.Pid})
+	}
 	stack, err := startSluice(ctx, ingestPath, filepath.Join(b.work, "cluster-ingest"), b.cfg.LogLevel, b.err)
 	if err != nil {
 		return err
@@ -518,14 +525,14 @@ func (b *bench) runCluster(ctx context.Context) error {
 			b.log.Warn("sluice stopped with an error", "error", err)
 		}
 	}()
-	r := &RunResult{Name: "cluster", Target: "sluice as two nodes on the Kafka stand-in: ingest (this process), rules and sinks (a child process); built-in config"}
+	r := &RunResult{Name: "cluster", Target: "sluice as three nodes on the Kafka stand-in: ingest (this process), rules, sinks (child processes); built-in config"}
 	p := probe{
 		line: func() string {
 			n := stack.numbers()
 			return fmt.Sprintf("in %s", count(int64(n.received)))
 		},
 		// Done when every reading is in Kafka and InfluxDB has taken as
-		// many points: the rules node's sinks have caught up.
+		// many points: the sinks node has caught up.
 		done: func(lp LoadProgress) bool {
 			want := lp.Fleet.AckedReadings
 			if b.cfg.Load.QoS == 0 {
@@ -535,7 +542,11 @@ func (b *bench) runCluster(ctx context.Context) error {
 		},
 		influxd: true,
 		kafka:   true,
-		peer:    peer.Process.Pid,
+		peers:   peers,
+	}
+	if b.cfg.CPUProfile != "" {
+		// The ingest node's profile, next to the one node's.
+		p.profile = strings.TrimSuffix(b.cfg.CPUProfile, ".prof") + "-cluster-ingest.prof"
 	}
 	if err := b.drive(ctx, r, stack.addr, p); err != nil {
 		return err
@@ -646,9 +657,9 @@ type probe struct {
 	// trace is an execution trace file (see Config.Trace).
 	trace        string
 	traceSeconds int
-	// peer is a second process under test (a cluster's other node):
-	// its CPU and peak memory are measured too.
-	peer int
+	// peers are other processes under test (a cluster's other nodes):
+	// their CPU and peak memory are measured too.
+	peers []peer
 }
 
 // drive runs one load against addr, prints a progress line every second,
@@ -662,7 +673,10 @@ func (b *bench) drive(ctx context.Context, r *RunResult, addr string, p probe) e
 		influxPID = childNamed("influxd")
 	}
 	cpu0, icpu0, busy0 := cpuSelf(), cpuOf(influxPID), machineBusy()
-	pcpu0 := cpuOf(p.peer)
+	pcpu0 := make([]time.Duration, len(p.peers))
+	for i, pr := range p.peers {
+		pcpu0[i] = cpuOf(pr.pid)
+	}
 	if p.profile != "" {
 		f, err := os.Create(p.profile)
 		if err != nil {
@@ -758,8 +772,11 @@ loop:
 	if influxPID > 0 {
 		r.InfluxdCPU = cpuOf(influxPID) - icpu0
 	}
-	if p.peer > 0 {
-		r.PeerCPU, r.PeerPeakRSS = cpuOf(p.peer)-pcpu0, memoryOf(p.peer).Peak
+	var peersCPU time.Duration
+	for i, pr := range p.peers {
+		pr.CPU, pr.PeakRSS = cpuOf(pr.pid)-pcpu0[i], memoryOf(pr.pid).Peak
+		r.Peers = append(r.Peers, pr)
+		peersCPU += pr.CPU
 	}
 	busy := machineBusy() - busy0
 	if err := b.side.Finish(Empty{}, &r.Load); err != nil {
@@ -771,7 +788,7 @@ loop:
 		r.Load.CPU, r.Load.PeakRSS = 0, 0
 	}
 	// What else ran on the machine meanwhile (a shared machine is noisy).
-	r.OthersCPU = max(0, busy-r.CPU-r.PeerCPU-r.Load.CPU-r.InfluxdCPU)
+	r.OthersCPU = max(0, busy-r.CPU-peersCPU-r.Load.CPU-r.InfluxdCPU)
 	if r.Load.ConnectErr != "" {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d connections failed; the first: %s", r.Load.Fleet.ConnectErr, r.Load.ConnectErr))
 	}

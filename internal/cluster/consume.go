@@ -25,12 +25,13 @@ type Consumer struct {
 
 	buf []*kgo.Record // polled, not yet served
 
-	mu      sync.Mutex
-	served  []*kgo.Record // served, not yet acknowledged; served[0] has seq acked+1
-	seq     uint64        // seq of the last record served
-	acked   uint64
-	highs   map[int32]int64 // high watermark per partition, as last fetched
-	offsets map[int32]int64 // next offset to serve per partition
+	mu        sync.Mutex
+	served    []*kgo.Record // served, not yet acknowledged; served[0] has seq acked+1
+	seq       uint64        // seq of the last record served
+	acked     uint64
+	highs     map[int32]int64 // high watermark per partition, as last fetched
+	committed time.Time       // when Ack last committed
+	offsets   map[int32]int64 // next offset to serve per partition
 }
 
 // NewConsumer returns a Consumer of topic in group, serving entries of
@@ -88,9 +89,15 @@ func (c *Consumer) Next(ctx context.Context) (journal.Entry, error) {
 	return journal.Entry{Seq: c.seq, Kind: c.kind, Data: r.Value, Time: r.Timestamp}, nil
 }
 
+// commitEvery is how often Ack commits what it marked, at most: a node that
+// dies writes again at most what its sink wrote in that time. (A commit per
+// Ack cost a Kafka round trip per record for a sink that most records have
+// nothing for, as an alert sink's: 6% of a node's CPU at 10,000 msg/s.)
+const commitEvery = 50 * time.Millisecond
+
 // Ack records that every entry up to seq is written, and commits their
-// offsets before it returns (a sink acknowledges once per batch): a node
-// that dies repeats at most the batch it was writing.
+// offsets, at most every commitEvery (the rest is committed with the next
+// Ack, by the autocommit every 500ms, or when a partition is revoked).
 func (c *Consumer) Ack(seq uint64) {
 	c.mu.Lock()
 	if seq <= c.acked {
@@ -102,7 +109,15 @@ func (c *Consumer) Ack(seq uint64) {
 	clear(c.served[:n])
 	c.served = c.served[n:]
 	c.acked += uint64(n)
+	now := time.Now()
+	commit := now.Sub(c.committed) >= commitEvery
+	if commit {
+		c.committed = now
+	}
 	c.mu.Unlock()
+	if !commit {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// A failed commit (a rebalance took the partition) leaves the offsets
