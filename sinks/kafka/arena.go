@@ -10,12 +10,17 @@ import (
 // values) and their headers out of shared chunks, so that encoding a batch
 // costs an allocation per chunk rather than several per record (the Kafka
 // sink was a fifth of the bytes sluice allocated under load, sluice bench
-// -memprofile). Chunks are never reused: kafka-go holds the messages until
-// their batch is written, and a write cut short by its context may still
-// be sending them when Write returns.
+// -memprofile). An arena, its chunks and its message slices are used again
+// by a later batch (the sink's encoders) once the batch is written: not
+// after a write cut short by its context, which kafka-go may still be
+// sending when Write returns (that arena is left to the collector).
 type arena struct {
 	bytes   []byte
+	chunks  [][]byte // every chunk made, in order; bytes is chunks[cur]
+	cur     int
 	headers []kafkago.Header
+	msgs    []kafkago.Message
+	index   []int // msgs[i] is the batch's event index[i]
 }
 
 const (
@@ -27,9 +32,32 @@ const (
 )
 
 func (a *arena) reserve(n int) {
-	if cap(a.bytes)-len(a.bytes) < n {
-		a.bytes = make([]byte, 0, max(arenaChunk, n))
+	if cap(a.bytes)-len(a.bytes) >= n {
+		return
 	}
+	if a.chunks != nil {
+		a.chunks[a.cur] = a.bytes // it may have grown
+		if a.cur+1 < len(a.chunks) && cap(a.chunks[a.cur+1]) >= n {
+			a.cur++
+			a.bytes = a.chunks[a.cur][:0]
+			return
+		}
+	}
+	a.bytes = make([]byte, 0, max(arenaChunk, n))
+	a.chunks = append(a.chunks, a.bytes)
+	a.cur = len(a.chunks) - 1
+}
+
+// reset readies the arena for another batch, its chunks to be written
+// over.
+func (a *arena) reset() {
+	if len(a.chunks) > 0 {
+		a.cur = 0
+		a.bytes = a.chunks[0][:0]
+	}
+	clear(a.headers)
+	clear(a.msgs)
+	a.headers, a.msgs, a.index = a.headers[:0], a.msgs[:0], a.index[:0]
 }
 
 // done returns the bytes appended since start, capped so that later

@@ -173,6 +173,9 @@ type Sink struct {
 	key      *tmpl.Template
 	maxBatch int
 
+	// arenas holds the encoders of batches written (arena).
+	arenas sync.Pool
+
 	mu        sync.Mutex
 	closed    bool
 	writer    *kafkago.Writer // nil until set up
@@ -320,19 +323,28 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 		// journal while the operator fixes it.
 		return sluice.Retryable(err, 0)
 	}
-	msgs := make([]kafkago.Message, 0, len(batch))
-	index := make([]int, 0, len(batch)) // msgs[i] is batch[index[i]]
+	a, _ := s.arenas.Get().(*arena)
+	if a == nil {
+		a = new(arena)
+	}
+	defer func() {
+		// kafka-go is done with the messages unless ctx ended the write.
+		if ctx.Err() == nil {
+			a.reset()
+			s.arenas.Put(a)
+		}
+	}()
 	bad := map[int]error{}
-	a := arena{headers: make([]kafkago.Header, 0, 3*len(batch))}
 	for i := range batch {
-		m, err := s.message(&a, &batch[i])
+		m, err := s.message(a, &batch[i])
 		if err != nil {
 			bad[i] = sluice.Permanent(err)
 			continue
 		}
-		msgs = append(msgs, m)
-		index = append(index, i)
+		a.msgs = append(a.msgs, m)
+		a.index = append(a.index, i)
 	}
+	msgs, index := a.msgs, a.index
 	if len(msgs) > 0 {
 		if err := writer.WriteMessages(ctx, msgs...); err != nil {
 			var werrs kafkago.WriteErrors

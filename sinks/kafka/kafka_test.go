@@ -95,13 +95,24 @@ func TestWritesRecordsWithKeyAndHeaders(t *testing.T) {
 // sluice's batch size).
 func BenchmarkWrite(b *testing.B) {
 	cluster := testsvc.Kafka(b, "bench")
-	for _, size := range []int{1, 100} {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+	for _, c := range []struct {
+		size   int
+		stream sluice.Stream
+	}{{1, sluice.StreamRaw}, {100, sluice.StreamRaw}, {400, sluice.StreamRecords}} {
+		size := c.size
+		b.Run(fmt.Sprintf("%s batch=%d", c.stream, size), func(b *testing.B) {
 			s := kafka.New(kafka.Config{Brokers: cluster.Addrs(), Topic: "bench", Key: "{3}"}, 500)
 			defer s.Close(context.Background())
 			batch := make([]sluice.Event, size)
 			for i := range batch {
-				batch[i] = event(sluice.StreamRaw, fmt.Sprintf("d%d", i), `{"t":21.5}`)
+				batch[i] = event(c.stream, fmt.Sprintf("d%d", i), `{"t":21.5}`)
+				if c.stream == sluice.StreamRecords {
+					// A reading of 21 fields, as sluice bench's devices send.
+					batch[i].ID = fmt.Sprintf("sluice-bench:%d:0", i)
+					for k := range 20 {
+						batch[i].Record.Fields = append(batch[i].Record.Fields, sluice.Field{Name: fmt.Sprintf("aux%02d", k), Value: 1000 + float64(k)*11.1})
+					}
+				}
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
