@@ -54,6 +54,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Influxd, "influxd", "", "influxd `binary` (default: .tools/bin/influxd, built by make tools)")
 	fs.StringVar(&cfg.Durability, "durability", "process", "the built-in configuration's durability: process, fsync or none")
 	fs.IntVar(&cfg.Batch, "batch", 0, "batch `size` of the built-in configuration's record sinks (InfluxDB, Kafka); default: sluice's")
+	fs.DurationVar(&cfg.BatchInterval, "batch-interval", 0, "batch `interval` of the built-in configuration's record sinks; default: sluice's")
 	fs.StringVar(&cfg.LogLevel, "log-level", "warn", "sluice's log level")
 	fs.DurationVar(&cfg.Drain, "drain", 0, "how long to wait after the load for the sinks to catch up (default 5m)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the process under test during the sluice run to `file`")

@@ -61,8 +61,9 @@ type Config struct {
 	Influxd string
 	// Durability of the built-in configuration's pipeline, and the batch
 	// size of its record sinks (0: sluice's default).
-	Durability string
-	Batch      int
+	Durability    string
+	Batch         int
+	BatchInterval time.Duration
 	// LogLevel of sluice (and the baseline broker).
 	LogLevel string
 	// Drain bounds the wait, after the load, for the sinks to catch up.
@@ -199,8 +200,8 @@ func (c *Config) Validate() error {
 	if c.Broker != "" && c.ConfigFile != "" {
 		bad("-broker and -c exclude each other")
 	}
-	if c.Batch < 0 {
-		bad("batch must not be negative")
+	if c.Batch < 0 || c.BatchInterval < 0 {
+		bad("batch and batch-interval must not be negative")
 	}
 	if _, ok := jobs[c.Job]; !ok {
 		bad("job %q: want full or influx", c.Job)
@@ -374,6 +375,9 @@ func (b *bench) runSluice(ctx context.Context) error {
 		}
 		if b.cfg.Batch > 0 {
 			target += fmt.Sprintf("; record batches of %d", b.cfg.Batch)
+		}
+		if b.cfg.BatchInterval > 0 {
+			target += fmt.Sprintf("; record batch interval %v", b.cfg.BatchInterval)
 		}
 		target += ")"
 	}
@@ -594,7 +598,7 @@ func (b *bench) startServices(ctx context.Context) (string, error) {
 		MaxConnections: max(10000, b.cfg.Load.Devices+1000),
 		InfluxURL:      svc.InfluxURL, Database: database,
 		KafkaBrokers: strings.Join(svc.KafkaBrokers, ", "), RecordsTopic: recordsTopic, AlertsTopic: alertsTopic,
-		Batch: b.cfg.Batch, Series: b.cfg.Scale && b.cfg.Load.Series > 0, SeriesTTL: b.cfg.SeriesTTL,
+		Batch: b.cfg.Batch, BatchInterval: b.cfg.BatchInterval, Series: b.cfg.Scale && b.cfg.Load.Series > 0, SeriesTTL: b.cfg.SeriesTTL,
 	})
 	if err != nil {
 		return "", err

@@ -62,9 +62,11 @@ type benchConfig struct {
 	InfluxURL, Database           string
 	KafkaBrokers                  string
 	RecordsTopic, AlertsTopic     string
-	// Batch, when set, is the batch size of the record sinks (InfluxDB and
-	// Kafka); otherwise sluice's default.
-	Batch int
+	// Batch and BatchInterval, when set, are the batch size and interval
+	// of the record sinks (InfluxDB and Kafka); otherwise sluice's
+	// defaults.
+	Batch         int
+	BatchInterval time.Duration
 	// Series: the rules are the series check's (config/series), in place
 	// of the job's (-scale -series), forgetting a series SeriesTTL after
 	// its last reading.
