@@ -5,9 +5,11 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +48,10 @@ type RunResult struct {
 	// sink acknowledgement): p50, p95, p99 and the top of the highest
 	// bucket used, interpolated within its coarse buckets.
 	SluiceAck [4]bucketed
+	// SinkWrites is each sink's sluice_sink_write_seconds, by sink name:
+	// how long one batch write took, request to acknowledgement (the same
+	// four figures).
+	SinkWrites map[string][4]bucketed
 	// Drain is how long the sinks took to catch up after the load.
 	Drain time.Duration
 	// Wall, CPU and PeakRSS are of the process under test, from the start
@@ -341,6 +347,11 @@ func (r *Report) runTables(w io.Writer) {
 			a := run.SluiceAck
 			fmt.Fprintf(w, "| %s | receipt → each sink ack (sluice_ack_latency_seconds, interpolated in its buckets) | | %s | | %s | %s | %s |\n",
 				run.Name, a[0], a[1], a[2], a[3])
+			for _, name := range slices.Sorted(maps.Keys(run.SinkWrites)) {
+				a := run.SinkWrites[name]
+				fmt.Fprintf(w, "| %s | sink %s: one batch write, request → acknowledgement (sluice_sink_write_seconds) | | %s | | %s | %s | %s |\n",
+					run.Name, name, a[0], a[1], a[2], a[3])
+			}
 		}
 	}
 

@@ -446,6 +446,7 @@ func (b *bench) runSluice(ctx context.Context) error {
 	r.AlertsSluice = int64(n.alerts)
 	r.DeadLetters = int64(n.deadLetters)
 	r.SluiceAck = n.ack
+	r.SinkWrites = n.writes
 	r.SinkWritten = n.written
 	if builtIn {
 		r.Counted, r.KafkaCounted = true, kafka

@@ -200,6 +200,9 @@ type sluiceNumbers struct {
 	backlog     float64     // the largest reader backlog (records)
 	series      float64     // series the rules hold state for, all rules
 	ack         [4]bucketed // p50, p95, p99, and the highest bucket used
+	// writes is each sink's sluice_sink_write_seconds (one batch write,
+	// request to acknowledgement), by sink name: p50, p95, p99, highest.
+	writes map[string][4]bucketed
 }
 
 // bucketed is a quantile read from a Prometheus histogram: within a bucket,
@@ -217,7 +220,7 @@ func (b bucketed) String() string {
 }
 
 func (s *sluiceStack) numbers() sluiceNumbers {
-	n := sluiceNumbers{written: map[string]float64{}}
+	n := sluiceNumbers{written: map[string]float64{}, writes: map[string][4]bucketed{}}
 	families, err := s.metrics.Registry.Gather()
 	if err != nil {
 		return n
@@ -238,9 +241,10 @@ func (s *sluiceStack) numbers() sluiceNumbers {
 			case "sluice_backlog_records":
 				n.backlog = math.Max(n.backlog, m.GetGauge().GetValue())
 			case "sluice_ack_latency_seconds":
-				h := m.GetHistogram()
-				for i, q := range []float64{0.5, 0.95, 0.99, 1} {
-					n.ack[i] = promQuantile(h, q)
+				n.ack = quantiles(m.GetHistogram())
+			case "sluice_sink_write_seconds":
+				if m.GetHistogram().GetSampleCount() > 0 {
+					n.writes[labelOf(m, "sink")] = quantiles(m.GetHistogram())
 				}
 			}
 		}
@@ -255,6 +259,15 @@ func labelOf(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// quantiles are a histogram's p50, p95, p99 and the top of its highest
+// bucket used.
+func quantiles(h *dto.Histogram) (q [4]bucketed) {
+	for i, f := range []float64{0.5, 0.95, 0.99, 1} {
+		q[i] = promQuantile(h, f)
+	}
+	return q
 }
 
 // promQuantile estimates a quantile from a Prometheus histogram as
