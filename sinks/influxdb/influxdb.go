@@ -6,6 +6,7 @@
 package influxdb
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
@@ -304,12 +306,17 @@ func (s *Sink) Write(ctx context.Context, batch []sluice.Event) error {
 func (s *Sink) send(ctx context.Context, w api.WriteAPIBlocking, enc *encoder, batch []sluice.Event, bad map[int]error) error {
 	created := false
 	for len(enc.lines) > 0 {
-		// The string is a copy: the client may still read the request
-		// body after a failed write returns, while this buffer is reused.
-		err := w.WriteRecord(ctx, string(enc.body[:len(enc.body)-1]))
+		// The request body is enc's buffer itself, not a copy: a write
+		// InfluxDB acknowledged has been read whole before its answer, so
+		// the next batch may write over the buffer. A failed one may still
+		// be read by the HTTP transport after WriteRecord returns (a server
+		// can answer before it reads the body): enc moves to a copy.
+		body := enc.body[:len(enc.body)-1]
+		err := w.WriteRecord(ctx, unsafe.String(unsafe.SliceData(body), len(body)))
 		if err == nil {
 			return nil
 		}
+		enc.body = bytes.Clone(enc.body)
 		if db := missingDatabase(err); db != "" && s.cfg.Create && !created {
 			created = true // once a request: a database made and still missing is said
 			if client, _, serr := s.setup(); serr == nil && s.createDatabase(ctx, client, db) == nil {
