@@ -35,17 +35,23 @@ func (a *arena) reserve(n int) {
 	if cap(a.bytes)-len(a.bytes) >= n {
 		return
 	}
-	if a.chunks != nil {
-		a.chunks[a.cur] = a.bytes // it may have grown
-		if a.cur+1 < len(a.chunks) && cap(a.chunks[a.cur+1]) >= n {
-			a.cur++
-			a.bytes = a.chunks[a.cur][:0]
-			return
-		}
+	if a.chunks == nil {
+		a.bytes = make([]byte, 0, max(arenaChunk, n))
+		a.chunks = [][]byte{a.bytes}
+		return
 	}
-	a.bytes = make([]byte, 0, max(arenaChunk, n))
-	a.chunks = append(a.chunks, a.bytes)
-	a.cur = len(a.chunks) - 1
+	a.chunks[a.cur] = a.bytes // it may have grown
+	a.cur++
+	if a.cur == len(a.chunks) {
+		a.chunks = append(a.chunks, nil)
+	}
+	if cap(a.chunks[a.cur]) < n {
+		// Too small for this record (or new): a larger chunk takes its
+		// place, so that an arena holds no more chunks than one batch
+		// needed.
+		a.chunks[a.cur] = make([]byte, 0, max(arenaChunk, n))
+	}
+	a.bytes = a.chunks[a.cur][:0]
 }
 
 // reset readies the arena for another batch, its chunks to be written
